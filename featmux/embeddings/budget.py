@@ -1,0 +1,118 @@
+"""Parameter budgets: every method is given the same number of embedding parameters.
+
+A budget is stated as a fraction of the collisionless parameter count (`1/16`), as rows of width D
+(`rows:100000`), or as parameters (`params:1600000`); `Budget.parameters` turns it into a parameter
+count, which each method then converts into its own rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+
+@dataclass(frozen=True)
+class Budget:
+    """An embedding parameter budget; exactly one field is set.
+
+    Args:
+        fraction: share of the collisionless parameter count (> 0; may exceed 1).
+        rows: rows of width `embedding_dim`.
+        params: parameters (floats) in embedding tables.
+
+    Example:
+        >>> Budget.parse("1/16").parameters(collisionless_parameters=1_000_000, embedding_dim=10)
+        62500
+    """
+
+    fraction: float | None = None
+    rows: int | None = None
+    params: int | None = None
+
+    def __post_init__(self) -> None:
+        given = [v for v in (self.fraction, self.rows, self.params) if v is not None]
+        if len(given) != 1:
+            raise ValueError("a Budget takes exactly one of fraction, rows, params")
+        if given[0] <= 0:
+            raise ValueError(f"budget must be positive, got {given[0]}")
+
+    @classmethod
+    def parse(cls, text: str) -> Budget:
+        """`1/16`, `0.25`, `rows:100000` or `params:1600000`."""
+        raw = text.strip().lower().replace("_", "")
+        try:
+            if raw.startswith("rows:"):
+                return cls(rows=int(raw[5:]))
+            if raw.startswith("params:"):
+                return cls(params=int(raw[7:]))
+            return cls(fraction=float(Fraction(raw)))
+        except (ValueError, ZeroDivisionError) as err:
+            raise ValueError(
+                f"cannot read budget {text!r}: use a fraction of the collisionless size such as 1/16 or 0.25, "
+                "or rows:N, or params:N (N > 0)"
+            ) from err
+
+    def parameters(self, collisionless_parameters: int | None, embedding_dim: int) -> int:
+        """The budget in parameters. A fraction needs the collisionless count (i.e. vocabulary sizes)."""
+        if self.params is not None:
+            return self.params
+        if self.rows is not None:
+            return self.rows * embedding_dim
+        if collisionless_parameters is None:
+            raise ValueError("a fractional budget needs the collisionless parameter count (fit a vocabulary first)")
+        return max(1, round(self.fraction * collisionless_parameters))
+
+    def __str__(self) -> str:
+        if self.fraction is not None:
+            frac = Fraction(self.fraction).limit_denominator(4096)
+            return str(frac) if abs(float(frac) - self.fraction) < 1e-12 else repr(self.fraction)
+        return f"rows:{self.rows}" if self.rows is not None else f"params:{self.params}"
+
+
+def collisionless_rows(cardinalities: Mapping[str, int]) -> int:
+    """Rows of the collisionless layer: each feature's vocabulary plus one out-of-vocabulary row."""
+    return sum(c + 1 for c in cardinalities.values())
+
+
+def split_rows(total: int, caps: Sequence[int]) -> list[int]:
+    """Split `total` rows across features in proportion to `caps`, never above a cap, at least 1 each.
+
+    Water-filling: features whose proportional share exceeds their cap get the cap, and the rest is
+    shared again among the others. Integer rounding by largest remainder, so the sum is exactly
+    min(total, sum(caps)) (or len(caps) if total is smaller than that).
+    """
+    if any(c < 1 for c in caps):
+        raise ValueError(f"every cap must be >= 1, got {list(caps)}")
+    n = len(caps)
+    if total <= n:
+        return [1] * n
+    if total >= sum(caps):
+        return list(caps)
+    alloc = [0] * n
+    open_idx = list(range(n))
+    remaining = total
+    while True:
+        weight = sum(caps[i] for i in open_idx)
+        capped = [i for i in open_idx if remaining * caps[i] / weight >= caps[i]]
+        if not capped:
+            break
+        for i in capped:
+            alloc[i] = caps[i]
+            remaining -= caps[i]
+        open_idx = [i for i in open_idx if i not in capped]
+    weight = sum(caps[i] for i in open_idx)
+    shares = {i: remaining * caps[i] / weight for i in open_idx}
+    for i in open_idx:
+        alloc[i] = max(1, int(shares[i]))
+    leftover = remaining - sum(alloc[i] for i in open_idx)
+    by_remainder = sorted(open_idx, key=lambda i: (shares[i] - int(shares[i]), -i), reverse=True)
+    step = 1 if leftover > 0 else -1
+    k = 0
+    while leftover != 0:
+        i = by_remainder[k % len(by_remainder)]
+        if (step > 0 and alloc[i] < caps[i]) or (step < 0 and alloc[i] > 1):
+            alloc[i] += step
+            leftover -= step
+        k += 1
+    return alloc

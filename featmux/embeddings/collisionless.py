@@ -1,0 +1,101 @@
+"""The collisionless baseline: one row per vocabulary value of each feature, plus an OOV row.
+
+The vocabulary (sorted fingerprints per feature) lives in buffers, so a saved state_dict is a complete
+model: serving needs no separate vocabulary file. Lookup is a binary search per feature (torch
+searchsorted), vectorized over the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from featmux.embeddings.base import TableEmbedding
+from featmux.embeddings.vocabulary import Vocabulary
+from featmux.features import CategoricalFeature
+
+
+class CollisionlessEmbedding(TableEmbedding):
+    """One private row per known value of each feature; unseen values share the feature's OOV row.
+
+    Feature f owns rows [start_f, start_f + |V_f| + 1): its OOV row first, then its values in
+    fingerprint order. Use `from_vocabulary` to build it from data; the constructor allocates a layer of
+    the right shape whose vocabulary buffers are filled by `load_state_dict` (checkpoint restore).
+
+    Args:
+        features: the categorical features.
+        embedding_dim: D.
+        vocab_sizes: |V_f| for each feature name.
+        device: where to allocate.
+
+    Example:
+        >>> layer = CollisionlessEmbedding.from_vocabulary(schema.categorical, vocab, embedding_dim=10)
+        >>> layer(sparse).shape  # [B, F, 10]
+    """
+
+    method = "collisionless"
+
+    def __init__(
+        self,
+        features: Sequence[CategoricalFeature],
+        embedding_dim: int,
+        vocab_sizes: Mapping[str, int],
+        device: torch.device | None = None,
+    ) -> None:
+        missing = [f.name for f in features if f.name not in vocab_sizes]
+        if missing:
+            raise ValueError(f"vocab_sizes lacks feature(s) {missing}")
+        self.vocab_sizes = {f.name: int(vocab_sizes[f.name]) for f in features}
+        super().__init__(features, embedding_dim, sum(n + 1 for n in self.vocab_sizes.values()), device)
+        order = [*self.univalent, *self.multivalent]
+        sizes = [self.vocab_sizes[f.name] for f in order]
+        starts, key_starts, row, key = [], [], 0, 0
+        for n in sizes:
+            starts.append(row)
+            key_starts.append(key)
+            row += n + 1
+            key += n
+        self._key_slices = [(s, s + n) for s, n in zip(key_starts, sizes, strict=True)]
+        self.register_buffer("keys", torch.zeros(key, dtype=torch.int64, device=device))
+        self.register_buffer("row_starts", torch.tensor(starts, dtype=torch.int64, device=device))
+
+    @classmethod
+    def from_vocabulary(
+        cls,
+        features: Sequence[CategoricalFeature],
+        vocabulary: Vocabulary,
+        embedding_dim: int,
+        min_count: int = 1,
+        device: torch.device | None = None,
+    ) -> CollisionlessEmbedding:
+        """Build the layer from fitted value counts; values seen fewer than `min_count` times are OOV."""
+        kept = {f.name: vocabulary[f.name].kept(min_count) for f in features}
+        layer = cls(features, embedding_dim, {n: k.size for n, k in kept.items()}, device)
+        order = [*layer.univalent, *layer.multivalent]
+        with torch.no_grad():
+            layer.keys.copy_(torch.from_numpy(np.concatenate([np.zeros(0, np.int64)] + [kept[f.name] for f in order])))
+        return layer
+
+    def _rows(self, index: int, values: torch.Tensor) -> torch.Tensor:
+        lo, hi = self._key_slices[index]
+        keys = self.keys[lo:hi]
+        if keys.numel() == 0:
+            return self.row_starts[index].expand_as(values)
+        pos = torch.searchsorted(keys, values)
+        hit = keys[pos.clamp(max=keys.numel() - 1)] == values
+        return self.row_starts[index] + torch.where(hit, pos + 1, torch.zeros_like(pos))
+
+    def univalent_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        # one binary search per feature: keys differ in length, so a loop over F (not over rows)
+        cols = [self._rows(i, ids[:, i].contiguous()) for i in range(len(self.univalent))]
+        return torch.stack(cols, dim=1)  # [B, F_u]
+
+    def bag_rows(self, index: int, values: torch.Tensor) -> torch.Tensor:
+        return self._rows(len(self.univalent) + index, values).unsqueeze(1)  # [L, 1]
+
+    def config(self) -> dict[str, Any]:
+        return {"method": self.method, "embedding_dim": self.embedding_dim, "vocab_sizes": dict(self.vocab_sizes)}
+

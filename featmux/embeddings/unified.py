@@ -1,0 +1,245 @@
+"""Unified Embedding (feature multiplexing), Coleman et al., NeurIPS 2023.
+
+All features share one table of M rows, split into T sub-tables. Feature f looks up K_f rows, one per
+chunk c, at `hash(v; salt(f, c)) mod M_t` inside the sub-table t that (f, c) is placed in, and its K_f
+vectors become K_f consecutive output slots (concatenated, the output of f is K_f * D wide).
+Multivalent features pool each chunk over their bag. Features with tiny vocabularies may instead keep
+a private collisionless table.
+
+Stability: salts and sub-table placement derive from feature *names* (placement is round-robin over
+the (name, chunk) pairs sorted by name), so the order in which features are listed changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from featmux.embeddings.base import FeatureEmbedding, TableEmbedding
+from featmux.embeddings.collisionless import CollisionlessEmbedding
+from featmux.embeddings.vocabulary import Vocabulary
+from featmux.features import CategoricalFeature
+from featmux.hashing.mixer import feature_salt, salted_rows, splitmix64
+from featmux.sparse import SparseFeatures
+
+
+@dataclass(frozen=True)
+class UnifiedEmbeddingConfig:
+    """Shape of a Unified Embedding layer.
+
+    Args:
+        rows: M, rows of the shared table (all sub-tables together).
+        embedding_dim: D, width of one chunk's row.
+        num_tables: T, sub-tables the shared rows are split into (1 to rows).
+        chunks: K_f per feature name; features not listed get `default_chunks`.
+        default_chunks: K for unlisted features.
+        private: vocabulary size of each feature that keeps a private collisionless table instead.
+
+    Example:
+        >>> UnifiedEmbeddingConfig(rows=100_000, embedding_dim=16, num_tables=2, chunks={"user": 2})
+    """
+
+    rows: int
+    embedding_dim: int
+    num_tables: int = 1
+    chunks: Mapping[str, int] = field(default_factory=dict)
+    default_chunks: int = 1
+    private: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "chunks", dict(self.chunks))
+        object.__setattr__(self, "private", dict(self.private))
+        if self.embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1, got {self.embedding_dim}")
+        if self.num_tables < 1:
+            raise ValueError(f"num_tables must be >= 1, got {self.num_tables}")
+        if self.rows < self.num_tables:
+            raise ValueError(f"rows ({self.rows}) must be at least num_tables ({self.num_tables})")
+        bad = {n: k for n, k in {**self.chunks, "<default>": self.default_chunks}.items() if k < 1}
+        if bad:
+            raise ValueError(f"chunk counts must be >= 1, got {bad}")
+        both = sorted(set(self.chunks) & set(self.private))
+        if both:
+            raise ValueError(f"feature(s) {both} cannot have chunks in the shared table and a private table")
+
+    def chunks_of(self, name: str) -> int:
+        return self.chunks.get(name, self.default_chunks)
+
+
+def placement(slots: Sequence[tuple[str, int]], num_tables: int) -> dict[tuple[str, int], int]:
+    """Sub-table of each (feature, chunk): round-robin over the pairs sorted by name, then chunk."""
+    return {slot: i % num_tables for i, slot in enumerate(sorted(slots))}
+
+
+def table_bounds(rows: int, num_tables: int) -> list[tuple[int, int]]:
+    """(start, size) of each sub-table; the first `rows % T` tables get one extra row."""
+    base, extra = divmod(rows, num_tables)
+    bounds, start = [], 0
+    for t in range(num_tables):
+        size = base + (1 if t < extra else 0)
+        bounds.append((start, size))
+        start += size
+    return bounds
+
+
+class _SharedTable(TableEmbedding):
+    """The multiplexed table: every (feature, chunk) slot hashes into its sub-table of shared rows."""
+
+    method = "unified-shared"
+
+    def __init__(
+        self, features: Sequence[CategoricalFeature], config: UnifiedEmbeddingConfig, device: torch.device | None
+    ) -> None:
+        super().__init__(features, config.embedding_dim, config.rows, device)
+        self._chunks = {f.name: config.chunks_of(f.name) for f in features}
+        slots = [(f.name, c) for f in (*self.univalent, *self.multivalent) for c in range(self._chunks[f.name])]
+        where = placement(slots, config.num_tables)
+        bounds = table_bounds(config.rows, config.num_tables)
+        self.slot_tables = tuple(where[s] for s in slots)
+
+        def buffer(name: str, values: list[int]) -> None:
+            self.register_buffer(name, torch.tensor(values, dtype=torch.int64, device=device), persistent=False)
+
+        buffer("slot_salts", [feature_salt(n, c) for n, c in slots])
+        buffer("slot_starts", [bounds[where[s]][0] for s in slots])
+        buffer("slot_sizes", [bounds[where[s]][1] for s in slots])
+        col = {f.name: i for i, f in enumerate(self.univalent)}
+        buffer("slot_columns", [col[n] for n, _ in slots if n in col])
+        self._num_univalent_slots = len(self.slot_columns)
+        self._single_chunk = self._num_univalent_slots == len(self.univalent)
+        first, self._bag_slots = self._num_univalent_slots, []
+        for f in self.multivalent:
+            self._bag_slots.append((first, first + self._chunks[f.name]))
+            first += self._chunks[f.name]
+
+    def chunks_of(self, feature: CategoricalFeature) -> int:
+        return self._chunks[feature.name]
+
+    def univalent_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        premixed = splitmix64(ids)  # [B, F_u], one mix per value whatever K
+        if not self._single_chunk:
+            premixed = premixed[:, self.slot_columns]  # [B, S_u]
+        s = self._num_univalent_slots
+        return salted_rows(premixed, self.slot_salts[:s], self.slot_sizes[:s]) + self.slot_starts[:s]
+
+    def bag_rows(self, index: int, values: torch.Tensor) -> torch.Tensor:
+        lo, hi = self._bag_slots[index]
+        premixed = splitmix64(values).unsqueeze(1)  # [L, 1]
+        return salted_rows(premixed, self.slot_salts[lo:hi], self.slot_sizes[lo:hi]) + self.slot_starts[lo:hi]
+
+    def config(self) -> dict[str, Any]:  # the parent layer carries the config
+        raise NotImplementedError
+
+
+class UnifiedEmbedding(FeatureEmbedding):
+    """Unified Embedding: one shared hashed table for all features, K_f probes per feature.
+
+    Args:
+        features: the categorical features.
+        config: table size, chunk counts, sub-tables and private features.
+        device: where to allocate.
+
+    Example:
+        >>> config = UnifiedEmbeddingConfig(rows=50_000, embedding_dim=10, num_tables=2)
+        >>> layer = UnifiedEmbedding(schema.categorical, config)
+        >>> layer(sparse).shape  # [B, F, 10] (with K_f = 1)
+    """
+
+    method = "unified"
+
+    def __init__(
+        self,
+        features: Sequence[CategoricalFeature],
+        config: UnifiedEmbeddingConfig,
+        device: torch.device | None = None,
+    ) -> None:
+        super().__init__(features, config.embedding_dim)
+        unknown = sorted((set(config.chunks) | set(config.private)) - {f.name for f in features})
+        if unknown:
+            raise ValueError(f"UnifiedEmbeddingConfig names unknown feature(s) {unknown}")
+        self.unified_config = config
+        shared = [f for f in self.features if f.name not in config.private]
+        private = [f for f in self.features if f.name in config.private]
+        if not shared:
+            raise ValueError("every feature is private: nothing left for the shared table")
+        self.shared = _SharedTable(shared, config, device)
+        self.private = CollisionlessEmbedding(private, config.embedding_dim, config.private, device) if private else None
+        columns = {f.name: i for i, f in enumerate(self.univalent)}
+
+        def index(names: Sequence[CategoricalFeature]) -> torch.Tensor:
+            return torch.tensor([columns[f.name] for f in names if not f.multivalent], dtype=torch.int64, device=device)
+
+        self.register_buffer("shared_columns", index(shared), persistent=False)
+        self.register_buffer("private_columns", index(private), persistent=False)
+        bag_index = {f.name: j for j, f in enumerate(self.multivalent)}
+        self._shared_bags = [bag_index[f.name] for f in self.shared.multivalent]
+        self._private_bags = [bag_index[f.name] for f in private if f.multivalent]
+
+    @classmethod
+    def from_budget(
+        cls,
+        features: Sequence[CategoricalFeature],
+        embedding_dim: int,
+        parameters: int,
+        num_tables: int = 1,
+        chunks: Mapping[str, int] | None = None,
+        default_chunks: int = 1,
+        private: Mapping[str, int] | None = None,
+        device: torch.device | None = None,
+    ) -> UnifiedEmbedding:
+        """A layer with exactly `parameters` table cells (rounded down to whole rows).
+
+        Private tables (|V_f| + 1 rows each) are paid for first; the shared table gets the rest.
+        """
+        private = dict(private or {})
+        private_params = sum((n + 1) * embedding_dim for n in private.values())
+        rows = (parameters - private_params) // embedding_dim
+        if rows < num_tables:
+            raise ValueError(
+                f"a budget of {parameters} parameters leaves {rows} shared rows after the private tables "
+                f"({private_params} parameters): raise the budget or make fewer features private"
+            )
+        config = UnifiedEmbeddingConfig(rows, embedding_dim, num_tables, chunks or {}, default_chunks, private)
+        return cls(features, config, device)
+
+    def fill_private_vocabulary(self, vocabulary: Vocabulary, min_count: int = 1) -> None:
+        """Copy the private features' vocabularies into their tables (needed once, before training)."""
+        if self.private is None:
+            return
+        donor = CollisionlessEmbedding.from_vocabulary(self.private.features, vocabulary, 1, min_count)
+        if donor.vocab_sizes != self.private.vocab_sizes:
+            raise ValueError(f"vocabulary sizes {donor.vocab_sizes} differ from the config's {self.private.vocab_sizes}")
+        with torch.no_grad():
+            self.private.keys.copy_(donor.keys)
+
+    @property
+    def slot_names(self) -> tuple[str, ...]:
+        return self.shared.slot_names + (self.private.slot_names if self.private is not None else ())
+
+    def forward(self, sparse: SparseFeatures) -> torch.Tensor:
+        """Embed a batch: [B, F_u] ids and bags -> [B, S, D], shared slots first, private slots last."""
+        if self.private is None:
+            return self.shared(sparse)
+        shared_ids = sparse.ids.index_select(1, self.shared_columns)  # [B, F_shared]
+        private_ids = sparse.ids.index_select(1, self.private_columns)  # [B, F_private]
+        out_shared = self.shared(SparseFeatures(shared_ids, tuple(sparse.bags[j] for j in self._shared_bags)))
+        out_private = self.private(SparseFeatures(private_ids, tuple(sparse.bags[j] for j in self._private_bags)))
+        return torch.cat([out_shared, out_private], dim=1)  # [B, S, D]
+
+    def table_parameters(self) -> list[torch.nn.Parameter]:
+        return [self.shared.weight] + ([self.private.weight] if self.private is not None else [])
+
+    def config(self) -> dict[str, Any]:
+        c = self.unified_config
+        return {
+            "method": self.method,
+            "embedding_dim": c.embedding_dim,
+            "rows": c.rows,
+            "num_tables": c.num_tables,
+            "chunks": dict(c.chunks),
+            "default_chunks": c.default_chunks,
+            "private": dict(c.private),
+        }
