@@ -1,2 +1,175 @@
+"""The `featmux` command line.
+
+    featmux train                                   # built-in synthetic CTR data, unified embedding
+    featmux train --dataset frappe --data ../shared/data/frappe --embedding hashing --budget 1/16
+    featmux train --config configs/frappe_dcnv2.yaml --seed 2 --out result.json
+    featmux data inspect ../shared/data/frappe --dataset frappe
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
-app = typer.Typer()
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from featmux.data.errors import DataError
+from featmux.embeddings import EmbeddingMethod
+from featmux.training.config import OptimizerKind
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Memory-efficient categorical embeddings for CTR models.")
+data_app = typer.Typer(no_args_is_help=True, help="Look at datasets.")
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def _parse_mapping(values: list[str] | None, what: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values or []:
+        if "=" not in item:
+            _fail(f"{what} {item!r} must look like key=value")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option(help="YAML file of experiment options; flags override it.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="frappe, movielens, criteo, avazu, csv or synthetic.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Dataset file or directory.")] = None,
+    dataset_option: Annotated[list[str] | None, typer.Option(help="Source option key=value (repeatable).")] = None,
+    model: Annotated[str | None, typer.Option(help="lr, fm, deepfm, dcnv2 or dlrm.")] = None,
+    model_option: Annotated[list[str] | None, typer.Option(help="Model option key=value, e.g. hidden=[400,400].")] = None,
+    embedding: Annotated[EmbeddingMethod | None, typer.Option(help="Embedding method.")] = None,
+    budget: Annotated[str | None, typer.Option(help="1/16, 0.25, rows:N or params:N.")] = None,
+    embedding_dim: Annotated[int | None, typer.Option(help="Width D of one slot.")] = None,
+    num_tables: Annotated[int | None, typer.Option(help="Unified: sub-tables T.")] = None,
+    chunks: Annotated[int | None, typer.Option(help="Unified: chunks (probes) per feature.")] = None,
+    private_max_cardinality: Annotated[int | None, typer.Option(help="Unified: private tables up to this size.")] = None,
+    min_count: Annotated[int | None, typer.Option(help="Values seen fewer times are out of vocabulary.")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    learning_rate: Annotated[float | None, typer.Option()] = None,
+    embedding_l2: Annotated[float | None, typer.Option(help="L2 on embedding rows.")] = None,
+    optimizer: Annotated[OptimizerKind | None, typer.Option()] = None,
+    max_steps: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
+    checkpoint_dir: Annotated[Path | None, typer.Option(help="Resumable checkpoints go here.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Encoded-data cache (default ~/.cache/featmux).")] = None,
+    skip_bad_rows: Annotated[bool, typer.Option(help="Skip and count malformed rows instead of stopping.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
+) -> None:
+    """Train and evaluate a CTR model; prints a results table."""
+    from featmux.training.experiment import ExperimentConfig, run_experiment
+
+    flags: dict[str, Any] = {
+        "dataset": dataset,
+        "data": data,
+        "model": model,
+        "embedding": embedding,
+        "budget": budget,
+        "embedding_dim": embedding_dim,
+        "num_tables": num_tables,
+        "default_chunks": chunks,
+        "private_max_cardinality": private_max_cardinality,
+        "min_count": min_count,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "embedding_l2": embedding_l2,
+        "optimizer": optimizer,
+        "max_steps": max_steps,
+        "seed": seed,
+        "threads": threads,
+        "checkpoint_dir": checkpoint_dir,
+        "cache_dir": cache_dir,
+    }
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    if dataset_option:
+        overrides["dataset_options"] = _parse_mapping(dataset_option, "--dataset-option")
+    if model_option:
+        overrides["model_options"] = _parse_mapping(model_option, "--model-option")
+    overrides["skip_bad_rows"] = skip_bad_rows
+    overrides["progress"] = progress and sys.stderr.isatty()
+    try:
+        cfg = ExperimentConfig.from_yaml(config, **overrides) if config else ExperimentConfig(**overrides)
+    except (ValidationError, ValueError) as err:
+        _fail(f"invalid configuration:\n{err}")
+    try:
+        result = run_experiment(cfg, log=lambda m: console.print(f"[dim]{m}[/]"))
+    except DataError as err:
+        _fail(f"bad input data: {err}\n(use --skip-bad-rows to skip and count malformed rows)")
+    except (FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    _print_result(result)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+        console.print(f"results written to {out}")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.5f}" if abs(value) < 10 else f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _print_result(result: dict[str, Any]) -> None:
+    table = Table(title=f"featmux: {result['model']} + {result['embedding']} on {result['dataset']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    keys = [
+        "test_auc", "test_logloss", "valid_auc", "embedding_params", "budget_fraction", "embedding_bytes",
+        "dense_params", "train_seconds", "samples_per_second", "steps", "epochs",
+    ]
+    for key in keys:
+        table.add_row(key, _fmt(result.get(key)))
+    Console().print(table)
+
+
+@data_app.command("inspect")
+def data_inspect(
+    path: Annotated[Path | None, typer.Argument(help="Dataset file or directory (none for synthetic).")] = None,
+    dataset: Annotated[str, typer.Option(help="Source name: frappe, movielens, criteo, avazu, csv, synthetic.")] = "auto",
+    split: Annotated[str, typer.Option(help="train, valid or test.")] = "train",
+    top: Annotated[int, typer.Option(help="Most frequent values shown per feature.")] = 5,
+    dataset_option: Annotated[list[str] | None, typer.Option(help="Source option key=value (repeatable).")] = None,
+) -> None:
+    """Per-feature cardinalities, missing counts and most frequent values of a dataset split."""
+    from featmux.data.inspect import inspect_source
+    from featmux.data.sources import detect_source, open_source
+
+    name = detect_source(path) if dataset == "auto" else dataset
+    try:
+        source = open_source(name, path, **_parse_mapping(dataset_option, "--dataset-option"))
+        summaries = inspect_source(source, split=split, top=top)
+    except (DataError, FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    table = Table(title=f"{name} {split}: {path or ''}")
+    for col in ("feature", "kind", "cardinality", "missing", "top values (count)"):
+        table.add_column(col)
+    for s in summaries:
+        table.add_row(*s.row())
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    app()

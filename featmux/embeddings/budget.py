@@ -76,41 +76,28 @@ def collisionless_rows(cardinalities: Mapping[str, int]) -> int:
 
 
 def split_rows(total: int, caps: Sequence[int]) -> list[int]:
-    """Split `total` rows across features in proportion to `caps`, never above a cap, at least 1 each.
+    """Split `total` rows across features in proportion to `caps` (their cardinalities), at least 1 each.
 
-    Water-filling: features whose proportional share exceeds their cap get the cap, and the rest is
-    shared again among the others. Integer rounding by largest remainder, so the sum is exactly
-    min(total, sum(caps)) (or len(caps) if total is smaller than that).
+    A proportional share never exceeds its cap while total < sum(caps), and from there on every feature
+    simply gets its cap. Rounding is by largest remainder, so the sum is exactly min(total, sum(caps))
+    (or len(caps) when total is smaller than that).
     """
     if any(c < 1 for c in caps):
         raise ValueError(f"every cap must be >= 1, got {list(caps)}")
     n = len(caps)
     if total <= n:
         return [1] * n
-    if total >= sum(caps):
+    weight = sum(caps)
+    if total >= weight:
         return list(caps)
-    alloc = [0] * n
-    open_idx = list(range(n))
-    remaining = total
-    while True:
-        weight = sum(caps[i] for i in open_idx)
-        capped = [i for i in open_idx if remaining * caps[i] / weight >= caps[i]]
-        if not capped:
-            break
-        for i in capped:
-            alloc[i] = caps[i]
-            remaining -= caps[i]
-        open_idx = [i for i in open_idx if i not in capped]
-    weight = sum(caps[i] for i in open_idx)
-    shares = {i: remaining * caps[i] / weight for i in open_idx}
-    for i in open_idx:
-        alloc[i] = max(1, int(shares[i]))
-    leftover = remaining - sum(alloc[i] for i in open_idx)
-    by_remainder = sorted(open_idx, key=lambda i: (shares[i] - int(shares[i]), -i), reverse=True)
+    shares = [total * c / weight for c in caps]
+    alloc = [max(1, int(s)) for s in shares]
+    leftover = total - sum(alloc)
+    by_remainder = sorted(range(n), key=lambda i: (shares[i] - int(shares[i]), -i), reverse=True)
     step = 1 if leftover > 0 else -1
     k = 0
     while leftover != 0:
-        i = by_remainder[k % len(by_remainder)]
+        i = by_remainder[k % n]
         if (step > 0 and alloc[i] < caps[i]) or (step < 0 and alloc[i] > 1):
             alloc[i] += step
             leftover -= step

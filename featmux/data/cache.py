@@ -1,0 +1,231 @@
+"""Encoded datasets on disk: shards of numpy arrays, read back one shard at a time.
+
+Text is parsed and fingerprinted once; every later epoch (and every later run with the same source)
+reads the shards, so epochs after the first do not re-parse text. Memory stays bounded by about two
+shards whatever the dataset size. Layout:
+
+    <dir>/meta.json                       schema, rows per shard
+    <dir>/shard-00000/ids.npy             int64 [n, F_u]
+    <dir>/shard-00000/dense.npy           float32 [n, N]
+    <dir>/shard-00000/labels.npy          float32 [n]
+    <dir>/shard-00000/bag{j}_values.npy   int64 [L]       (one pair per multivalent feature)
+    <dir>/shard-00000/bag{j}_offsets.npy  int64 [n + 1]
+
+A cache directory is written under a temporary name and renamed when complete, so a killed run
+never leaves a half-written cache that looks valid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from featmux.data.encoded import EncodedBag, EncodedChunk
+from featmux.embeddings.vocabulary import Vocabulary
+from featmux.features import Schema
+from featmux.sparse import Bag, SparseFeatures
+
+CACHE_FORMAT = 1
+DEFAULT_SHARD_ROWS = 1 << 18
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A training batch as tensors.
+
+    Args:
+        sparse: categorical fingerprints.
+        dense: float32 [B, N].
+        labels: float32 [B].
+    """
+
+    sparse: SparseFeatures
+    dense: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(self.sparse.to(device), self.dense.to(device), self.labels.to(device))
+
+
+def chunk_to_batch(chunk: EncodedChunk) -> Batch:
+    """Zero-copy view of an encoded chunk as tensors."""
+    bags = tuple(Bag(torch.from_numpy(b.values), torch.from_numpy(b.offsets)) for b in chunk.bags)
+    return Batch(
+        SparseFeatures(torch.from_numpy(chunk.ids), bags), torch.from_numpy(chunk.dense), torch.from_numpy(chunk.labels)
+    )
+
+
+def _save_shard(path: Path, chunk: EncodedChunk) -> None:
+    path.mkdir(parents=True)
+    np.save(path / "ids.npy", chunk.ids)
+    np.save(path / "dense.npy", chunk.dense)
+    np.save(path / "labels.npy", chunk.labels)
+    for j, bag in enumerate(chunk.bags):
+        np.save(path / f"bag{j}_values.npy", bag.values)
+        np.save(path / f"bag{j}_offsets.npy", bag.offsets)
+
+
+class EncodedDataset:
+    """A directory of encoded shards (see the module docstring). Open with `EncodedDataset(path)`.
+
+    Args:
+        path: the cache directory.
+
+    Example:
+        >>> ds = EncodedDataset.write("cache/train", schema, chunks)
+        >>> for batch in ds.batches(4096, shuffle=True, seed=0, epoch=0): ...
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        meta_path = self.path / "meta.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{self.path} is not an encoded dataset (no meta.json)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != CACHE_FORMAT:
+            raise ValueError(f"{self.path}: cache format {meta.get('format')} is not {CACHE_FORMAT}; delete it to rebuild")
+        self.schema = Schema.from_dict(meta["schema"])
+        self.shard_rows: list[int] = meta["shard_rows"]
+        self.info: dict = meta.get("info", {})
+
+    @classmethod
+    def write(
+        cls,
+        path: str | Path,
+        schema: Schema,
+        chunks: Iterable[EncodedChunk],
+        shard_rows: int = DEFAULT_SHARD_ROWS,
+        info: dict | None = None,
+    ) -> EncodedDataset:
+        """Write `chunks` as shards of about `shard_rows` rows; atomic (temporary dir, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            sizes: list[int] = []
+            pending: list[EncodedChunk] = []
+            pending_rows = 0
+
+            def flush() -> None:
+                nonlocal pending, pending_rows
+                if pending_rows:
+                    merged = EncodedChunk.concat(pending)
+                    _save_shard(tmp / f"shard-{len(sizes):05d}", merged)
+                    sizes.append(len(merged))
+                pending, pending_rows = [], 0
+
+            for chunk in chunks:
+                start = 0
+                while start < len(chunk):
+                    take = min(len(chunk) - start, shard_rows - pending_rows)
+                    part = chunk if (start == 0 and take == len(chunk)) else chunk.take(np.arange(start, start + take))
+                    pending.append(part)
+                    pending_rows += take
+                    start += take
+                    if pending_rows >= shard_rows:
+                        flush()
+            flush()
+            meta = {"format": CACHE_FORMAT, "schema": schema.to_dict(), "shard_rows": sizes, "info": info or {}}
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return cls(path)
+
+    def __len__(self) -> int:
+        return sum(self.shard_rows)
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.shard_rows)
+
+    def shard(self, index: int) -> EncodedChunk:
+        """Load shard `index` into memory."""
+        d = self.path / f"shard-{index:05d}"
+        bags = tuple(
+            EncodedBag(np.load(d / f"bag{j}_values.npy"), np.load(d / f"bag{j}_offsets.npy"))
+            for j in range(len(self.schema.multivalent))
+        )
+        return EncodedChunk(np.load(d / "ids.npy"), bags, np.load(d / "dense.npy"), np.load(d / "labels.npy"))
+
+    def chunks(self) -> Iterator[EncodedChunk]:
+        """Every shard in order."""
+        for i in range(self.num_shards):
+            yield self.shard(i)
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        n = len(self)
+        return n // batch_size if drop_last else -(-n // batch_size)
+
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch: int = 0,
+        start_batch: int = 0,
+        drop_last: bool = False,
+    ) -> Iterator[Batch]:
+        """Batches over the whole dataset, deterministic given (seed, epoch).
+
+        Shuffling permutes the shard order and the rows inside each shard (a shard-local shuffle keeps
+        memory bounded). `start_batch` skips that many batches without loading their shards, which is
+        how a resumed run continues mid-epoch.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(self.num_shards) if shuffle else np.arange(self.num_shards)
+        perms = [rng.permutation(self.shard_rows[s]) if shuffle else None for s in order]
+        skip = start_batch * batch_size
+        pieces: list[EncodedChunk] = []
+        held = 0
+        for shard_id, perm in zip(order, perms, strict=True):
+            size = self.shard_rows[shard_id]
+            if skip >= size:
+                skip -= size
+                continue
+            chunk = self.shard(int(shard_id))
+            index = perm if perm is not None else np.arange(size)
+            index = index[skip:]
+            skip = 0
+            pos = 0
+            while pos < index.size:
+                take = min(batch_size - held, index.size - pos)
+                pieces.append(chunk.take(index[pos : pos + take]))
+                held += take
+                pos += take
+                if held == batch_size:
+                    yield chunk_to_batch(EncodedChunk.concat(pieces))
+                    pieces, held = [], 0
+        if held and not drop_last:
+            yield chunk_to_batch(EncodedChunk.concat(pieces))
+
+    def fit_vocabulary(self) -> Vocabulary:
+        """Value counts of every categorical feature over the whole dataset (one streaming pass)."""
+        vocab = Vocabulary(self.schema.feature_names)
+        uni, multi = self.schema.univalent, self.schema.multivalent
+        for chunk in self.chunks():
+            for i, f in enumerate(uni):
+                vocab.update(f.name, chunk.ids[:, i])
+            for j, f in enumerate(multi):
+                vocab.update(f.name, chunk.bags[j].values)
+        return vocab
+
+    def label_mean(self) -> float:
+        total = sum(float(c.labels.sum()) for c in self.chunks())
+        return total / max(1, len(self))

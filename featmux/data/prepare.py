@@ -1,0 +1,117 @@
+"""From a named data source to encoded, cached splits and a training vocabulary.
+
+The cache key covers the source (name, options, files with size and mtime), its schema and the cache
+format, so a changed file or option re-encodes, and everything else is read from disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featmux.data.cache import CACHE_FORMAT, EncodedDataset
+from featmux.data.encoded import encode_frame
+from featmux.data.errors import BadRowPolicy, BadRows
+from featmux.data.sources import DataSource, open_source
+from featmux.embeddings.vocabulary import Vocabulary
+from featmux.features import Schema
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Encoded splits of one source and the vocabulary of its training split."""
+
+    schema: Schema
+    train: EncodedDataset
+    valid: EncodedDataset | None
+    test: EncodedDataset | None
+    vocabulary: Vocabulary
+    cache_dir: Path
+
+
+def default_cache_root() -> Path:
+    """$FEATMUX_CACHE, else ~/.cache/featmux."""
+    env = os.environ.get("FEATMUX_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "featmux"
+
+
+def cache_key(source: DataSource) -> str:
+    files = []
+    for path in source.files:
+        st = Path(path).stat()
+        files.append([str(Path(path).resolve()), st.st_size, st.st_mtime_ns])
+    ident = {
+        "name": source.name,
+        "options": source.options,
+        "files": files,
+        "schema": source.schema.to_dict(),
+        "format": CACHE_FORMAT,
+    }
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return f"{source.name}-{digest}"
+
+
+def prepare(
+    dataset: str,
+    path: str | Path | None,
+    options: dict[str, Any] | None = None,
+    cache_root: str | Path | None = None,
+    skip_bad_rows: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> PreparedData:
+    """Open `dataset`, encode each split once into the cache, and fit the vocabulary on train.
+
+    Args:
+        dataset: a source name (see `featmux.data.sources`).
+        path: where its files are (None for synthetic).
+        options: source options (e.g. a CSV table's columns).
+        cache_root: cache directory root (default `default_cache_root()`).
+        skip_bad_rows: drop malformed rows and report their count instead of stopping at the first.
+        log: receives progress messages.
+    """
+    say = log or (lambda _m: None)
+    bad = BadRows(BadRowPolicy.SKIP if skip_bad_rows else BadRowPolicy.RAISE)
+    source = open_source(dataset, Path(path) if path is not None else None, bad_rows=bad, **(options or {}))
+    root = Path(cache_root) if cache_root is not None else default_cache_root()
+    cache_dir = root / cache_key(source)
+    splits: dict[str, EncodedDataset | None] = {}
+    for name in SPLITS:
+        target = cache_dir / name
+        if (target / "meta.json").is_file():
+            splits[name] = EncodedDataset(target)
+            continue
+        if not source.has_split(name):
+            splits[name] = None
+            continue
+        say(f"encoding {dataset} {name} split into {target}")
+        frames = (encode_frame(frame, source.schema) for frame in source.split(name))
+        splits[name] = EncodedDataset.write(target, source.schema, frames, info={"bad_rows": bad.summary()})
+        if bad.skipped:
+            say(bad.summary())
+    train = splits["train"]
+    if train is None or len(train) == 0:
+        raise ValueError(f"{dataset}: the training split is empty")
+    vocab_path = cache_dir / "vocabulary.npz"
+    if vocab_path.is_file():
+        with np.load(vocab_path) as arrays:
+            vocabulary = Vocabulary.from_arrays(dict(arrays))
+    else:
+        vocabulary = train.fit_vocabulary()
+        tmp = vocab_path.with_suffix(".tmp.npz")
+        np.savez(tmp, **vocabulary.to_arrays())
+        os.replace(tmp, vocab_path)
+    say(
+        f"{dataset}: "
+        + ", ".join(f"{n} {len(d):,} rows" for n, d in splits.items() if d is not None)
+        + f"; cardinalities {vocabulary.cardinalities()}"
+    )
+    return PreparedData(source.schema, train, splits["valid"], splits["test"], vocabulary, cache_dir)

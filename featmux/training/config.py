@@ -1,0 +1,74 @@
+"""Training options, validated when built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum, unique
+
+
+@unique
+class OptimizerKind(Enum):
+    ADAM = "adam"  # dense Adam everywhere: right for small tables (every row is touched anyway)
+    SPARSE_ADAM = "sparse_adam"  # SparseAdam on tables (only looked-up rows move), Adam on the dense part
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    Args:
+        epochs: maximum passes over the training split.
+        batch_size: rows per step.
+        learning_rate: Adam learning rate (tables and dense part).
+        embedding_l2: L2 penalty lambda/2 * ||w||^2 on embedding rows. With ADAM it covers every row of
+            every table each step (as FuxiCTR's embedding_regularizer); with SPARSE_ADAM only the rows
+            looked up in the batch (lazy L2), which keeps updates sparse.
+        optimizer: ADAM or SPARSE_ADAM.
+        patience: stop after this many evaluations without a better validation AUC.
+        lr_decay: multiply the learning rate by this after an evaluation without improvement (1: off).
+        eval_every_steps: evaluate every this many steps (None: at the end of each epoch).
+        checkpoint_every_steps: also write the resumable checkpoint every this many steps.
+        max_steps: stop after this many steps (None: no limit).
+        max_grad_norm: clip the dense parameters' gradient norm (None: no clipping).
+        eval_batch_size: rows per evaluation batch.
+        seed: seeds data order and dropout.
+        threads: torch intra-op threads (None: leave as is).
+        progress: show a progress bar.
+    """
+
+    epochs: int = 10
+    batch_size: int = 4096
+    learning_rate: float = 1e-3
+    embedding_l2: float = 0.0
+    optimizer: OptimizerKind = OptimizerKind.ADAM
+    patience: int = 2
+    lr_decay: float = 0.1
+    eval_every_steps: int | None = None
+    checkpoint_every_steps: int | None = None
+    max_steps: int | None = None
+    max_grad_norm: float | None = 10.0
+    eval_batch_size: int = 16384
+    seed: int = 0
+    threads: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "optimizer", OptimizerKind(self.optimizer))
+        positive = {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "patience": self.patience,
+            "eval_batch_size": self.eval_batch_size,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        for name in ("eval_every_steps", "checkpoint_every_steps", "max_steps", "threads", "max_grad_norm"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be > 0 or None, got {value}")
+        if self.embedding_l2 < 0:
+            raise ValueError(f"embedding_l2 must be >= 0, got {self.embedding_l2}")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")

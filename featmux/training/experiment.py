@@ -1,0 +1,211 @@
+"""One experiment, end to end: data -> cache -> vocabulary -> embedding at a budget -> model -> train -> test.
+
+This is what `featmux train` runs, and the few-lines Python API:
+
+    >>> from featmux import ExperimentConfig, run_experiment
+    >>> result = run_experiment(ExperimentConfig(dataset="frappe", data="data/frappe", embedding="unified", budget="1/16"))
+    >>> result["test_auc"]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from featmux.data.prepare import PreparedData, prepare
+from featmux.embeddings import Budget, EmbeddingMethod, EmbeddingSpec, build_embedding, collisionless_parameters
+from featmux.models import MODELS, CTRModel, build_model
+from featmux.training.checkpoint import save_model
+from featmux.training.config import OptimizerKind, TrainConfig
+from featmux.training.trainer import Trainer, evaluate
+
+
+class ExperimentConfig(BaseModel):
+    """Everything one training run needs; unknown keys are errors (a typo never becomes a default).
+
+    Example:
+        >>> ExperimentConfig(dataset="movielens", data="ml-1m", model="dcnv2", embedding="hashing", budget="1/4")
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str = "synthetic"
+    data: Path | None = None
+    dataset_options: dict[str, Any] = Field(default_factory=dict)
+    model: str = "dcnv2"
+    model_options: dict[str, Any] = Field(default_factory=dict)
+    embedding: EmbeddingMethod = EmbeddingMethod.UNIFIED
+    embedding_dim: int = Field(16, ge=1)
+    budget: str | None = None
+    min_count: int = Field(1, ge=1)
+    num_tables: int = Field(1, ge=1)
+    chunks: dict[str, int] = Field(default_factory=dict)
+    default_chunks: int = Field(1, ge=1)
+    private_max_cardinality: int = Field(0, ge=0)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(4096, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    embedding_l2: float = Field(0.0, ge=0)
+    optimizer: OptimizerKind = OptimizerKind.ADAM
+    patience: int = Field(2, ge=1)
+    lr_decay: float = Field(0.1, gt=0, le=1)
+    eval_every_steps: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    seed: int = 0
+    threads: int | None = Field(None, ge=1)
+    cache_dir: Path | None = None
+    checkpoint_dir: Path | None = None
+    checkpoint_every_steps: int | None = Field(None, ge=1)
+    skip_bad_rows: bool = False
+    progress: bool = True
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, value: str | None) -> str | None:
+        if value is not None:
+            Budget.parse(value)  # raises with a message saying what to write
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        key = value.lower().replace("-", "").replace("_", "")
+        if key not in MODELS:
+            raise ValueError(f"unknown model {value!r}; choose one of {sorted(MODELS)}")
+        return key
+
+    @model_validator(mode="after")
+    def _method_options(self) -> ExperimentConfig:
+        self.embedding_spec()  # cross-field checks live in EmbeddingSpec
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> ExperimentConfig:
+        """Load a YAML file of config keys; `overrides` (e.g. from CLI flags) win."""
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys")
+        return cls(**{**data, **overrides})
+
+    def embedding_spec(self) -> EmbeddingSpec:
+        return EmbeddingSpec(
+            method=self.embedding,
+            embedding_dim=self.embedding_dim,
+            budget=Budget.parse(self.budget) if self.budget is not None else None,
+            min_count=self.min_count,
+            num_tables=self.num_tables,
+            chunks=self.chunks,
+            default_chunks=self.default_chunks,
+            private_max_cardinality=self.private_max_cardinality,
+        )
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            embedding_l2=self.embedding_l2,
+            optimizer=self.optimizer,
+            patience=self.patience,
+            lr_decay=self.lr_decay,
+            eval_every_steps=self.eval_every_steps,
+            checkpoint_every_steps=self.checkpoint_every_steps,
+            max_steps=self.max_steps,
+            seed=self.seed,
+            threads=self.threads,
+            progress=self.progress,
+        )
+
+
+def build_experiment_model(config: ExperimentConfig, data: PreparedData) -> CTRModel:
+    """The embedding layer at its budget and the model on top, initialized from `config.seed`."""
+    torch.manual_seed(config.seed)
+    schema = data.schema
+    embedding = build_embedding(schema.categorical, config.embedding_spec(), data.vocabulary)
+    return build_model(config.model, embedding, len(schema.numeric), config.model_options)
+
+
+def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
+    """Run one experiment and return its results (JSON-able).
+
+    Args:
+        config: the experiment.
+        log: optional callable receiving progress messages (str).
+    """
+    say = log or (lambda _msg: None)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    t0 = time.perf_counter()
+    data = prepare(config.dataset, config.data, config.dataset_options, config.cache_dir, config.skip_bad_rows, say)
+    prepare_seconds = time.perf_counter() - t0
+    model = build_experiment_model(config, data)
+    emb = model.embedding
+    full = collisionless_parameters(data.schema.categorical, data.vocabulary, config.embedding_dim, config.min_count)
+    say(
+        f"{config.embedding.value} embedding: {emb.num_parameters():,} parameters "
+        f"({emb.num_parameters() / full:.4g} x collisionless), {emb.num_slots} slots of dim {emb.embedding_dim}"
+    )
+    trainer = Trainer(model, config.train_config(), data.schema, config.checkpoint_dir, on_event=_event_logger(say))
+    fit = trainer.fit(data.train, data.valid)
+    test = evaluate(model, data.test, trainer.config.eval_batch_size) if data.test is not None else None
+    if config.checkpoint_dir is not None:
+        save_model(Path(config.checkpoint_dir) / "model.pt", model, data.schema)
+    result: dict[str, Any] = {
+        "dataset": config.dataset,
+        "model": config.model,
+        "embedding": config.embedding.value,
+        "budget": config.budget or "1",
+        "seed": config.seed,
+        "test_auc": test.auc if test else None,
+        "test_logloss": test.logloss if test else None,
+        "valid_auc": fit.best_valid.auc if fit.best_valid else None,
+        "valid_logloss": fit.best_valid.logloss if fit.best_valid else None,
+        "embedding_params": emb.num_parameters(),
+        "embedding_bytes": emb.memory_bytes(),
+        "collisionless_params": full,
+        "budget_fraction": emb.num_parameters() / full,
+        "dense_params": sum(p.numel() for p in model.dense_parameters()),
+        "train_seconds": fit.train_seconds,
+        "samples_per_second": fit.samples_per_second,
+        "prepare_seconds": prepare_seconds,
+        "steps": fit.steps,
+        "epochs": fit.epochs,
+        "best_step": fit.best_step,
+        "rows": {"train": len(data.train), "valid": len(data.valid or ()), "test": len(data.test or ())},
+        "history": fit.history,
+        "environment": environment(),
+        "config": json.loads(config.model_dump_json()),
+    }
+    return result
+
+
+def environment() -> dict[str, Any]:
+    """Where a result was measured."""
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+
+
+def _event_logger(say: Any) -> Any:
+    def on_event(event: dict[str, Any]) -> None:
+        if event.get("event") == "eval" and "valid_auc" in event:
+            say(
+                f"step {int(event['step'])} epoch {event['epoch']:.2f}: valid AUC {event['valid_auc']:.5f} "
+                f"logloss {event['valid_logloss']:.5f} (best {event['best_auc']:.5f})"
+            )
+        elif event.get("event") == "resumed":
+            say(f"resumed from {event['from']} at step {event['step']}")
+
+    return on_event
