@@ -87,7 +87,9 @@ def _embedding_l2(params: list[torch.nn.Parameter], weight: float) -> None:
         if p.grad.is_sparse:
             grad = p.grad.coalesce()
             rows = grad.indices()[0]
-            p.grad = torch.sparse_coo_tensor(grad.indices(), grad.values() + weight * p.detach()[rows], grad.shape)
+            p.grad = torch.sparse_coo_tensor(
+                grad.indices(), grad.values() + weight * p.detach()[rows], grad.shape, check_invariants=False
+            )
         else:
             p.grad.add_(p.detach(), alpha=weight)
 
