@@ -30,6 +30,13 @@ def _mask(expr_result: pl.Series) -> np.ndarray:
     return expr_result.fill_null(False).to_numpy().astype(bool, copy=False)
 
 
+def _plain(values: pl.Series) -> pl.Series:
+    """Categorical/Enum columns (e.g. dictionary-encoded Parquet strings) as plain String."""
+    if isinstance(values.dtype, pl.Categorical | pl.Enum):
+        return values.cast(pl.String)
+    return values
+
+
 def to_label(values: pl.Series, field: str, mapping: dict[str, int] | None = None) -> tuple[pl.Series, Check]:
     """A 0/1 label column (Int8).
 
@@ -41,6 +48,7 @@ def to_label(values: pl.Series, field: str, mapping: dict[str, int] | None = Non
     Returns:
         Int8 labels (null where invalid) and the check flagging rows without a 0/1 label.
     """
+    values = _plain(values)
     if mapping is not None:
         text = values.cast(pl.String).str.strip_chars()
         labels = text.replace_strict(
@@ -59,6 +67,7 @@ def to_label(values: pl.Series, field: str, mapping: dict[str, int] | None = Non
 
 def to_float(values: pl.Series, field: str) -> tuple[pl.Series, Check]:
     """A Float64 column: empty/null/NaN -> null; text that is not a finite number is flagged."""
+    values = _plain(values)
     if values.dtype == pl.String:
         text = values.str.strip_chars().replace("", None)
         number = text.cast(pl.Float64, strict=False)
@@ -75,6 +84,7 @@ def to_float(values: pl.Series, field: str) -> tuple[pl.Series, Check]:
 
 def to_int(values: pl.Series, field: str) -> tuple[pl.Series, Check]:
     """An Int64 column: empty/null -> null; anything that is not an integer is flagged."""
+    values = _plain(values)
     if values.dtype == pl.String:
         text = values.str.strip_chars().replace("", None)
         number = text.cast(pl.Int64, strict=False)
