@@ -176,6 +176,7 @@ class Schema:
             for c in data["categorical"]
         )
         nums = tuple(
-            NumericFeature(n["name"], NumericTransform(n.get("transform", "none"))) for n in data.get("numeric", [])
+            NumericFeature(n["name"], NumericTransform(n.get("transform", "none")))
+            for n in data.get("numeric", [])
         )
         return cls(data["label"], cats, nums)

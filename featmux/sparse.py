@@ -31,7 +31,10 @@ class Bag:
         return self.offsets.numel() - 1
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Bag:
-        return Bag(self.values.to(device, non_blocking=non_blocking), self.offsets.to(device, non_blocking=non_blocking))
+        return Bag(
+            self.values.to(device, non_blocking=non_blocking),
+            self.offsets.to(device, non_blocking=non_blocking),
+        )
 
 
 @dataclass(frozen=True)
@@ -52,5 +55,6 @@ class SparseFeatures:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> SparseFeatures:
         return SparseFeatures(
-            self.ids.to(device, non_blocking=non_blocking), tuple(b.to(device, non_blocking) for b in self.bags)
+            self.ids.to(device, non_blocking=non_blocking),
+            tuple(b.to(device, non_blocking) for b in self.bags),
         )

@@ -1,9 +1,9 @@
 """The `featmux` command line.
 
-    featmux train                                   # built-in synthetic CTR data, unified embedding
-    featmux train --dataset frappe --data ../shared/data/frappe --embedding hashing --budget 1/16
-    featmux train --config configs/frappe_dcnv2.yaml --seed 2 --out result.json
-    featmux data inspect ../shared/data/frappe --dataset frappe
+featmux train                                   # built-in synthetic CTR data, unified embedding
+featmux train --dataset frappe --data ../shared/data/frappe --embedding hashing --budget 1/16
+featmux train --config configs/frappe_dcnv2.yaml --seed 2 --out result.json
+featmux data inspect ../shared/data/frappe --dataset frappe
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from featmux.data.errors import DataError
 from featmux.embeddings import EmbeddingMethod
 from featmux.training.config import OptimizerKind
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Memory-efficient categorical embeddings for CTR models.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Memory-efficient categorical embeddings for CTR models."
+)
 data_app = typer.Typer(no_args_is_help=True, help="Look at datasets.")
 app.add_typer(data_app, name="data")
 console = Console(stderr=True)
@@ -48,19 +50,31 @@ def _parse_mapping(values: list[str] | None, what: str) -> dict[str, Any]:
 
 @app.command()
 def train(
-    config: Annotated[Path | None, typer.Option(help="YAML file of experiment options; flags override it.")] = None,
-    dataset: Annotated[str | None, typer.Option(help="frappe, movielens, criteo, avazu, csv or synthetic.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML file of experiment options; flags override it.")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="frappe, movielens, criteo, avazu, csv or synthetic.")
+    ] = None,
     data: Annotated[Path | None, typer.Option(help="Dataset file or directory.")] = None,
-    dataset_option: Annotated[list[str] | None, typer.Option(help="Source option key=value (repeatable).")] = None,
+    dataset_option: Annotated[
+        list[str] | None, typer.Option(help="Source option key=value (repeatable).")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="lr, fm, deepfm, dcnv2 or dlrm.")] = None,
-    model_option: Annotated[list[str] | None, typer.Option(help="Model option key=value, e.g. hidden=[400,400].")] = None,
+    model_option: Annotated[
+        list[str] | None, typer.Option(help="Model option key=value, e.g. hidden=[400,400].")
+    ] = None,
     embedding: Annotated[EmbeddingMethod | None, typer.Option(help="Embedding method.")] = None,
     budget: Annotated[str | None, typer.Option(help="1/16, 0.25, rows:N or params:N.")] = None,
     embedding_dim: Annotated[int | None, typer.Option(help="Width D of one slot.")] = None,
     num_tables: Annotated[int | None, typer.Option(help="Unified: sub-tables T.")] = None,
     chunks: Annotated[int | None, typer.Option(help="Unified: chunks (probes) per feature.")] = None,
-    private_max_cardinality: Annotated[int | None, typer.Option(help="Unified: private tables up to this size.")] = None,
-    min_count: Annotated[int | None, typer.Option(help="Values seen fewer times are out of vocabulary.")] = None,
+    private_max_cardinality: Annotated[
+        int | None, typer.Option(help="Unified: private tables up to this size.")
+    ] = None,
+    min_count: Annotated[
+        int | None, typer.Option(help="Values seen fewer times are out of vocabulary.")
+    ] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     learning_rate: Annotated[float | None, typer.Option()] = None,
@@ -70,8 +84,12 @@ def train(
     seed: Annotated[int | None, typer.Option()] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="Resumable checkpoints go here.")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="Encoded-data cache (default ~/.cache/featmux).")] = None,
-    skip_bad_rows: Annotated[bool, typer.Option(help="Skip and count malformed rows instead of stopping.")] = False,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Encoded-data cache (default ~/.cache/featmux).")
+    ] = None,
+    skip_bad_rows: Annotated[
+        bool, typer.Option(help="Skip and count malformed rows instead of stopping.")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
 ) -> None:
@@ -137,8 +155,17 @@ def _print_result(result: dict[str, Any]) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     keys = [
-        "test_auc", "test_logloss", "valid_auc", "embedding_params", "budget_fraction", "embedding_bytes",
-        "dense_params", "train_seconds", "samples_per_second", "steps", "epochs",
+        "test_auc",
+        "test_logloss",
+        "valid_auc",
+        "embedding_params",
+        "budget_fraction",
+        "embedding_bytes",
+        "dense_params",
+        "train_seconds",
+        "samples_per_second",
+        "steps",
+        "epochs",
     ]
     for key in keys:
         table.add_row(key, _fmt(result.get(key)))
@@ -147,11 +174,17 @@ def _print_result(result: dict[str, Any]) -> None:
 
 @data_app.command("inspect")
 def data_inspect(
-    path: Annotated[Path | None, typer.Argument(help="Dataset file or directory (none for synthetic).")] = None,
-    dataset: Annotated[str, typer.Option(help="Source name: frappe, movielens, criteo, avazu, csv, synthetic.")] = "auto",
+    path: Annotated[
+        Path | None, typer.Argument(help="Dataset file or directory (none for synthetic).")
+    ] = None,
+    dataset: Annotated[
+        str, typer.Option(help="Source name: frappe, movielens, criteo, avazu, csv, synthetic.")
+    ] = "auto",
     split: Annotated[str, typer.Option(help="train, valid or test.")] = "train",
     top: Annotated[int, typer.Option(help="Most frequent values shown per feature.")] = 5,
-    dataset_option: Annotated[list[str] | None, typer.Option(help="Source option key=value (repeatable).")] = None,
+    dataset_option: Annotated[
+        list[str] | None, typer.Option(help="Source option key=value (repeatable).")
+    ] = None,
 ) -> None:
     """Per-feature cardinalities, missing counts and most frequent values of a dataset split."""
     from featmux.data.inspect import inspect_source

@@ -62,7 +62,9 @@ def chunk_to_batch(chunk: EncodedChunk) -> Batch:
     """Zero-copy view of an encoded chunk as tensors."""
     bags = tuple(Bag(torch.from_numpy(b.values), torch.from_numpy(b.offsets)) for b in chunk.bags)
     return Batch(
-        SparseFeatures(torch.from_numpy(chunk.ids), bags), torch.from_numpy(chunk.dense), torch.from_numpy(chunk.labels)
+        SparseFeatures(torch.from_numpy(chunk.ids), bags),
+        torch.from_numpy(chunk.dense),
+        torch.from_numpy(chunk.labels),
     )
 
 
@@ -94,7 +96,9 @@ class EncodedDataset:
             raise FileNotFoundError(f"{self.path} is not an encoded dataset (no meta.json)")
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != CACHE_FORMAT:
-            raise ValueError(f"{self.path}: cache format {meta.get('format')} is not {CACHE_FORMAT}; delete it to rebuild")
+            raise ValueError(
+                f"{self.path}: cache format {meta.get('format')} is not {CACHE_FORMAT}; delete it to rebuild"
+            )
         self.schema = Schema.from_dict(meta["schema"])
         self.shard_rows: list[int] = meta["shard_rows"]
         self.info: dict = meta.get("info", {})
@@ -129,14 +133,23 @@ class EncodedDataset:
                 start = 0
                 while start < len(chunk):
                     take = min(len(chunk) - start, shard_rows - pending_rows)
-                    part = chunk if (start == 0 and take == len(chunk)) else chunk.take(np.arange(start, start + take))
+                    part = (
+                        chunk
+                        if (start == 0 and take == len(chunk))
+                        else chunk.take(np.arange(start, start + take))
+                    )
                     pending.append(part)
                     pending_rows += take
                     start += take
                     if pending_rows >= shard_rows:
                         flush()
             flush()
-            meta = {"format": CACHE_FORMAT, "schema": schema.to_dict(), "shard_rows": sizes, "info": info or {}}
+            meta = {
+                "format": CACHE_FORMAT,
+                "schema": schema.to_dict(),
+                "shard_rows": sizes,
+                "info": info or {},
+            }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
             if path.exists():
                 shutil.rmtree(path)

@@ -66,7 +66,9 @@ class EncodedChunk:
         for j in range(len(chunks[0].bags)):
             parts = [c.bags[j] for c in chunks]
             shifts = np.cumsum([0] + [p.values.size for p in parts[:-1]])
-            offsets = np.concatenate([parts[0].offsets[:1]] + [p.offsets[1:] + s for p, s in zip(parts, shifts, strict=True)])
+            offsets = np.concatenate(
+                [parts[0].offsets[:1]] + [p.offsets[1:] + s for p, s in zip(parts, shifts, strict=True)]
+            )
             bags.append(EncodedBag(np.concatenate([p.values for p in parts]), offsets))
         return EncodedChunk(
             np.concatenate([c.ids for c in chunks]),
@@ -85,7 +87,11 @@ def _numeric(values: pl.Series, transform: NumericTransform) -> np.ndarray:
 
 def encode_frame(frame: pl.DataFrame, schema: Schema) -> EncodedChunk:
     """Encode a frame of raw rows (see the module docstring for the expected columns)."""
-    missing = [c for c in (schema.label, *schema.feature_names, *(f.name for f in schema.numeric)) if c not in frame.columns]
+    missing = [
+        c
+        for c in (schema.label, *schema.feature_names, *(f.name for f in schema.numeric))
+        if c not in frame.columns
+    ]
     if missing:
         raise ValueError(f"frame lacks column(s) {missing}; it has {frame.columns}")
     n = frame.height
@@ -105,7 +111,9 @@ def encode_frame(frame: pl.DataFrame, schema: Schema) -> EncodedChunk:
         if values.dtype == pl.String:
             values = values.filter(values != "")
         if values.len() != offsets[-1]:  # empty strings or nulls inside lists: recount without them
-            column = column.list.eval(pl.element().filter(pl.element().is_not_null() & (pl.element().cast(pl.String) != "")))
+            column = column.list.eval(
+                pl.element().filter(pl.element().is_not_null() & (pl.element().cast(pl.String) != ""))
+            )
             lengths = column.list.len().fill_null(0).to_numpy().astype(np.int64)
             np.cumsum(lengths, out=offsets[1:])
             values = column.explode().drop_nulls()

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from featmux.data.sources import DataSource, open_source
 
 from featmux.data.cache import CACHE_FORMAT, EncodedDataset
 from featmux.data.encoded import encode_frame
 from featmux.data.errors import BadRowPolicy, BadRows
-from featmux.data.sources import DataSource, open_source
 from featmux.embeddings.vocabulary import Vocabulary
 from featmux.features import Schema
 

@@ -61,8 +61,14 @@ class EmbeddingSpec:
             raise ValueError(f"embedding_dim must be >= 1, got {self.embedding_dim}")
         if self.min_count < 1:
             raise ValueError(f"min_count must be >= 1, got {self.min_count}")
-        if self.method is EmbeddingMethod.COLLISIONLESS and self.budget is not None and self.budget != Budget(1.0):
-            raise ValueError("the collisionless table has a fixed size (one row per value); use min_count to shrink it")
+        if (
+            self.method is EmbeddingMethod.COLLISIONLESS
+            and self.budget is not None
+            and self.budget != Budget(1.0)
+        ):
+            raise ValueError(
+                "the collisionless table has a fixed size (one row per value); use min_count to shrink it"
+            )
         if self.method is not EmbeddingMethod.UNIFIED and (
             self.chunks or self.default_chunks != 1 or self.num_tables != 1 or self.private_max_cardinality
         ):
@@ -73,7 +79,10 @@ def collisionless_parameters(
     features: Sequence[CategoricalFeature], vocabulary: Vocabulary, embedding_dim: int, min_count: int = 1
 ) -> int:
     """Parameters of the collisionless layer: (|V_f| + 1) * D summed over features."""
-    return collisionless_rows({f.name: vocabulary.cardinality(f.name, min_count) for f in features}) * embedding_dim
+    return (
+        collisionless_rows({f.name: vocabulary.cardinality(f.name, min_count) for f in features})
+        * embedding_dim
+    )
 
 
 def build_embedding(
@@ -97,14 +106,20 @@ def build_embedding(
             raise ValueError("the collisionless table needs a vocabulary")
         return CollisionlessEmbedding.from_vocabulary(features, vocabulary, dim, spec.min_count, device)
     budget = spec.budget or Budget(fraction=1.0)
-    full = collisionless_parameters(features, vocabulary, dim, spec.min_count) if vocabulary is not None else None
+    full = (
+        collisionless_parameters(features, vocabulary, dim, spec.min_count)
+        if vocabulary is not None
+        else None
+    )
     params = budget.parameters(full, dim)
     if spec.method is EmbeddingMethod.HASHING:
         if vocabulary is None:
             raise ValueError("per-feature hashing splits its rows by vocabulary size: it needs a vocabulary")
         caps = [max(1, vocabulary.cardinality(f.name, spec.min_count)) for f in features]
         rows = split_rows(max(len(features), params // dim), caps)
-        return HashingEmbedding(features, dim, {f.name: r for f, r in zip(features, rows, strict=True)}, device)
+        return HashingEmbedding(
+            features, dim, {f.name: r for f, r in zip(features, rows, strict=True)}, device
+        )
     private: dict[str, int] = {}
     if spec.private_max_cardinality > 0:
         if vocabulary is None:

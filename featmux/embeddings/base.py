@@ -148,7 +148,9 @@ class TableEmbedding(FeatureEmbedding):
 
     @property
     def slot_names(self) -> tuple[str, ...]:
-        return tuple(f"{f.name}#{c}" for f in (*self.univalent, *self.multivalent) for c in range(self.chunks_of(f)))
+        return tuple(
+            f"{f.name}#{c}" for f in (*self.univalent, *self.multivalent) for c in range(self.chunks_of(f))
+        )
 
     @abstractmethod
     def univalent_rows(self, ids: torch.Tensor) -> torch.Tensor:

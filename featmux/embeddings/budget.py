@@ -49,8 +49,8 @@ class Budget:
             return cls(fraction=float(Fraction(raw)))
         except (ValueError, ZeroDivisionError) as err:
             raise ValueError(
-                f"cannot read budget {text!r}: use a fraction of the collisionless size such as 1/16 or 0.25, "
-                "or rows:N, or params:N (N > 0)"
+                f"cannot read budget {text!r}: use a fraction of the collisionless size "
+                "such as 1/16 or 0.25, or rows:N, or params:N (N > 0)"
             ) from err
 
     def parameters(self, collisionless_parameters: int | None, embedding_dim: int) -> int:
@@ -60,7 +60,9 @@ class Budget:
         if self.rows is not None:
             return self.rows * embedding_dim
         if collisionless_parameters is None:
-            raise ValueError("a fractional budget needs the collisionless parameter count (fit a vocabulary first)")
+            raise ValueError(
+                "a fractional budget needs the collisionless parameter count (fit a vocabulary first)"
+            )
         return max(1, round(self.fraction * collisionless_parameters))
 
     def __str__(self) -> str:

@@ -76,7 +76,9 @@ class CollisionlessEmbedding(TableEmbedding):
         layer = cls(features, embedding_dim, {n: k.size for n, k in kept.items()}, device)
         order = [*layer.univalent, *layer.multivalent]
         with torch.no_grad():
-            layer.keys.copy_(torch.from_numpy(np.concatenate([np.zeros(0, np.int64)] + [kept[f.name] for f in order])))
+            layer.keys.copy_(
+                torch.from_numpy(np.concatenate([np.zeros(0, np.int64)] + [kept[f.name] for f in order]))
+            )
         return layer
 
     def _rows(self, index: int, values: torch.Tensor) -> torch.Tensor:
@@ -97,5 +99,8 @@ class CollisionlessEmbedding(TableEmbedding):
         return self._rows(len(self.univalent) + index, values).unsqueeze(1)  # [L, 1]
 
     def config(self) -> dict[str, Any]:
-        return {"method": self.method, "embedding_dim": self.embedding_dim, "vocab_sizes": dict(self.vocab_sizes)}
-
+        return {
+            "method": self.method,
+            "embedding_dim": self.embedding_dim,
+            "vocab_sizes": dict(self.vocab_sizes),
+        }

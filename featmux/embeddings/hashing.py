@@ -53,7 +53,9 @@ class HashingEmbedding(TableEmbedding):
         sizes = [self.rows[f.name] for f in order]
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         self.register_buffer("sizes", torch.tensor(sizes, dtype=torch.int64, device=device), persistent=False)
-        self.register_buffer("starts", torch.tensor(starts, dtype=torch.int64, device=device), persistent=False)
+        self.register_buffer(
+            "starts", torch.tensor(starts, dtype=torch.int64, device=device), persistent=False
+        )
         salts = [feature_salt(f.name) for f in order]
         self.register_buffer("salts", torch.tensor(salts, dtype=torch.int64, device=device), persistent=False)
 

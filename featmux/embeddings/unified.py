@@ -91,17 +91,24 @@ class _SharedTable(TableEmbedding):
     method = "unified-shared"
 
     def __init__(
-        self, features: Sequence[CategoricalFeature], config: UnifiedEmbeddingConfig, device: torch.device | None
+        self,
+        features: Sequence[CategoricalFeature],
+        config: UnifiedEmbeddingConfig,
+        device: torch.device | None,
     ) -> None:
         super().__init__(features, config.embedding_dim, config.rows, device)
         self._chunks = {f.name: config.chunks_of(f.name) for f in features}
-        slots = [(f.name, c) for f in (*self.univalent, *self.multivalent) for c in range(self._chunks[f.name])]
+        slots = [
+            (f.name, c) for f in (*self.univalent, *self.multivalent) for c in range(self._chunks[f.name])
+        ]
         where = placement(slots, config.num_tables)
         bounds = table_bounds(config.rows, config.num_tables)
         self.slot_tables = tuple(where[s] for s in slots)
 
         def buffer(name: str, values: list[int]) -> None:
-            self.register_buffer(name, torch.tensor(values, dtype=torch.int64, device=device), persistent=False)
+            self.register_buffer(
+                name, torch.tensor(values, dtype=torch.int64, device=device), persistent=False
+            )
 
         buffer("slot_salts", [feature_salt(n, c) for n, c in slots])
         buffer("slot_starts", [bounds[where[s]][0] for s in slots])
@@ -166,11 +173,15 @@ class UnifiedEmbedding(FeatureEmbedding):
         if not shared:
             raise ValueError("every feature is private: nothing left for the shared table")
         self.shared = _SharedTable(shared, config, device)
-        self.private = CollisionlessEmbedding(private, config.embedding_dim, config.private, device) if private else None
+        self.private = (
+            CollisionlessEmbedding(private, config.embedding_dim, config.private, device) if private else None
+        )
         columns = {f.name: i for i, f in enumerate(self.univalent)}
 
         def index(names: Sequence[CategoricalFeature]) -> torch.Tensor:
-            return torch.tensor([columns[f.name] for f in names if not f.multivalent], dtype=torch.int64, device=device)
+            return torch.tensor(
+                [columns[f.name] for f in names if not f.multivalent], dtype=torch.int64, device=device
+            )
 
         self.register_buffer("shared_columns", index(shared), persistent=False)
         self.register_buffer("private_columns", index(private), persistent=False)
@@ -202,7 +213,9 @@ class UnifiedEmbedding(FeatureEmbedding):
                 f"a budget of {parameters} parameters leaves {rows} shared rows after the private tables "
                 f"({private_params} parameters): raise the budget or make fewer features private"
             )
-        config = UnifiedEmbeddingConfig(rows, embedding_dim, num_tables, chunks or {}, default_chunks, private)
+        config = UnifiedEmbeddingConfig(
+            rows, embedding_dim, num_tables, chunks or {}, default_chunks, private
+        )
         return cls(features, config, device)
 
     def fill_private_vocabulary(self, vocabulary: Vocabulary, min_count: int = 1) -> None:
@@ -211,7 +224,9 @@ class UnifiedEmbedding(FeatureEmbedding):
             return
         donor = CollisionlessEmbedding.from_vocabulary(self.private.features, vocabulary, 1, min_count)
         if donor.vocab_sizes != self.private.vocab_sizes:
-            raise ValueError(f"vocabulary sizes {donor.vocab_sizes} differ from the config's {self.private.vocab_sizes}")
+            raise ValueError(
+                f"vocabulary sizes {donor.vocab_sizes} differ from the config's {self.private.vocab_sizes}"
+            )
         with torch.no_grad():
             self.private.keys.copy_(donor.keys)
 
@@ -226,7 +241,9 @@ class UnifiedEmbedding(FeatureEmbedding):
         shared_ids = sparse.ids.index_select(1, self.shared_columns)  # [B, F_shared]
         private_ids = sparse.ids.index_select(1, self.private_columns)  # [B, F_private]
         out_shared = self.shared(SparseFeatures(shared_ids, tuple(sparse.bags[j] for j in self._shared_bags)))
-        out_private = self.private(SparseFeatures(private_ids, tuple(sparse.bags[j] for j in self._private_bags)))
+        out_private = self.private(
+            SparseFeatures(private_ids, tuple(sparse.bags[j] for j in self._private_bags))
+        )
         return torch.cat([out_shared, out_private], dim=1)  # [B, S, D]
 
     def table_parameters(self) -> list[torch.nn.Parameter]:

@@ -41,7 +41,9 @@ def _fingerprint_strings(values: pl.Series) -> np.ndarray:
     digests = pl.Series(
         [xxhash.xxh3_64_intdigest(v.encode("utf-8")) for v in uniques.to_list()], dtype=pl.UInt64
     )
-    mapped = values.replace_strict(uniques, digests.reinterpret(signed=True), default=MISSING, return_dtype=pl.Int64)
+    mapped = values.replace_strict(
+        uniques, digests.reinterpret(signed=True), default=MISSING, return_dtype=pl.Int64
+    )
     return mapped.to_numpy()
 
 

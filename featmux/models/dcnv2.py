@@ -61,7 +61,9 @@ class DCNv2(CTRModel):
 
     name = "dcnv2"
 
-    def __init__(self, embedding: FeatureEmbedding, num_dense: int, config: DCNv2Config | None = None) -> None:
+    def __init__(
+        self, embedding: FeatureEmbedding, num_dense: int, config: DCNv2Config | None = None
+    ) -> None:
         super().__init__(embedding, num_dense)
         self.config = c = config or DCNv2Config()
         width = embedding.output_dim + num_dense

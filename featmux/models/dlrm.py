@@ -45,7 +45,9 @@ class DLRM(CTRModel):
         dim = embedding.embedding_dim
         self.bottom = None
         if num_dense:
-            self.bottom = nn.Sequential(MLP(num_dense, c.bottom), nn.Linear(c.bottom[-1] if c.bottom else num_dense, dim))
+            self.bottom = nn.Sequential(
+                MLP(num_dense, c.bottom), nn.Linear(c.bottom[-1] if c.bottom else num_dense, dim)
+            )
         vectors = embedding.num_slots + (1 if num_dense else 0)
         rows, cols = torch.triu_indices(vectors, vectors, offset=1)
         self.register_buffer("pair_rows", rows, persistent=False)

@@ -73,11 +73,15 @@ class DeepFM(CTRModel):
 
     name = "deepfm"
 
-    def __init__(self, embedding: FeatureEmbedding, num_dense: int, config: DeepFMConfig | None = None) -> None:
+    def __init__(
+        self, embedding: FeatureEmbedding, num_dense: int, config: DeepFMConfig | None = None
+    ) -> None:
         super().__init__(embedding, num_dense)
         self.config = config or DeepFMConfig()
         self.first_order = FirstOrder(embedding.num_slots, embedding.embedding_dim, num_dense)
-        self.mlp = MLP(embedding.output_dim + num_dense, self.config.hidden, self.config.dropout, self.config.batch_norm)
+        self.mlp = MLP(
+            embedding.output_dim + num_dense, self.config.hidden, self.config.dropout, self.config.batch_norm
+        )
         self.head = nn.Linear(self.mlp.output_dim, 1)
 
     def forward(self, sparse: SparseFeatures, dense: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,9 @@ class MLP(nn.Sequential):
         batch_norm: batch normalization before each activation.
     """
 
-    def __init__(self, input_dim: int, hidden: Sequence[int], dropout: float = 0.0, batch_norm: bool = False) -> None:
+    def __init__(
+        self, input_dim: int, hidden: Sequence[int], dropout: float = 0.0, batch_norm: bool = False
+    ) -> None:
         layers: list[nn.Module] = []
         width = input_dim
         for h in hidden:
@@ -52,7 +54,8 @@ class CrossNetwork(nn.Module):
             if low_rank < 1:
                 raise ValueError(f"low_rank must be >= 1, got {low_rank}")
             self.layers = nn.ModuleList(
-                nn.Sequential(nn.Linear(dim, low_rank, bias=False), nn.Linear(low_rank, dim)) for _ in range(num_layers)
+                nn.Sequential(nn.Linear(dim, low_rank, bias=False), nn.Linear(low_rank, dim))
+                for _ in range(num_layers)
             )
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:

@@ -74,10 +74,17 @@ def build_from_spec(spec: dict[str, Any], device: torch.device | None = None) ->
     return build_model(spec["model"], embedding, int(spec["num_dense"]), spec["model_config"]), schema
 
 
-def save_model(path: str | Path, model: CTRModel, schema: Schema, extra: dict[str, Any] | None = None) -> None:
+def save_model(
+    path: str | Path, model: CTRModel, schema: Schema, extra: dict[str, Any] | None = None
+) -> None:
     """Save a self-describing model file (spec + weights), atomically."""
     atomic_save(
-        {"featmux_format": FORMAT_VERSION, "spec": model_spec(model, schema), "state": model.state_dict(), **(extra or {})},
+        {
+            "featmux_format": FORMAT_VERSION,
+            "spec": model_spec(model, schema),
+            "state": model.state_dict(),
+            **(extra or {}),
+        },
         path,
     )
 

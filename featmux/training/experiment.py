@@ -3,7 +3,8 @@
 This is what `featmux train` runs, and the few-lines Python API:
 
     >>> from featmux import ExperimentConfig, run_experiment
-    >>> result = run_experiment(ExperimentConfig(dataset="frappe", data="data/frappe", embedding="unified", budget="1/16"))
+    >>> config = ExperimentConfig(dataset="frappe", data="data/frappe", embedding="unified", budget="1/16")
+    >>> result = run_experiment(config)
     >>> result["test_auc"]
 """
 
@@ -21,7 +22,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from featmux.data.prepare import PreparedData, prepare
-from featmux.embeddings import Budget, EmbeddingMethod, EmbeddingSpec, build_embedding, collisionless_parameters
+from featmux.embeddings import (
+    Budget,
+    EmbeddingMethod,
+    EmbeddingSpec,
+    build_embedding,
+    collisionless_parameters,
+)
 from featmux.models import MODELS, CTRModel, build_model
 from featmux.training.checkpoint import save_model
 from featmux.training.config import OptimizerKind, TrainConfig
@@ -32,7 +39,7 @@ class ExperimentConfig(BaseModel):
     """Everything one training run needs; unknown keys are errors (a typo never becomes a default).
 
     Example:
-        >>> ExperimentConfig(dataset="movielens", data="ml-1m", model="dcnv2", embedding="hashing", budget="1/4")
+        >>> ExperimentConfig(dataset="movielens", data="ml-1m", embedding="hashing", budget="1/4")
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -144,16 +151,23 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     t0 = time.perf_counter()
-    data = prepare(config.dataset, config.data, config.dataset_options, config.cache_dir, config.skip_bad_rows, say)
+    data = prepare(
+        config.dataset, config.data, config.dataset_options, config.cache_dir, config.skip_bad_rows, say
+    )
     prepare_seconds = time.perf_counter() - t0
     model = build_experiment_model(config, data)
     emb = model.embedding
-    full = collisionless_parameters(data.schema.categorical, data.vocabulary, config.embedding_dim, config.min_count)
+    full = collisionless_parameters(
+        data.schema.categorical, data.vocabulary, config.embedding_dim, config.min_count
+    )
     say(
         f"{config.embedding.value} embedding: {emb.num_parameters():,} parameters "
-        f"({emb.num_parameters() / full:.4g} x collisionless), {emb.num_slots} slots of dim {emb.embedding_dim}"
+        f"({emb.num_parameters() / full:.4g} x collisionless), "
+        f"{emb.num_slots} slots of dim {emb.embedding_dim}"
     )
-    trainer = Trainer(model, config.train_config(), data.schema, config.checkpoint_dir, on_event=_event_logger(say))
+    trainer = Trainer(
+        model, config.train_config(), data.schema, config.checkpoint_dir, on_event=_event_logger(say)
+    )
     fit = trainer.fit(data.train, data.valid)
     test = evaluate(model, data.test, trainer.config.eval_batch_size) if data.test is not None else None
     if config.checkpoint_dir is not None:

@@ -30,7 +30,9 @@ from featmux.training.metrics import Metrics, binary_metrics
 
 
 @torch.no_grad()
-def predict(model: CTRModel, dataset: EncodedDataset, batch_size: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: CTRModel, dataset: EncodedDataset, batch_size: int = 16384
+) -> tuple[np.ndarray, np.ndarray]:
     """(labels, logits) over a whole dataset, in its stored order."""
     was_training = model.training
     model.eval()
@@ -185,7 +187,9 @@ class Trainer:
             self._set_lr(self.state.learning_rate)
             if self.best_path is not None and self.best_path.exists():
                 self._best_state = safe_load(self.best_path)["state"]
-            self._emit({"event": "resumed", "from": str(path), "step": self.state.step, "skipped_damaged": errors})
+            self._emit(
+                {"event": "resumed", "from": str(path), "step": self.state.step, "skipped_damaged": errors}
+            )
             return True
         if errors:
             raise RuntimeError("no usable checkpoint to resume from: " + "; ".join(errors))
@@ -217,7 +221,10 @@ class Trainer:
 
     def _evaluate(self, valid: EncodedDataset | None) -> None:
         s = self.state
-        record: dict[str, float] = {"step": s.step, "epoch": s.epoch + s.batch_in_epoch / max(1, self._batches)}
+        record: dict[str, float] = {
+            "step": s.step,
+            "epoch": s.epoch + s.batch_in_epoch / max(1, self._batches),
+        }
         if valid is None:
             self._best_state = None
             s.best_step = s.step
@@ -241,7 +248,9 @@ class Trainer:
                 self._set_lr(s.learning_rate)
         self._emit({"event": "eval", **record, "best_auc": s.best_auc})
 
-    def fit(self, train: EncodedDataset, valid: EncodedDataset | None = None, resume: bool = True) -> FitResult:
+    def fit(
+        self, train: EncodedDataset, valid: EncodedDataset | None = None, resume: bool = True
+    ) -> FitResult:
         """Train until `epochs`, `max_steps` or early stopping; the model ends with the best weights.
 
         Args:
@@ -258,11 +267,19 @@ class Trainer:
         s = self.state
         self.model.train()
         bar = tqdm(
-            total=c.epochs * self._batches if c.max_steps is None else min(c.max_steps, c.epochs * self._batches),
-            initial=s.step, unit="batch", disable=not c.progress, dynamic_ncols=True, leave=False,
+            total=c.epochs * self._batches
+            if c.max_steps is None
+            else min(c.max_steps, c.epochs * self._batches),
+            initial=s.step,
+            unit="batch",
+            disable=not c.progress,
+            dynamic_ncols=True,
+            leave=False,
         )
         while not s.stopped and s.epoch < c.epochs:
-            batches = train.batches(c.batch_size, shuffle=True, seed=c.seed, epoch=s.epoch, start_batch=s.batch_in_epoch)
+            batches = train.batches(
+                c.batch_size, shuffle=True, seed=c.seed, epoch=s.epoch, start_batch=s.batch_in_epoch
+            )
             while not s.stopped:
                 started = time.perf_counter()  # train time counts data loading and steps, not evaluation
                 batch = next(batches, None)
@@ -274,7 +291,9 @@ class Trainer:
                 s.batch_in_epoch += 1
                 s.train_rows += len(batch)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", rows_per_s=f"{s.train_rows / s.train_seconds:,.0f}", refresh=False)
+                bar.set_postfix(
+                    loss=f"{loss:.4f}", rows_per_s=f"{s.train_rows / s.train_seconds:,.0f}", refresh=False
+                )
                 at_eval = c.eval_every_steps is not None and s.step % c.eval_every_steps == 0
                 at_end = c.max_steps is not None and s.step >= c.max_steps
                 if at_eval or at_end:

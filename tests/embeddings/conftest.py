@@ -38,7 +38,13 @@ def vocabulary():
 @pytest.fixture
 def sparse():
     g = torch.Generator().manual_seed(1)
-    ids = torch.stack([torch.randint(0, 1200, (6,), generator=g), torch.randint(0, 300, (6,), generator=g),
-                       torch.randint(0, 4, (6,), generator=g)], dim=1)
+    ids = torch.stack(
+        [
+            torch.randint(0, 1200, (6,), generator=g),
+            torch.randint(0, 300, (6,), generator=g),
+            torch.randint(0, 4, (6,), generator=g),
+        ],
+        dim=1,
+    )
     bag = Bag(torch.tensor([1, 2, 3, 4, 5, 17, 2]), torch.tensor([0, 2, 2, 3, 6, 6, 7]))  # row 1 and 4 empty
     return SparseFeatures(ids, (bag,))

@@ -74,7 +74,9 @@ def test_unified_budget_is_exact(features, vocabulary, fraction):
 
 
 def test_unified_multi_chunk_concatenation(features, sparse):
-    config = UnifiedEmbeddingConfig(rows=500, embedding_dim=DIM, num_tables=3, chunks={"user": 3, "genres": 2})
+    config = UnifiedEmbeddingConfig(
+        rows=500, embedding_dim=DIM, num_tables=3, chunks={"user": 3, "genres": 2}
+    )
     layer = UnifiedEmbedding(features, config)
     out = layer(sparse)
     assert layer.slot_names == ("user#0", "user#1", "user#2", "item#0", "device#0", "genres#0", "genres#1")
@@ -112,7 +114,9 @@ def test_unified_is_independent_of_feature_order(features, sparse):
     """Salts and placement come from names: permuting features permutes slots, never rehashes."""
     config = UnifiedEmbeddingConfig(rows=700, embedding_dim=DIM, num_tables=3, default_chunks=2)
     base = UnifiedEmbedding(features, config)
-    base_rows = base.shared.univalent_rows(sparse.ids)  # [B, 6]: user#0, user#1, item#0, item#1, device#0, device#1
+    base_rows = base.shared.univalent_rows(
+        sparse.ids
+    )  # [B, 6]: user#0, user#1, item#0, item#1, device#0, device#1
     uni = features[:3]
     for perm in itertools.permutations(range(3)):
         order = [uni[i] for i in perm] + [features[3]]
@@ -129,7 +133,9 @@ def test_multivalent_mean_and_sum_pooling(features, sparse):
 
     for pooling in (Pooling.MEAN, Pooling.SUM):
         feats = (*features[:3], replace(features[3], pooling=pooling))
-        layer = UnifiedEmbedding(feats, UnifiedEmbeddingConfig(rows=300, embedding_dim=DIM, chunks={"genres": 2}))
+        layer = UnifiedEmbedding(
+            feats, UnifiedEmbeddingConfig(rows=300, embedding_dim=DIM, chunks={"genres": 2})
+        )
         out = layer(sparse)  # [6, 5, D]: user, item, device, genres#0, genres#1
         bag = sparse.bags[0]
         for c in range(2):
@@ -164,8 +170,14 @@ def test_private_tables_for_tiny_features(features, vocabulary, sparse):
     [
         EmbeddingSpec(EmbeddingMethod.COLLISIONLESS, DIM),
         EmbeddingSpec(EmbeddingMethod.HASHING, DIM, Budget.parse("1/8")),
-        EmbeddingSpec(EmbeddingMethod.UNIFIED, DIM, Budget.parse("1/8"), num_tables=2, chunks={"item": 2},
-                      private_max_cardinality=5),
+        EmbeddingSpec(
+            EmbeddingMethod.UNIFIED,
+            DIM,
+            Budget.parse("1/8"),
+            num_tables=2,
+            chunks={"item": 2},
+            private_max_cardinality=5,
+        ),
     ],
     ids=lambda s: s.method.value,
 )
@@ -193,7 +205,9 @@ def test_sparse_gradients_touch_only_looked_up_rows(features, sparse):
 
 
 def test_meta_device_allocates_nothing(features):
-    layer = UnifiedEmbedding(features, UnifiedEmbeddingConfig(rows=10**9, embedding_dim=64), device=torch.device("meta"))
+    layer = UnifiedEmbedding(
+        features, UnifiedEmbeddingConfig(rows=10**9, embedding_dim=64), device=torch.device("meta")
+    )
     assert layer.num_parameters() == 64 * 10**9
     assert layer.shared.weight.is_meta
 
@@ -231,10 +245,13 @@ def test_spec_rejects_options_of_other_methods():
 
 def test_embedding_bag_matches_functional(features, sparse):
     """Sanity check of the chunked pooling path against F.embedding_bag per chunk."""
-    layer = UnifiedEmbedding(features, UnifiedEmbeddingConfig(rows=50, embedding_dim=DIM, chunks={"genres": 3}))
+    layer = UnifiedEmbedding(
+        features, UnifiedEmbeddingConfig(rows=50, embedding_dim=DIM, chunks={"genres": 3})
+    )
     out = layer(sparse)[:, 3:]
     rows = layer.shared.bag_rows(0, sparse.bags[0].values)
     for c in range(3):
-        ref = F.embedding_bag(rows[:, c], layer.shared.weight, sparse.bags[0].offsets, mode="mean",
-                              include_last_offset=True)
+        ref = F.embedding_bag(
+            rows[:, c], layer.shared.weight, sparse.bags[0].offsets, mode="mean", include_last_offset=True
+        )
         torch.testing.assert_close(out[:, c], ref)

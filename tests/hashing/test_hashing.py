@@ -47,8 +47,13 @@ def test_splitmix64_matches_reference_and_goldens():
     values = [0, 1, -1, 2**62, 123456789, -(2**63)]
     got = splitmix64(torch.tensor(values)).tolist()
     assert got == [to_signed(reference_splitmix64(v & MASK)) for v in values]
-    assert got[:5] == [-2152535657050944081, -7995527694508729151, -1956407806741107680, 47939714376772075,
-                       2466975172287755897]
+    assert got[:5] == [
+        -2152535657050944081,
+        -7995527694508729151,
+        -1956407806741107680,
+        47939714376772075,
+        2466975172287755897,
+    ]
 
 
 def test_rows_goldens_and_range():
@@ -64,10 +69,19 @@ def test_rows_goldens_and_range():
 def test_vectorized_fingerprints_agree_with_scalar():
     values = pl.Series(["a", "b", None, "", "a", "ünï"])
     fps = fingerprint(values, ValueEncoding.STRING).tolist()
-    assert fps == [string_fingerprint("a"), string_fingerprint("b"), MISSING, MISSING, string_fingerprint("a"),
-                   string_fingerprint("ünï")]
+    assert fps == [
+        string_fingerprint("a"),
+        string_fingerprint("b"),
+        MISSING,
+        MISSING,
+        string_fingerprint("a"),
+        string_fingerprint("ünï"),
+    ]
     assert fingerprint(pl.Series(["ff", "", None, "68fd1e64"]), ValueEncoding.HEX).tolist() == [
-        255, MISSING, MISSING, 0x68FD1E64
+        255,
+        MISSING,
+        MISSING,
+        0x68FD1E64,
     ]
     assert fingerprint(pl.Series([1, None, -3]), ValueEncoding.INT).tolist() == [1, MISSING, -3]
     assert fingerprint(pl.Series(["7", " 8", ""]), ValueEncoding.INT).tolist() == [7, 8, MISSING]
@@ -91,7 +105,9 @@ def test_identical_across_processes_and_hash_seeds():
     outputs = set()
     for seed in ("0", "1", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        proc = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, check=True
+        )
         outputs.add(proc.stdout)
     assert len(outputs) == 1
     expected = f"{string_fingerprint('user_42')} {feature_salt('ad', 3)} " + str(

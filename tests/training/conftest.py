@@ -30,14 +30,19 @@ def planted_chunk(n: int, seed: int) -> EncodedChunk:
     x = rng.normal(size=n).astype(np.float32)
     logit = effect[0][a] + effect[1][b] + 0.5 * tag_effect + x - 0.5
     labels = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float32)
-    return EncodedChunk(np.stack([a, b], 1).astype(np.int64), (EncodedBag(tags.astype(np.int64), offsets),),
-                        x[:, None], labels)
+    return EncodedChunk(
+        np.stack([a, b], 1).astype(np.int64),
+        (EncodedBag(tags.astype(np.int64), offsets),),
+        x[:, None],
+        labels,
+    )
 
 
 @pytest.fixture
 def planted(tmp_path):
     """(schema, train, valid) encoded datasets; train has several shards to exercise shard shuffling."""
-    train = EncodedDataset.write(tmp_path / "train", SCHEMA, [planted_chunk(3000, 1), planted_chunk(1000, 2)],
-                                 shard_rows=1500)
+    train = EncodedDataset.write(
+        tmp_path / "train", SCHEMA, [planted_chunk(3000, 1), planted_chunk(1000, 2)], shard_rows=1500
+    )
     valid = EncodedDataset.write(tmp_path / "valid", SCHEMA, [planted_chunk(2000, 3)])
     return SCHEMA, train, valid

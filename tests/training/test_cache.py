@@ -49,13 +49,13 @@ def test_bags_stay_aligned_with_rows_across_shard_boundaries(planted):
     ref = {}
     for c in train.chunks():
         for r in range(len(c)):
-            key = tuple(c.ids[r]) + (float(c.dense[r, 0]),)
-            ref[key] = tuple(c.bags[0].values[c.bags[0].offsets[r]:c.bags[0].offsets[r + 1]])
+            key = (*tuple(c.ids[r]), float(c.dense[r, 0]))
+            ref[key] = tuple(c.bags[0].values[c.bags[0].offsets[r] : c.bags[0].offsets[r + 1]])
     for b in train.batches(1100, shuffle=True, seed=1):
         off, vals = b.sparse.bags[0].offsets.numpy(), b.sparse.bags[0].values.numpy()
         for r in range(len(b)):
-            key = tuple(b.sparse.ids.numpy()[r]) + (float(b.dense.numpy()[r, 0]),)
-            assert ref[key] == tuple(vals[off[r]:off[r + 1]])
+            key = (*tuple(b.sparse.ids.numpy()[r]), float(b.dense.numpy()[r, 0]))
+            assert ref[key] == tuple(vals[off[r] : off[r + 1]])
 
 
 def test_vocabulary_counts(planted):

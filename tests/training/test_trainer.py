@@ -67,8 +67,15 @@ def _interrupting(trainer: Trainer, after: int) -> Trainer:
 
 def test_resume_after_interruption_gives_identical_weights(planted, tmp_path):
     schema, train, valid = planted
-    cfg = TrainConfig(epochs=3, batch_size=256, learning_rate=3e-3, progress=False, seed=5, threads=1,
-                      checkpoint_every_steps=5)
+    cfg = TrainConfig(
+        epochs=3,
+        batch_size=256,
+        learning_rate=3e-3,
+        progress=False,
+        seed=5,
+        threads=1,
+        checkpoint_every_steps=5,
+    )
     reference = make_model(schema, train, model="dcnv2")
     Trainer(reference, cfg, schema, tmp_path / "a").fit(train, valid)
 
@@ -91,7 +98,7 @@ def test_truncated_checkpoint_falls_back_to_previous(planted, tmp_path):
     last = tmp_path / "last.pt"
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="last.pt"):
+    with pytest.raises(CheckpointError, match=r"last\.pt"):
         safe_load(last)
     events = []
     trainer = Trainer(make_model(schema, train), cfg, schema, tmp_path, on_event=events.append)
@@ -107,7 +114,7 @@ def test_best_model_file_rebuilds_without_training_code(planted, tmp_path):
     Trainer(model, CONFIG, schema, tmp_path).fit(train, valid)
     loaded, loaded_schema = load_model(tmp_path / "best.pt")
     assert loaded_schema == schema
-    labels, a = predict(model, valid)
+    _labels, a = predict(model, valid)
     _, b = predict(loaded, valid)
     assert torch.equal(torch.from_numpy(a), torch.from_numpy(b))
 
