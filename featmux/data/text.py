@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -84,6 +84,10 @@ class TextFormat:
                 raise ValueError(f"num_fields={self.num_fields} but {len(self.names)} names were given")
         if self.num_fields is not None and self.num_fields < 1:
             raise ValueError(f"num_fields must be >= 1, got {self.num_fields}")
+
+
+# line numbers (int64 [n]) -> bool [n], the lines to read; e.g. the rows of one split of a file
+LineFilter = Callable[[np.ndarray], np.ndarray]
 
 
 class TextChunk(NamedTuple):
@@ -420,6 +424,7 @@ def iter_text(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     bad_rows: BadRows | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
+    line_filter: LineFilter | None = None,
 ) -> Iterator[TextChunk]:
     """Stream the rows of a delimited text file as String columns with their line numbers.
 
@@ -429,6 +434,8 @@ def iter_text(
         chunk_rows: at most this many rows per chunk.
         bad_rows: where malformed lines go (default: raise at the first one).
         block_bytes: bytes read at a time (a line longer than this is still read whole).
+        line_filter: selects the lines to read by line number, before any check (lines it drops are
+            neither parsed nor reported).
 
     Returns:
         An iterator of `TextChunk`s: String columns named as `read_header` says (empty fields are null)
@@ -462,6 +469,8 @@ def iter_text(
             skip_header = False
             block = block.keep(np.arange(len(block)) > 0)
         block = block.keep(block.ends > block.starts)  # blank lines
+        if line_filter is not None and len(block):
+            block = block.keep(np.asarray(line_filter(block.lines), dtype=bool))
         if not len(block):
             continue
         checks: list[Check] = []

@@ -22,6 +22,7 @@ from featmux.data.text import (
     DEFAULT_BLOCK_BYTES,
     DEFAULT_CHUNK_ROWS,
     Check,
+    LineFilter,
     TextChunk,
     TextFormat,
     frames,
@@ -88,6 +89,7 @@ def avazu_chunks(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     bad_rows: BadRows | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
+    line_filter: LineFilter | None = None,
 ) -> Iterator[TextChunk]:
     """Typed Avazu rows with their line numbers (chunks of at most `chunk_rows`, sizes vary).
 
@@ -96,6 +98,7 @@ def avazu_chunks(
         chunk_rows: at most this many rows per chunk.
         bad_rows: where malformed rows go (default: raise at the first).
         block_bytes: bytes read at a time.
+        line_filter: selects the lines to read by line number (e.g. one split of the file).
 
     Returns:
         An iterator of `TextChunk`s with the columns of `avazu_schema()`.
@@ -103,7 +106,9 @@ def avazu_chunks(
     bad_rows = bad_rows if bad_rows is not None else BadRows()
     schema = avazu_schema()
     fmt = avazu_format(path)
-    for chunk in iter_text(path, fmt, chunk_rows=chunk_rows, bad_rows=bad_rows, block_bytes=block_bytes):
+    for chunk in iter_text(
+        path, fmt, chunk_rows=chunk_rows, bad_rows=bad_rows, block_bytes=block_bytes, line_filter=line_filter
+    ):
         expanded, hour_check = _expand_hour(chunk.frame)
         frame, checks = conform(expanded, schema)
         # label first, then hour (it feeds the first three features), then the other columns

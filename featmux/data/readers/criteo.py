@@ -22,6 +22,7 @@ from featmux.data.readers._convert import conform_chunks
 from featmux.data.text import (
     DEFAULT_BLOCK_BYTES,
     DEFAULT_CHUNK_ROWS,
+    LineFilter,
     TextChunk,
     TextFormat,
     frames,
@@ -67,6 +68,7 @@ def criteo_chunks(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     bad_rows: BadRows | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
+    line_filter: LineFilter | None = None,
 ) -> Iterator[TextChunk]:
     """Typed Criteo rows with their line numbers (chunks of at most `chunk_rows`, sizes vary).
 
@@ -75,13 +77,15 @@ def criteo_chunks(
         chunk_rows: at most this many rows per chunk.
         bad_rows: where malformed rows go (default: raise at the first).
         block_bytes: bytes read at a time.
+        line_filter: selects the lines to read by line number (e.g. one split of the file).
 
     Returns:
         An iterator of `TextChunk`s with the columns of `criteo_schema()`.
     """
     bad_rows = bad_rows if bad_rows is not None else BadRows()
+    fmt = criteo_format(path)
     text = iter_text(
-        path, criteo_format(path), chunk_rows=chunk_rows, bad_rows=bad_rows, block_bytes=block_bytes
+        path, fmt, chunk_rows=chunk_rows, bad_rows=bad_rows, block_bytes=block_bytes, line_filter=line_filter
     )
     return conform_chunks(text, criteo_schema(), path, bad_rows)
 

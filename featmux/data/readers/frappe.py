@@ -20,6 +20,7 @@ from featmux.data.text import (
     DEFAULT_BLOCK_BYTES,
     DEFAULT_CHUNK_ROWS,
     Check,
+    LineFilter,
     TextChunk,
     TextFormat,
     frames,
@@ -47,6 +48,7 @@ def frappe_chunks(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     bad_rows: BadRows | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
+    line_filter: LineFilter | None = None,
 ) -> Iterator[TextChunk]:
     """Typed Frappe rows with their line numbers (chunks of at most `chunk_rows`, sizes vary).
 
@@ -55,13 +57,21 @@ def frappe_chunks(
         chunk_rows: at most this many rows per chunk.
         bad_rows: where malformed rows go (default: raise at the first).
         block_bytes: bytes read at a time.
+        line_filter: selects the lines to read by line number (e.g. one split of the file).
 
     Returns:
         An iterator of `TextChunk`s with the columns of `frappe_schema()`.
     """
     bad_rows = bad_rows if bad_rows is not None else BadRows()
     schema = frappe_schema()
-    for chunk in iter_text(path, FORMAT, chunk_rows=chunk_rows, bad_rows=bad_rows, block_bytes=block_bytes):
+    for chunk in iter_text(
+        path,
+        FORMAT,
+        chunk_rows=chunk_rows,
+        bad_rows=bad_rows,
+        block_bytes=block_bytes,
+        line_filter=line_filter,
+    ):
         raw = chunk.frame
         indices = raw.select(LABEL, *(pl.col(name).str.extract(_PAIR, 1) for name in FIELDS))
         pair_checks = [

@@ -28,6 +28,7 @@ from featmux.data.text import (
     DEFAULT_BLOCK_BYTES,
     DEFAULT_CHUNK_ROWS,
     Check,
+    LineFilter,
     TextChunk,
     TextFormat,
     frames,
@@ -268,6 +269,7 @@ def movielens_chunks(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     bad_rows: BadRows | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
+    line_filter: LineFilter | None = None,
 ) -> Iterator[TextChunk]:
     """CTR rows (rating 3 dropped) with the line numbers of their ratings (chunk sizes vary).
 
@@ -276,6 +278,7 @@ def movielens_chunks(
         chunk_rows: at most this many rows per chunk.
         bad_rows: where malformed rows go (default: raise at the first).
         block_bytes: bytes of the ratings file read at a time.
+        line_filter: selects the ratings to read by line number (e.g. one split of the file).
 
     Returns:
         An iterator of `TextChunk`s with the columns of `movielens_schema()`.
@@ -287,7 +290,10 @@ def movielens_chunks(
     columns = [LABEL, *schema.feature_names]
     path = files.ratings
     fmt = ratings_format(path)
-    for chunk in iter_text(path, fmt, chunk_rows=chunk_rows, bad_rows=bad_rows, block_bytes=block_bytes):
+    text = iter_text(
+        path, fmt, chunk_rows=chunk_rows, bad_rows=bad_rows, block_bytes=block_bytes, line_filter=line_filter
+    )
+    for chunk in text:
         raw = chunk.frame
         user, user_check = to_int(raw.get_column("user_id"), "user_id")
         item, item_check = to_int(raw.get_column("item_id"), "item_id")

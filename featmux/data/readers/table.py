@@ -26,6 +26,7 @@ from featmux.data.readers._convert import conform_chunks, missing_columns, schem
 from featmux.data.text import (
     DEFAULT_BLOCK_BYTES,
     DEFAULT_CHUNK_ROWS,
+    LineFilter,
     TextChunk,
     TextFormat,
     frames,
@@ -113,12 +114,18 @@ def csv_format(
     )
 
 
-def _parquet_batches(handle: pq.ParquetFile, schema: Schema, chunk_rows: int) -> Iterator[TextChunk]:
+def _parquet_batches(
+    handle: pq.ParquetFile, schema: Schema, chunk_rows: int, line_filter: LineFilter | None
+) -> Iterator[TextChunk]:
     start = 0
     for batch in handle.iter_batches(batch_size=chunk_rows, columns=schema_columns(schema)):
         frame = pl.DataFrame(pl.from_arrow(batch))
-        yield TextChunk(frame, np.arange(start, start + frame.height, dtype=np.int64))  # 0-based row index
+        rows = np.arange(start, start + frame.height, dtype=np.int64)  # 0-based row index
         start += frame.height
+        if line_filter is not None:
+            keep = np.asarray(line_filter(rows), dtype=bool)
+            frame, rows = frame.filter(pl.Series(keep)), rows[keep]
+        yield TextChunk(frame, rows)
 
 
 def table_chunks(
@@ -129,6 +136,7 @@ def table_chunks(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     bad_rows: BadRows | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
+    line_filter: LineFilter | None = None,
 ) -> Iterator[TextChunk]:
     """Typed rows of a CSV or Parquet table with their line numbers (Parquet: 0-based row indices).
 
@@ -139,6 +147,7 @@ def table_chunks(
         chunk_rows: at most this many rows per chunk.
         bad_rows: where malformed rows go (default: raise at the first).
         block_bytes: bytes of a CSV read at a time.
+        line_filter: selects the rows to read by line number (Parquet: 0-based row index), e.g. a split.
 
     Returns:
         An iterator of `TextChunk`s with the schema's columns (`schema_columns` order).
@@ -154,15 +163,16 @@ def table_chunks(
         missing = missing_columns(names, schema)
         if missing:
             raise DataError(path, None, missing[0], f"column missing from the file (it has {names})")
-        return conform_chunks(
-            _parquet_batches(handle, schema, chunk_rows), schema, path, bad_rows, lines_are_rows=True
-        )
+        batches = _parquet_batches(handle, schema, chunk_rows, line_filter)
+        return conform_chunks(batches, schema, path, bad_rows, lines_are_rows=True)
     fmt = fmt if fmt is not None else csv_format()
     missing = missing_columns(read_header(path, fmt), schema)
     if missing:
         line = 1 if fmt.header else None
         raise DataError(path, line, missing[0], "column missing from the header")
-    text = iter_text(path, fmt, chunk_rows=chunk_rows, bad_rows=bad_rows, block_bytes=block_bytes)
+    text = iter_text(
+        path, fmt, chunk_rows=chunk_rows, bad_rows=bad_rows, block_bytes=block_bytes, line_filter=line_filter
+    )
     return conform_chunks(text, schema, path, bad_rows)
 
 
