@@ -1,0 +1,73 @@
+"""featmux: memory-efficient categorical feature embeddings for CTR and recommendation models.
+
+The public API in a few names:
+
+    >>> import featmux as fm
+    >>> features = [fm.CategoricalFeature(name, fm.ValueEncoding.INT) for name in ("user", "ad")]
+    >>> emb = fm.UnifiedEmbedding(features, fm.UnifiedEmbeddingConfig(rows=100_000, embedding_dim=16))
+    >>> vectors = emb(fm.SparseFeatures(ids))          # ids: int64 [B, 2] -> [B, 2, 16]
+
+    >>> result = fm.run_experiment(fm.ExperimentConfig(dataset="frappe", data="data/frappe", budget="1/16"))
+"""
+
+from featmux.embeddings import (
+    Budget,
+    CollisionlessEmbedding,
+    EmbeddingMethod,
+    EmbeddingSpec,
+    FeatureEmbedding,
+    HashingEmbedding,
+    UnifiedEmbedding,
+    UnifiedEmbeddingConfig,
+    Vocabulary,
+    build_embedding,
+    embedding_from_config,
+)
+from featmux.features import (
+    CategoricalFeature,
+    NumericFeature,
+    NumericTransform,
+    Pooling,
+    Schema,
+    ValueEncoding,
+)
+from featmux.models import CTRModel, build_model
+from featmux.sparse import Bag, SparseFeatures
+from featmux.training.checkpoint import load_model, save_model
+from featmux.training.config import OptimizerKind, TrainConfig
+from featmux.training.experiment import ExperimentConfig, run_experiment
+from featmux.training.trainer import Trainer, evaluate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Bag",
+    "Budget",
+    "CTRModel",
+    "CategoricalFeature",
+    "CollisionlessEmbedding",
+    "EmbeddingMethod",
+    "EmbeddingSpec",
+    "ExperimentConfig",
+    "FeatureEmbedding",
+    "HashingEmbedding",
+    "NumericFeature",
+    "NumericTransform",
+    "OptimizerKind",
+    "Pooling",
+    "Schema",
+    "SparseFeatures",
+    "TrainConfig",
+    "Trainer",
+    "UnifiedEmbedding",
+    "UnifiedEmbeddingConfig",
+    "ValueEncoding",
+    "Vocabulary",
+    "build_embedding",
+    "build_model",
+    "embedding_from_config",
+    "evaluate",
+    "load_model",
+    "run_experiment",
+    "save_model",
+]

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from featmux.data.sources import DataSource, open_source
 
 from featmux.data.cache import CACHE_FORMAT, EncodedDataset
 from featmux.data.encoded import encode_frame
@@ -44,7 +43,7 @@ def default_cache_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "featmux"
 
 
-def cache_key(source: DataSource) -> str:
+def cache_key(source: Any) -> str:
     files = []
     for path in source.files:
         st = Path(path).stat()
@@ -78,6 +77,8 @@ def prepare(
         skip_bad_rows: drop malformed rows and report their count instead of stopping at the first.
         log: receives progress messages.
     """
+    from featmux.data.sources import open_source
+
     say = log or (lambda _m: None)
     bad = BadRows(BadRowPolicy.SKIP if skip_bad_rows else BadRowPolicy.RAISE)
     source = open_source(dataset, Path(path) if path is not None else None, bad_rows=bad, **(options or {}))

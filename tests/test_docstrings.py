@@ -1,0 +1,37 @@
+"""Public classes document their constructor: an Args section naming every argument, and an Example."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import featmux
+from featmux import models
+
+PUBLIC = [
+    featmux.CollisionlessEmbedding,
+    featmux.HashingEmbedding,
+    featmux.UnifiedEmbedding,
+    featmux.UnifiedEmbeddingConfig,
+    featmux.Budget,
+    featmux.Vocabulary,
+    featmux.Trainer,
+    featmux.CategoricalFeature,
+    featmux.Schema,
+    models.LR,
+    models.FM,
+    models.DeepFM,
+    models.DCNv2,
+    models.DLRM,
+]
+
+
+@pytest.mark.parametrize("cls", PUBLIC, ids=lambda c: c.__name__)
+def test_constructor_documented(cls):
+    doc = inspect.getdoc(cls) or ""
+    assert "Args:" in doc and "Example:" in doc, f"{cls.__name__} needs Args: and Example: sections"
+    params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
+    missing = [p for p in params if f"{p}:" not in doc]
+    assert not missing, f"{cls.__name__} docstring does not describe {missing}"
+    assert len(params) <= 6, f"{cls.__name__} takes {len(params)} constructor arguments; keep it to 6"
