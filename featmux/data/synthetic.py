@@ -132,7 +132,7 @@ def synthetic_schema(config: SyntheticConfig) -> Schema:
 # -- counter-based hashing: planted parameters as a pure function of (seed, feature, value) --------------
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
+def mix64(x: np.ndarray) -> np.ndarray:
     """splitmix64's finalizer (uint64 -> uint64, a bijection with full avalanche)."""
     x = x ^ (x >> _U64(30))
     x = x * _MIX1
@@ -146,10 +146,10 @@ def _hash_normals(key: int, values: np.ndarray, count: int) -> np.ndarray:
 
     Each 64-bit hash gives two 32-bit uniforms and Box-Muller turns them into two normals.
     """
-    base = _mix(values.astype(np.int64).view(_U64) ^ _mix(np.asarray([key], dtype=_U64)))
+    base = mix64(values.astype(np.int64).view(_U64) ^ mix64(np.asarray([key], dtype=_U64)))
     pairs = (count + 1) // 2
     counters = (np.arange(1, pairs + 1, dtype=_U64) * _GOLDEN)[None, :]  # [1, pairs]
-    bits = _mix(base[:, None] + counters)  # [n, pairs]
+    bits = mix64(base[:, None] + counters)  # [n, pairs]
     u1 = ((bits >> _U64(32)).astype(np.float64) + 1.0) / 4294967296.0  # (0, 1]
     u2 = (bits & _U64(0xFFFFFFFF)).astype(np.float64) / 4294967296.0
     radius = np.sqrt(-2.0 * np.log(u1))
@@ -159,7 +159,7 @@ def _hash_normals(key: int, values: np.ndarray, count: int) -> np.ndarray:
 
 def _feature_key(config: SyntheticConfig, feature: int) -> int:
     seed = np.asarray([config.seed], dtype=_U64)
-    return int(_mix(_mix(seed) ^ np.asarray([feature + 1], dtype=_U64) * _GOLDEN)[0])
+    return int(mix64(mix64(seed) ^ np.asarray([feature + 1], dtype=_U64) * _GOLDEN)[0])
 
 
 @functools.lru_cache(maxsize=32)
@@ -256,7 +256,7 @@ def _churned(config: SyntheticConfig, feature: int, ranks: np.ndarray, rows: np.
         return ranks
     period = config.churn_period
     step = rows // config.churn_rows
-    phase = (_mix(ranks.view(_U64) ^ _U64(_feature_key(config, feature))) % _U64(period)).astype(np.int64)
+    phase = (mix64(ranks.view(_U64) ^ _U64(_feature_key(config, feature))) % _U64(period)).astype(np.int64)
     generation = (step + phase) // period
     # generation 0 keeps the rank as id; later generations get ids beyond the cardinality
     return ranks + generation * config.cardinalities[feature]

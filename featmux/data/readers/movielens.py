@@ -270,6 +270,8 @@ def movielens_chunks(
     bad_rows: BadRows | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     line_filter: LineFilter | None = None,
+    users: pl.DataFrame | None = None,
+    items: pl.DataFrame | None = None,
 ) -> Iterator[TextChunk]:
     """CTR rows (rating 3 dropped) with the line numbers of their ratings (chunk sizes vary).
 
@@ -279,13 +281,19 @@ def movielens_chunks(
         bad_rows: where malformed rows go (default: raise at the first).
         block_bytes: bytes of the ratings file read at a time.
         line_filter: selects the ratings to read by line number (e.g. one split of the file).
+        users: the user table if already loaded (`load_users`); default: loaded here.
+        items: the movie table if already loaded (`load_items`); default: loaded here.
 
     Returns:
         An iterator of `TextChunk`s with the columns of `movielens_schema()`.
     """
     bad_rows = bad_rows if bad_rows is not None else BadRows()
-    users = load_users(files, bad_rows).with_columns(pl.lit(True).alias("_user"))
-    items = load_items(files, bad_rows).with_columns(pl.lit(True).alias("_item"))
+    users = (users if users is not None else load_users(files, bad_rows)).with_columns(
+        pl.lit(True).alias("_user")
+    )
+    items = (items if items is not None else load_items(files, bad_rows)).with_columns(
+        pl.lit(True).alias("_item")
+    )
     schema = movielens_schema()
     columns = [LABEL, *schema.feature_names]
     path = files.ratings

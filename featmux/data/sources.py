@@ -1,0 +1,434 @@
+"""The dataset registry: a name and a path -> a `DataSource` with a schema and train/valid/test splits.
+
+Names (`SOURCES`):
+- `frappe`: a directory with frappe.{train,validation,test}.libfm.
+- `movielens`: a MovieLens 100K/1M directory or ratings file (see `detect_movielens`); option `ratings`.
+- `criteo`, `avazu`: a directory with train/dev/test files (e.g. shared/data/*/wide_resdnn), or one file.
+- `csv`: a CSV or Parquet table (the train file); options describe the columns (`label`, `categorical`,
+  `numeric`, `multivalent`, ...) and optional `valid` / `test` files.
+- `synthetic`: no path; options `seed`, `rows`, `valid_rows`, `test_rows` and any `SyntheticConfig` field.
+
+A split without its own file is carved from the training file: each row goes to train/valid/test by a
+hash of (seed, line number) against `fractions` (default 8:1:1). The assignment is deterministic, needs
+no pass over the data, and does not depend on chunk sizes; the rows of the other splits are skipped
+before parsing. Every `split(name)` call starts a new pass over the files.
+
+Example:
+    >>> source = open_source("criteo", Path("shared/data/criteo/wide_resdnn"))
+    >>> for frame in source.split("train"):
+    ...     chunk = encode_frame(frame, source.schema)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from featmux.data.errors import BadRows
+from featmux.data.readers.avazu import avazu_chunks, avazu_schema
+from featmux.data.readers.criteo import criteo_chunks, criteo_schema
+from featmux.data.readers.frappe import frappe_chunks, frappe_schema
+from featmux.data.readers.movielens import (
+    detect_movielens,
+    load_items,
+    load_users,
+    movielens_chunks,
+    movielens_schema,
+)
+from featmux.data.readers.table import csv_format, table_chunks, table_schema
+from featmux.data.synthetic import SyntheticConfig, iter_synthetic, mix64, synthetic_schema
+from featmux.data.text import DEFAULT_CHUNK_ROWS, LineFilter, TextChunk, frames, rechunk
+from featmux.features import Schema
+
+SPLITS = ("train", "valid", "test")
+DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+
+SplitReader = Callable[[int], Iterator[pl.DataFrame]]  # chunk_rows -> frames of one pass over a split
+ChunkReader = Callable[..., Iterator[TextChunk]]  # (path, *, chunk_rows, bad_rows, line_filter)
+_Opened = tuple[Schema, tuple[Path, ...], dict[str, Any], dict[str, SplitReader]]  # what an opener returns
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A dataset: its schema and a reader per split.
+
+    Args:
+        name: the registry name (`SOURCES`).
+        schema: the columns of every frame.
+        files: every file read (for cache keys); empty for synthetic data.
+        options: the resolved options, defaults included (JSON-able; for cache keys).
+        readers: split name -> function(chunk_rows) starting a new pass over that split.
+        chunk_rows: default rows per frame.
+    """
+
+    name: str
+    schema: Schema
+    files: tuple[Path, ...]
+    options: dict[str, Any]
+    readers: Mapping[str, SplitReader] = field(repr=False)
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits this source has, in `SPLITS` order."""
+        return tuple(s for s in SPLITS if s in self.readers)
+
+    def has_split(self, name: str) -> bool:
+        """Whether the source has split `name`."""
+        return name in self.readers
+
+    def split(self, name: str, chunk_rows: int | None = None) -> Iterator[pl.DataFrame]:
+        """A new pass over one split.
+
+        Args:
+            name: "train", "valid" or "test".
+            chunk_rows: rows per frame (default `self.chunk_rows`); the last frame may be shorter.
+
+        Returns:
+            An iterator of frames with exactly the schema's columns.
+
+        Raises:
+            ValueError: `name` is not a split of this source.
+        """
+        if name not in self.readers:
+            raise ValueError(f"{self.name} has no split {name!r}; it has {list(self.splits)}")
+        rows = self.chunk_rows if chunk_rows is None else chunk_rows
+        if rows < 1:
+            raise ValueError(f"chunk_rows must be >= 1, got {rows}")
+        return self.readers[name](rows)
+
+
+def split_assignment(
+    rows: np.ndarray, seed: int, fractions: Sequence[float] = DEFAULT_FRACTIONS
+) -> np.ndarray:
+    """The split of each row: 0 train, 1 valid, 2 test, from a hash of (seed, row number).
+
+    Args:
+        rows: int64 [n] row identifiers (line numbers, row indices).
+        seed: the split's seed.
+        fractions: (train, valid, test) shares, summing to 1.
+
+    Returns:
+        int8 [n]; a row's split depends only on (seed, row, fractions).
+    """
+    key = mix64(np.asarray([seed], dtype=np.uint64) ^ np.uint64(0x5A1E5EED))
+    bits = mix64(np.asarray(rows, dtype=np.int64).view(np.uint64) ^ key)
+    uniform = (bits >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    bounds = np.cumsum(np.asarray(fractions, dtype=np.float64))[:2]
+    return np.searchsorted(bounds, uniform, side="right").astype(np.int8)
+
+
+def _fractions(value: Any) -> tuple[float, float, float]:
+    fractions = tuple(float(f) for f in value)
+    if len(fractions) != 3 or min(fractions) < 0 or fractions[0] <= 0 or abs(sum(fractions) - 1) > 1e-9:
+        raise ValueError(f"fractions must be 3 non-negative shares (train > 0) summing to 1, got {value}")
+    return fractions  # type: ignore[return-value]
+
+
+def _bucket_filter(seed: int, fractions: Sequence[float], buckets: frozenset[int]) -> LineFilter:
+    wanted = np.asarray(sorted(buckets), dtype=np.int8)
+
+    def keep(lines: np.ndarray) -> np.ndarray:
+        return np.isin(split_assignment(lines, seed, fractions), wanted)
+
+    return keep
+
+
+def _file_readers(
+    read: ChunkReader,
+    files: Mapping[str, Path | None],
+    bad_rows: BadRows,
+    seed: int,
+    fractions: Sequence[float],
+) -> dict[str, SplitReader]:
+    """One reader per split: its own file, or its share of the train file (see the module docstring)."""
+    train = files["train"]
+    assert train is not None
+    plan: dict[str, tuple[Path, frozenset[int] | None]] = {}
+    carved = [i for i, s in enumerate(SPLITS) if i > 0 and files.get(s) is None and fractions[i] > 0]
+    for i, name in enumerate(SPLITS):
+        path = files.get(name)
+        if name == "train":
+            kept = frozenset(range(3)) - frozenset(carved)
+            plan[name] = (train, None if len(kept) == 3 else kept)
+        elif path is not None:
+            plan[name] = (path, None)
+        elif i in carved:
+            plan[name] = (train, frozenset({i}))
+
+    def reader(path: Path, buckets: frozenset[int] | None) -> SplitReader:
+        def run(chunk_rows: int) -> Iterator[pl.DataFrame]:
+            line_filter = None if buckets is None else _bucket_filter(seed, fractions, buckets)
+            chunks = read(path, chunk_rows=chunk_rows, bad_rows=bad_rows, line_filter=line_filter)
+            return frames(rechunk(chunks, chunk_rows))
+
+        return run
+
+    return {name: reader(path, buckets) for name, (path, buckets) in plan.items()}
+
+
+def _options(source: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(f"{source}: unknown option(s) {unknown}; valid options are {sorted(defaults)}")
+    return {**defaults, **given}
+
+
+def _json(value: Any) -> Any:
+    """Options as JSON-able values (for cache keys)."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json(v) for v in value]
+    if hasattr(value, "value") and not isinstance(value, int | float | str | bool):  # enums
+        return value.value
+    return value
+
+
+def _resolve(folder: Path, value: str | Path | None, what: str) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_absolute() and not path.exists():
+        path = folder / path
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file {path} does not exist")
+    return path
+
+
+def _find(folder: Path, names: Sequence[str]) -> Path | None:
+    for name in names:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _need_path(source: str, path: Path | None) -> Path:
+    if path is None:
+        raise ValueError(f"{source} needs a path")
+    if not path.exists():
+        raise FileNotFoundError(f"{source}: {path} does not exist")
+    return path
+
+
+_SPLIT_DEFAULTS: dict[str, Any] = {
+    "train": None,
+    "valid": None,
+    "test": None,
+    "seed": 0,
+    "fractions": DEFAULT_FRACTIONS,
+}
+
+_KAGGLE_NAMES = {
+    "train": ("train.txt", "train.csv", "train.tsv", "train"),
+    "valid": (
+        *(f"{stem}.{ext}" for stem in ("valid", "dev", "validation", "val") for ext in ("txt", "csv", "tsv")),
+    ),
+    "test": ("test.txt", "test.csv", "test.tsv"),
+}
+_FRAPPE_NAMES = {
+    "train": ("frappe.train.libfm",),
+    "valid": ("frappe.validation.libfm",),
+    "test": ("frappe.test.libfm",),
+}
+
+
+def _split_files(
+    source: str, path: Path, options: Mapping[str, Any], names: Mapping[str, Sequence[str]]
+) -> dict[str, Path | None]:
+    """The file of each split: explicit options first, then the standard names in a directory."""
+    if path.is_file():
+        folder, found = path.parent, {"train": path, "valid": None, "test": None}
+    else:
+        folder = path
+        found = {split: _find(path, names[split]) for split in SPLITS}
+    for split in SPLITS:
+        explicit = _resolve(folder, options[split], f"{source} {split}")
+        if explicit is not None:
+            found[split] = explicit
+    if found["train"] is None:
+        raise FileNotFoundError(
+            f"{source}: expected a training file in {folder}: {' or '.join(names['train'])}"
+        )
+    return found
+
+
+def _open_files(
+    source: str,
+    path: Path | None,
+    given: Mapping[str, Any],
+    bad_rows: BadRows,
+    schema: Schema,
+    read: ChunkReader,
+    names: Mapping[str, Sequence[str]],
+) -> _Opened:
+    options = _options(source, given, _SPLIT_DEFAULTS)
+    options["fractions"] = _fractions(options["fractions"])
+    files = _split_files(source, _need_path(source, path), options, names)
+    readers = _file_readers(read, files, bad_rows, int(options["seed"]), options["fractions"])
+    record = {**options, **{s: files[s] for s in SPLITS}}
+    return schema, tuple(p for p in files.values() if p is not None), record, readers
+
+
+def _open_frappe(path: Path | None, given: Mapping[str, Any], bad_rows: BadRows) -> _Opened:
+    return _open_files("frappe", path, given, bad_rows, frappe_schema(), frappe_chunks, _FRAPPE_NAMES)
+
+
+def _open_criteo(path: Path | None, given: Mapping[str, Any], bad_rows: BadRows) -> _Opened:
+    return _open_files("criteo", path, given, bad_rows, criteo_schema(), criteo_chunks, _KAGGLE_NAMES)
+
+
+def _open_avazu(path: Path | None, given: Mapping[str, Any], bad_rows: BadRows) -> _Opened:
+    return _open_files("avazu", path, given, bad_rows, avazu_schema(), avazu_chunks, _KAGGLE_NAMES)
+
+
+def _open_movielens(path: Path | None, given: Mapping[str, Any], bad_rows: BadRows) -> _Opened:
+    options = _options("movielens", given, {"ratings": None, "seed": 0, "fractions": DEFAULT_FRACTIONS})
+    options["fractions"] = _fractions(options["fractions"])
+    ml = detect_movielens(_need_path("movielens", path), options["ratings"])
+    # the side tables are small: load (and check) them once, not on every pass
+    users, items = load_users(ml, bad_rows), load_items(ml, bad_rows)
+
+    def read(ratings: Path, **kwargs: Any) -> Iterator[TextChunk]:
+        return movielens_chunks(ml, users=users, items=items, **kwargs)
+
+    split_files: dict[str, Path | None] = {"train": ml.ratings, "valid": None, "test": None}
+    readers = _file_readers(read, split_files, bad_rows, int(options["seed"]), options["fractions"])
+    record = {**options, "ratings": ml.ratings, "variant": ml.variant.value}
+    return movielens_schema(), ml.files, record, readers
+
+
+_CSV_DEFAULTS: dict[str, Any] = {
+    **_SPLIT_DEFAULTS,
+    "label": None,
+    "categorical": (),
+    "numeric": (),
+    "multivalent": (),
+    "multivalent_separator": "|",
+    "encodings": None,
+    "transforms": None,
+    "separator": ",",
+    "header": True,
+    "names": None,
+    "encoding": "utf-8",
+}
+
+
+def _open_csv(path: Path | None, given: Mapping[str, Any], bad_rows: BadRows) -> _Opened:
+    options = _options("csv", given, _CSV_DEFAULTS)
+    options["fractions"] = _fractions(options["fractions"])
+    if not options["label"]:
+        raise ValueError("csv: option 'label' (the 0/1 label column) is required")
+    for key in ("categorical", "numeric", "multivalent"):
+        if isinstance(options[key], str):  # a single column given as a string, not a list of characters
+            options[key] = (options[key],)
+        options[key] = tuple(options[key])
+    schema = table_schema(
+        options["label"],
+        options["categorical"],
+        options["numeric"],
+        options["multivalent"],
+        separator=options["multivalent_separator"],
+        encodings=options["encodings"],
+        transforms=options["transforms"],
+    )
+    fmt = csv_format(options["separator"], options["header"], options["names"], options["encoding"])
+
+    def read(table: Path, **kwargs: Any) -> Iterator[TextChunk]:
+        return table_chunks(table, schema, fmt=fmt, **kwargs)
+
+    train = _need_path("csv", path)
+    if not train.is_file():
+        raise ValueError(f"csv: {train} is not a file (give the training table)")
+    files = {"train": train}
+    files |= {s: _resolve(train.parent, options[s], f"csv {s}") for s in ("valid", "test")}
+    readers = _file_readers(read, files, bad_rows, int(options["seed"]), options["fractions"])
+    record = {**options, **files}
+    return schema, tuple(p for p in files.values() if p is not None), record, readers
+
+
+_SYNTHETIC_FIELDS = tuple(f.name for f in fields(SyntheticConfig))
+
+
+def _open_synthetic(path: Path | None, given: Mapping[str, Any], bad_rows: BadRows) -> _Opened:
+    if path is not None:
+        raise ValueError(f"synthetic data has no path (got {path})")
+    defaults = {"rows": 1_000_000, "valid_rows": None, "test_rows": None}
+    defaults |= {name: getattr(SyntheticConfig(), name) for name in _SYNTHETIC_FIELDS}
+    options = _options("synthetic", given, defaults)
+    config = SyntheticConfig(**{name: options[name] for name in _SYNTHETIC_FIELDS})
+    rows = int(options["rows"])
+    sizes = {
+        "train": rows,
+        "valid": rows // 8 if options["valid_rows"] is None else int(options["valid_rows"]),
+        "test": rows // 8 if options["test_rows"] is None else int(options["test_rows"]),
+    }
+    if min(sizes.values()) < 0 or rows < 1:
+        raise ValueError(f"synthetic: rows must be >= 1 and valid/test rows >= 0, got {sizes}")
+    options |= {"valid_rows": sizes["valid"], "test_rows": sizes["test"]}
+
+    def reader(start: int, count: int) -> SplitReader:
+        return lambda chunk_rows: iter_synthetic(config, count, chunk_rows, start_row=start)
+
+    # disjoint row ranges of one stream: train, then valid, then test
+    readers = {
+        "train": reader(0, sizes["train"]),
+        "valid": reader(sizes["train"], sizes["valid"]),
+        "test": reader(sizes["train"] + sizes["valid"], sizes["test"]),
+    }
+    readers = {name: r for name, r in readers.items() if sizes[name] > 0}
+    return synthetic_schema(config), (), options, readers
+
+
+_OPENERS = {
+    "avazu": _open_avazu,
+    "criteo": _open_criteo,
+    "csv": _open_csv,
+    "frappe": _open_frappe,
+    "movielens": _open_movielens,
+    "synthetic": _open_synthetic,
+}
+SOURCES = tuple(sorted(_OPENERS))
+
+
+def open_source(
+    name: str,
+    path: str | Path | None = None,
+    *,
+    bad_rows: BadRows | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    **options: Any,
+) -> DataSource:
+    """Open a dataset by name.
+
+    Args:
+        name: one of `SOURCES`.
+        path: its file or directory (None for synthetic).
+        bad_rows: where malformed rows go, shared by all splits (default: raise a `DataError`).
+        chunk_rows: default rows per frame of `DataSource.split`.
+        **options: source options (see the module docstring); unknown ones are an error.
+            File sources take `train`/`valid`/`test` (file names overriding the standard ones), `seed`
+            and `fractions` (for splits carved from the train file).
+
+    Returns:
+        The source; nothing is read until a split is iterated (side tables aside).
+
+    Raises:
+        ValueError: unknown name or option.
+        FileNotFoundError: naming the expected file that is missing.
+    """
+    opener = _OPENERS.get(name)
+    if opener is None:
+        raise ValueError(f"unknown data source {name!r}; valid names are {list(SOURCES)}")
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    bad_rows = bad_rows if bad_rows is not None else BadRows()
+    schema, files, record, readers = opener(Path(path) if path is not None else None, options, bad_rows)
+    return DataSource(name, schema, files, _json(record), readers, chunk_rows)
