@@ -1,0 +1,139 @@
+"""Each rank's share of the data stream: the same global batches as a single process, split by rank.
+
+Global batch g is exactly the batch `EncodedDataset.batches(G, shuffle, seed, epoch)` yields (same
+shard order, same row permutation), so a W-rank run sees the data of a one-process run with batch G.
+Rank r takes the contiguous rows [r * b, (r + 1) * b) of it, b = ceil(n_g / W), and only those rows are
+gathered, converted to tensors, hashed and looked up on rank r. Every rank gets the same number of
+batches of the same size b (TorchRec's collectives need every rank in every step): a short last
+batch is padded with copies of a real row whose `mask` is 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from featmux.data.cache import Batch, EncodedDataset, chunk_to_batch
+from featmux.data.encoded import EncodedChunk
+
+
+@dataclass(frozen=True)
+class RankBatch:
+    """One rank's part of a global batch.
+
+    Args:
+        batch: b rows (padded rows included).
+        mask: float32 [b]: 1 for real rows, 0 for padding.
+        global_rows: real rows in the whole global batch, over all ranks (n_g).
+    """
+
+    batch: Batch
+    mask: torch.Tensor
+    global_rows: int
+
+    @property
+    def real_rows(self) -> int:
+        return int(self.mask.sum())
+
+
+def global_batch_pieces(
+    dataset: EncodedDataset,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+    start_batch: int = 0,
+) -> Iterator[list[tuple[int, np.ndarray]]]:
+    """The rows of each global batch as (shard, row indices) pieces, in `EncodedDataset.batches` order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rng = np.random.default_rng([seed, epoch])  # same draws, same order as EncodedDataset.batches
+    order = rng.permutation(dataset.num_shards) if shuffle else np.arange(dataset.num_shards)
+    perms = [rng.permutation(dataset.shard_rows[s]) if shuffle else None for s in order]
+    skip = start_batch * batch_size
+    pieces: list[tuple[int, np.ndarray]] = []
+    held = 0
+    for shard_id, perm in zip(order, perms, strict=True):
+        size = dataset.shard_rows[shard_id]
+        if skip >= size:
+            skip -= size
+            continue
+        index = (perm if perm is not None else np.arange(size))[skip:]
+        skip = 0
+        pos = 0
+        while pos < index.size:
+            take = min(batch_size - held, index.size - pos)
+            pieces.append((int(shard_id), index[pos : pos + take]))
+            held += take
+            pos += take
+            if held == batch_size:
+                yield pieces
+                pieces, held = [], 0
+    if held:
+        yield pieces
+
+
+def _rank_piece_rows(pieces: list[tuple[int, np.ndarray]], lo: int, hi: int) -> list[tuple[int, np.ndarray]]:
+    """Rows [lo, hi) of the concatenated pieces, still as (shard, indices) pieces."""
+    out, start = [], 0
+    for shard, index in pieces:
+        end = start + index.size
+        a, b = max(lo, start), min(hi, end)
+        if a < b:
+            out.append((shard, index[a - start : b - start]))
+        start = end
+    return out
+
+
+def rank_batches(
+    dataset: EncodedDataset,
+    batch_size: int,
+    rank: int,
+    world_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+    start_batch: int = 0,
+) -> Iterator[RankBatch]:
+    """This rank's part of each global batch of `batch_size` rows (see the module docstring).
+
+    Args:
+        dataset: the encoded split.
+        batch_size: G, rows of a global batch (all ranks together).
+        rank: this rank.
+        world_size: W.
+        shuffle: shuffle as `EncodedDataset.batches` does (seeded by (seed, epoch)).
+        seed: data-order seed.
+        epoch: epoch number (changes the shuffle).
+        start_batch: skip this many global batches (resume mid-epoch).
+
+    Example:
+        >>> for part in rank_batches(train, 8192, rank, world, shuffle=True, seed=0, epoch=0):
+        ...     logits = model(part.batch.sparse, part.batch.dense)
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world of {world_size}")
+    local = -(-batch_size // world_size)
+    loaded: dict[int, EncodedChunk] = {}
+    for pieces in global_batch_pieces(dataset, batch_size, shuffle, seed, epoch, start_batch):
+        n = sum(index.size for _, index in pieces)
+        b = min(local, -(-n // world_size))  # the last global batch may be short
+        mine = _rank_piece_rows(pieces, rank * b, min((rank + 1) * b, n))
+        real = sum(index.size for _, index in mine)
+        if real < b:  # pad with the first row of the global batch (any real row will do)
+            mine.append((pieces[0][0], np.repeat(pieces[0][1][:1], b - real)))
+        needed = {shard for shard, _ in mine}
+        for shard in list(loaded):
+            if shard not in needed:
+                del loaded[shard]  # shards are consumed in order: keep at most the ones in use
+        parts = []
+        for shard, index in mine:
+            if shard not in loaded:
+                loaded[shard] = dataset.shard(shard)
+            parts.append(loaded[shard].take(index))
+        mask = torch.zeros(b, dtype=torch.float32)
+        mask[:real] = 1.0
+        yield RankBatch(chunk_to_batch(EncodedChunk.concat(parts)), mask, n)
