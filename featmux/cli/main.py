@@ -127,8 +127,10 @@ def train(
     overrides["progress"] = progress and sys.stderr.isatty()
     try:
         cfg = ExperimentConfig.from_yaml(config, **overrides) if config else ExperimentConfig(**overrides)
-    except (ValidationError, ValueError) as err:
-        _fail(f"invalid configuration:\n{err}")
+    except ValidationError as err:
+        _fail("invalid configuration:\n" + _validation_message(err))
+    except ValueError as err:
+        _fail(f"invalid configuration: {err}")
     try:
         result = run_experiment(cfg, log=lambda m: console.print(f"[dim]{m}[/]"))
     except DataError as err:
@@ -140,6 +142,14 @@ def train(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
         console.print(f"results written to {out}")
+
+
+def _validation_message(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "config"
+        lines.append(f"  {where}: {e['msg'].removeprefix('Value error, ')}")
+    return "\n".join(lines)
 
 
 def _fmt(value: Any) -> str:
@@ -174,33 +184,32 @@ def _print_result(result: dict[str, Any]) -> None:
 
 @data_app.command("inspect")
 def data_inspect(
-    path: Annotated[
-        Path | None, typer.Argument(help="Dataset file or directory (none for synthetic).")
-    ] = None,
-    dataset: Annotated[
-        str, typer.Option(help="Source name: frappe, movielens, criteo, avazu, csv, synthetic.")
-    ] = "auto",
+    path: Annotated[Path | None, typer.Argument(help="Dataset file or directory.")] = None,
+    dataset: Annotated[str, typer.Option(help="frappe, movielens, criteo, avazu, csv or synthetic.")] = "csv",
     split: Annotated[str, typer.Option(help="train, valid or test.")] = "train",
     top: Annotated[int, typer.Option(help="Most frequent values shown per feature.")] = 5,
-    dataset_option: Annotated[
-        list[str] | None, typer.Option(help="Source option key=value (repeatable).")
-    ] = None,
+    max_rows: Annotated[int | None, typer.Option(help="Stop after this many rows.")] = None,
+    dataset_option: Annotated[list[str] | None, typer.Option(help="Source option key=value.")] = None,
 ) -> None:
     """Per-feature cardinalities, missing counts and most frequent values of a dataset split."""
     from featmux.data.inspect import inspect_source
-    from featmux.data.sources import detect_source, open_source
+    from featmux.data.sources import open_source
 
-    name = detect_source(path) if dataset == "auto" else dataset
     try:
-        source = open_source(name, path, **_parse_mapping(dataset_option, "--dataset-option"))
-        summaries = inspect_source(source, split=split, top=top)
+        source = open_source(dataset, path, **_parse_mapping(dataset_option, "--dataset-option"))
+        summaries = inspect_source(source, split=split, top=top, max_rows=max_rows)
     except (DataError, FileNotFoundError, ValueError) as err:
         _fail(str(err))
-    table = Table(title=f"{name} {split}: {path or ''}")
-    for col in ("feature", "kind", "cardinality", "missing", "top values (count)"):
-        table.add_column(col)
+    table = Table(title=f"{dataset} {split} split: {path or ''} ({summaries[0].rows:,} rows)")
+    for col in ("column", "kind", "distinct", "missing", "top values (count) / range"):
+        table.add_column(col, overflow="fold")
     for s in summaries:
-        table.add_row(*s.row())
+        if s.top:
+            detail = ", ".join(f"{v} ({n:,})" for v, n in s.top)
+        else:
+            detail = f"min {_fmt(s.minimum)}, max {_fmt(s.maximum)}, mean {_fmt(s.mean)}"
+        distinct = "" if s.distinct is None else f"{s.distinct:,}"
+        table.add_row(s.name, s.kind.value, distinct, f"{s.missing:,}", detail)
     Console().print(table)
 
 
