@@ -373,9 +373,10 @@ def _separator_counts(block: _Block, sep: int, quoting: bool) -> tuple[np.ndarra
         lengths = block.ends - block.starts + 1
         inside = (parity ^ np.repeat(before, lengths)).astype(bool)
         is_sep &= ~inside
-    # every segment [start, next start) holds at least its newline, so reduceat sees no empty segment
-    counts = np.add.reduceat(is_sep, block.starts, dtype=np.int64) if len(block) else np.zeros(0, np.int64)
-    return counts, unbalanced
+    # separators per line = separators before its newline - separators before its start (sorted positions)
+    positions = np.flatnonzero(is_sep)
+    counts = np.searchsorted(positions, block.ends) - np.searchsorted(positions, block.starts)
+    return counts.astype(np.int64), unbalanced
 
 
 def _pick_substitute(data: bytes) -> bytes:

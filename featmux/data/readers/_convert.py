@@ -1,14 +1,17 @@
 """Raw columns (text, or Parquet types) -> the typed columns a `Schema` promises, with row checks.
 
-Every converter is vectorized and returns the converted column plus a `Check` marking the rows whose
-value does not convert; readers hand the checks to `reject_rows`, which reports and drops those rows.
-Messages stay generic ("not a number", not "'abc' is not a number") so that skipped rows group by reason.
+Each column gets a `Conversion`: a polars expression for the typed value and one flagging the rows whose
+raw value does not convert. All of a frame's conversions run in one `select` (one pass, parallel over
+columns, no per-column call overhead); the flags become `Check`s that readers hand to `reject_rows`,
+which reports and drops those rows. Messages stay generic ("not a finite number", not "'abc' is not a
+number") so that skipped rows group by reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -21,128 +24,171 @@ LABEL_MESSAGE = "label must be 0 or 1"
 _HEX = r"^[0-9a-fA-F]{1,16}$"  # fingerprints are 64-bit: at most 16 hex digits
 
 
+class Conversion(NamedTuple):
+    """How one raw column becomes a typed one: `value` (aliased to `name`) and `bad` (None: never bad)."""
+
+    name: str
+    value: pl.Expr
+    bad: pl.Expr | None
+    message: str
+
+
 def schema_columns(schema: Schema) -> list[str]:
     """Column order of every frame a reader yields: label, categorical features, numeric features."""
     return [schema.label, *schema.feature_names, *(f.name for f in schema.numeric)]
 
 
-def _mask(expr_result: pl.Series) -> np.ndarray:
-    return expr_result.fill_null(False).to_numpy().astype(bool, copy=False)
+def _is_text(dtype: pl.DataType) -> bool:
+    return dtype == pl.String or isinstance(dtype, pl.Categorical | pl.Enum)
 
 
-def _plain(values: pl.Series) -> pl.Series:
-    """Categorical/Enum columns (e.g. dictionary-encoded Parquet strings) as plain String."""
-    if isinstance(values.dtype, pl.Categorical | pl.Enum):
-        return values.cast(pl.String)
-    return values
-
-
-def to_label(values: pl.Series, field: str, mapping: dict[str, int] | None = None) -> tuple[pl.Series, Check]:
-    """A 0/1 label column (Int8).
-
-    Args:
-        values: raw labels: text (e.g. "0", "1", "1.0"), numbers or booleans.
-        field: the label's name, for the check.
-        mapping: text value -> label, replacing the numeric reading (e.g. libFM {"1": 1, "-1": 0}).
-
-    Returns:
-        Int8 labels (null where invalid) and the check flagging rows without a 0/1 label.
-    """
-    values = _plain(values)
+def label_conversion(name: str, dtype: pl.DataType, mapping: dict[str, int] | None = None) -> Conversion:
+    """A 0/1 Int8 label from text ("0", "1", "1.0"), numbers or booleans; or text via `mapping`."""
+    column = pl.col(name)
     if mapping is not None:
-        text = values.cast(pl.String).str.strip_chars()
-        labels = text.replace_strict(
+        label = column.replace_strict(
             list(mapping), list(mapping.values()), default=None, return_dtype=pl.Int8
         )
-    else:
-        if values.dtype == pl.String:
-            number = values.str.strip_chars().cast(pl.Float64, strict=False)
-        else:
-            number = values.cast(pl.Float64, strict=False)
-        labels = pl.select(
-            pl.when(number.is_in([0.0, 1.0])).then(number).otherwise(None).cast(pl.Int8)
-        ).to_series()
-    return labels.alias(values.name), Check(field, LABEL_MESSAGE, _mask(labels.is_null()))
+        return Conversion(name, label, label.is_null(), LABEL_MESSAGE)
+    number = column.cast(pl.Float64, strict=False)
+    valid = number.is_in([0.0, 1.0]).fill_null(False)
+    return Conversion(name, number.cast(pl.Int8, strict=False), ~valid, LABEL_MESSAGE)
 
 
-def to_float(values: pl.Series, field: str) -> tuple[pl.Series, Check]:
-    """A Float64 column: empty/null/NaN -> null; text that is not a finite number is flagged."""
-    values = _plain(values)
-    if values.dtype == pl.String:
-        text = values.str.strip_chars().replace("", None)
-        number = text.cast(pl.Float64, strict=False)
-        bad = (number.is_null() & text.is_not_null()) | number.is_infinite()
-    elif values.dtype.is_numeric() or values.dtype == pl.Boolean:
-        number = values.cast(pl.Float64)
-        bad = number.is_infinite()
-    else:
-        number = pl.Series(values.name, [None] * values.len(), dtype=pl.Float64)
-        bad = values.is_not_null()
-    number = number.fill_nan(None)
-    return number.alias(values.name), Check(field, "not a finite number", _mask(bad))
+def float_conversion(name: str, dtype: pl.DataType) -> Conversion:
+    """Float64; null -> null (missing), NaN -> null in `apply`; text that is not a finite number is bad."""
+    message = "not a finite number"
+    column = pl.col(name)
+    if _is_text(dtype):
+        number = column.cast(pl.Float64, strict=False)
+        return Conversion(
+            name, number, number.is_null() & column.is_not_null() | number.is_infinite(), message
+        )
+    if dtype.is_numeric() or dtype == pl.Boolean:
+        number = column.cast(pl.Float64)
+        return Conversion(name, number, number.is_infinite(), message)
+    return Conversion(name, pl.lit(None, pl.Float64), column.is_not_null(), message)
 
 
-def to_int(values: pl.Series, field: str) -> tuple[pl.Series, Check]:
-    """An Int64 column: empty/null -> null; anything that is not an integer is flagged."""
-    values = _plain(values)
-    if values.dtype == pl.String:
-        text = values.str.strip_chars().replace("", None)
-        number = text.cast(pl.Int64, strict=False)
-        bad = number.is_null() & text.is_not_null()
-    elif values.dtype == pl.UInt64:
-        number = values.reinterpret(signed=True)  # fingerprints are int64: keep the bits of large ids
-        bad = pl.Series([False] * values.len())
-    elif values.dtype.is_integer() or values.dtype == pl.Boolean:
-        number = values.cast(pl.Int64)
-        bad = pl.Series([False] * values.len())
-    elif values.dtype.is_float():
-        whole = values.is_finite() & (values.round(0) == values)
-        number = pl.select(pl.when(whole).then(values).otherwise(None).cast(pl.Int64)).to_series()
-        bad = values.is_not_null() & ~whole.fill_null(False)
-    else:
-        number = pl.Series(values.name, [None] * values.len(), dtype=pl.Int64)
-        bad = values.is_not_null()
-    return number.alias(values.name), Check(field, "not an integer", _mask(bad))
+def int_conversion(name: str, dtype: pl.DataType) -> Conversion:
+    """Int64; null (and NaN) -> null (missing); anything that is not an integer is bad."""
+    message = "not an integer"
+    column = pl.col(name)
+    if _is_text(dtype):
+        number = column.cast(pl.Int64, strict=False)
+        return Conversion(name, number, number.is_null() & column.is_not_null(), message)
+    if dtype == pl.UInt64:  # fingerprints are int64: keep the bits of ids >= 2^63
+        return Conversion(name, column.reinterpret(signed=True), None, message)
+    if dtype.is_integer() or dtype == pl.Boolean:
+        return Conversion(name, column.cast(pl.Int64), None, message)
+    if dtype.is_float():
+        whole = column.is_finite() & (column.round(0) == column)
+        return Conversion(
+            name, pl.when(whole).then(column).cast(pl.Int64), ~whole & ~column.is_nan(), message
+        )
+    return Conversion(name, pl.lit(None, pl.Int64), column.is_not_null(), message)
 
 
-def to_hex(values: pl.Series, field: str) -> tuple[pl.Series, Check]:
-    """A String column of hexadecimal ids (empty -> null); other text is flagged."""
-    text = values.cast(pl.String).str.strip_chars().replace("", None)
-    bad = text.is_not_null() & ~text.str.contains(_HEX)
-    return text.alias(values.name), Check(field, "not a hexadecimal id", _mask(bad))
+def hex_conversion(name: str) -> Conversion:
+    """String hexadecimal ids; text that `featmux.hashing.fingerprint` cannot parse as a 64-bit hex is bad."""
+    column = pl.col(name)
+    parsed = column.str.to_integer(base=16, strict=False, dtype=pl.UInt64)  # the parse the fingerprint uses
+    return Conversion(name, column, parsed.is_null() & column.is_not_null(), "not a hexadecimal id")
 
 
-def to_string(values: pl.Series) -> pl.Series:
-    """A String column; empty strings become null (missing)."""
-    return values.cast(pl.String).replace("", None)
+def string_conversion(name: str) -> Conversion:
+    """String (text columns were already cleaned: empty -> null)."""
+    return Conversion(name, pl.col(name).cast(pl.String), None, "")
 
 
-def to_bag(values: pl.Series, feature: CategoricalFeature) -> tuple[pl.Series, Check]:
-    """A multivalent column: List(String), or List(Int64) for INT encoding; empty items dropped.
+def bag_conversion(feature: CategoricalFeature, dtype: pl.DataType) -> Conversion:
+    """A multivalent column: List(String), or List(Int64) for INT; empty items dropped, missing -> [].
 
-    Text cells are split at `feature.separator`; an empty or missing cell is an empty list.
+    Text cells are split at `feature.separator`; list columns (Parquet) are used as they are.
     """
-    name = values.name
-    if isinstance(values.dtype, pl.List):
-        items = values.list.eval(pl.element().cast(pl.String)).fill_null([])
+    name = feature.name
+    if isinstance(dtype, pl.List):
+        items = pl.col(name).list.eval(pl.element().cast(pl.String))
     else:
-        items = values.cast(pl.String).fill_null("").str.split(feature.separator)
-    items = items.list.eval(pl.element().str.strip_chars().filter(pl.element().str.strip_chars() != ""))
-    bad = pl.Series([False] * values.len())
+        items = pl.col(name).cast(pl.String).fill_null("").str.split(feature.separator)
+    item = pl.element().str.strip_chars()
+    items = items.list.eval(item.filter(item != "")).fill_null(
+        pl.lit(pl.Series([[]], dtype=pl.List(pl.String)))
+    )
     if feature.encoding is ValueEncoding.INT:
         ints = items.list.eval(pl.element().cast(pl.Int64, strict=False))
         bad = ints.list.eval(pl.element().is_null()).list.any()
-        items = ints.list.eval(pl.element().drop_nulls())
-    elif feature.encoding is ValueEncoding.HEX:
-        bad = items.list.eval(~pl.element().str.contains(_HEX)).list.any()
-    message = (
-        "not a list of integers" if feature.encoding is ValueEncoding.INT else "not a list of hexadecimal ids"
-    )
-    return items.alias(name), Check(feature.name, message, _mask(bad))
+        return Conversion(name, ints.list.eval(pl.element().drop_nulls()), bad, "not a list of integers")
+    if feature.encoding is ValueEncoding.HEX:
+        parsed = items.list.eval(pl.element().str.to_integer(base=16, strict=False, dtype=pl.UInt64))
+        bad = parsed.list.eval(pl.element().is_null()).list.any()
+        return Conversion(name, items, bad, "not a list of hexadecimal ids")
+    return Conversion(name, items, None, "")
+
+
+def clean_text(frame: pl.DataFrame, names: Iterable[str], strip: bool) -> pl.DataFrame:
+    """Text columns with surrounding whitespace removed (if `strip`) and empty strings as null.
+
+    Categorical/Enum columns (dictionary-encoded Parquet strings) become plain String. Run as a stage of
+    its own: conversions then read the cleaned columns with simple, fast expressions.
+    """
+    exprs = []
+    for name in names:
+        dtype = frame.schema[name]
+        if isinstance(dtype, pl.Categorical | pl.Enum):
+            exprs.append(pl.col(name).cast(pl.String).replace("", None))
+        elif dtype == pl.String and strip:
+            exprs.append(pl.col(name).str.strip_chars().replace("", None))
+    return frame.with_columns(exprs) if exprs else frame
+
+
+def apply(frame: pl.DataFrame, conversions: Sequence[Conversion]) -> tuple[pl.DataFrame, list[Check]]:
+    """Run `conversions` on `frame` in one select.
+
+    Returns:
+        The typed columns (in `conversions` order) and one `Check` per conversion that can fail.
+    """
+    flagged = [(i, c) for i, c in enumerate(conversions) if c.bad is not None]
+    flags = [c.bad.fill_null(False).alias(f"__bad_{i}") for i, c in flagged]  # type: ignore[union-attr]
+    out = frame.select([c.value.alias(c.name) for c in conversions] + flags)
+    checks = [Check(c.name, c.message, out.get_column(f"__bad_{i}").to_numpy()) for i, c in flagged]
+    out = out.select([c.name for c in conversions])
+    # NaN ("nan" in text, NaN in Parquet) means missing; fill only where present, filling costs a copy
+    nan = [
+        name
+        for name, dtype in out.schema.items()
+        if dtype == pl.Float64 and out.get_column(name).is_nan().any()
+    ]
+    return (out.with_columns(pl.col(nan).fill_nan(None)) if nan else out), checks
+
+
+def conversions(
+    schema: Schema, dtypes: dict[str, pl.DataType], label_mapping: dict[str, int] | None = None
+) -> list[Conversion]:
+    """The conversion of every schema column, in `schema_columns` order.
+
+    Args:
+        schema: what the columns are.
+        dtypes: the raw dtype of each column (a frame's `.schema`).
+        label_mapping: text label -> 0/1 (default: the numbers 0 and 1).
+    """
+    out = [label_conversion(schema.label, dtypes[schema.label], label_mapping)]
+    for feature in schema.categorical:
+        dtype = dtypes[feature.name]
+        if feature.multivalent:
+            out.append(bag_conversion(feature, dtype))
+        elif feature.encoding is ValueEncoding.INT:
+            out.append(int_conversion(feature.name, dtype))
+        elif feature.encoding is ValueEncoding.HEX:
+            out.append(hex_conversion(feature.name))
+        else:
+            out.append(string_conversion(feature.name))
+    out += [float_conversion(f.name, dtypes[f.name]) for f in schema.numeric]
+    return out
 
 
 def conform(
-    frame: pl.DataFrame, schema: Schema, label_mapping: dict[str, int] | None = None
+    frame: pl.DataFrame, schema: Schema, label_mapping: dict[str, int] | None = None, strip: bool = True
 ) -> tuple[pl.DataFrame, list[Check]]:
     """Convert the schema's columns of `frame` to their promised types (other columns are dropped).
 
@@ -150,38 +196,25 @@ def conform(
         frame: raw columns, at least the schema's.
         schema: what the columns are.
         label_mapping: text label -> 0/1 (default: the numbers 0 and 1).
+        strip: remove whitespace around text values first (off for formats that never pad, it costs a copy).
 
     Returns:
         The typed frame (columns in `schema_columns` order; invalid cells are null) and the checks
         flagging rows with an invalid label, categorical or numeric value, in column order.
     """
-    columns: list[pl.Series] = []
-    checks: list[Check] = []
-    label, check = to_label(frame.get_column(schema.label), schema.label, label_mapping)
-    columns.append(label)
-    checks.append(check)
-    for feature in schema.categorical:
-        raw = frame.get_column(feature.name)
-        if feature.multivalent:
-            column, check = to_bag(raw, feature)
-            checks.append(check)
-        elif feature.encoding is ValueEncoding.INT:
-            column, check = to_int(raw, feature.name)
-            checks.append(check)
-        elif feature.encoding is ValueEncoding.HEX:
-            column, check = to_hex(raw, feature.name)
-            checks.append(check)
-        else:
-            column = to_string(raw)
-        columns.append(column)
-    for numeric in schema.numeric:
-        column, check = to_float(frame.get_column(numeric.name), numeric.name)
-        columns.append(column)
-        checks.append(check)
-    return pl.DataFrame(columns), checks
+    frame = clean_text(frame, schema_columns(schema), strip)
+    return apply(frame, conversions(schema, dict(frame.schema), label_mapping))
 
 
-def missing_columns(columns: list[str] | tuple[str, ...], schema: Schema) -> list[str]:
+def to_int(values: pl.Series, field: str) -> tuple[pl.Series, Check]:
+    """`int_conversion` of one Series (named `field`; text is stripped first)."""
+    frame = clean_text(values.rename(field).to_frame(), [field], strip=True)
+    frame, checks = apply(frame, [int_conversion(field, frame.schema[field])])
+    bad = checks[0] if checks else Check(field, "not an integer", np.zeros(values.len(), dtype=bool))
+    return frame.get_column(field), bad
+
+
+def missing_columns(columns: Iterable[str], schema: Schema) -> list[str]:
     """The schema's columns that are not among `columns`."""
     have = set(columns)
     return [c for c in schema_columns(schema) if c not in have]
@@ -194,8 +227,16 @@ def conform_chunks(
     bad_rows: BadRows,
     label_mapping: dict[str, int] | None = None,
     lines_are_rows: bool = False,
+    strip: bool = True,
 ) -> Iterator[TextChunk]:
     """`conform` every chunk and drop (report) its invalid rows."""
+    built: dict[tuple, list[Conversion]] = {}  # expressions are built once per raw dtypes, not per chunk
+    columns = schema_columns(schema)
     for chunk in chunks:
-        frame, checks = conform(chunk.frame, schema, label_mapping)
+        frame = clean_text(chunk.frame, columns, strip)
+        dtypes = dict(frame.schema)
+        key = tuple(dtypes.items())
+        if key not in built:
+            built[key] = conversions(schema, dtypes, label_mapping)
+        frame, checks = apply(frame, built[key])
         yield reject_rows(TextChunk(frame, chunk.lines), checks, path, bad_rows, lines_are_rows)

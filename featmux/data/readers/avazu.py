@@ -110,7 +110,7 @@ def avazu_chunks(
         path, fmt, chunk_rows=chunk_rows, bad_rows=bad_rows, block_bytes=block_bytes, line_filter=line_filter
     ):
         expanded, hour_check = _expand_hour(chunk.frame)
-        frame, checks = conform(expanded, schema)
+        frame, checks = conform(expanded, schema, strip=False)
         # label first, then hour (it feeds the first three features), then the other columns
         checks = [checks[0], hour_check, *checks[1:]]
         yield reject_rows(

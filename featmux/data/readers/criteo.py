@@ -87,7 +87,9 @@ def criteo_chunks(
     text = iter_text(
         path, fmt, chunk_rows=chunk_rows, bad_rows=bad_rows, block_bytes=block_bytes, line_filter=line_filter
     )
-    return conform_chunks(text, criteo_schema(), path, bad_rows)
+    return conform_chunks(
+        text, criteo_schema(), path, bad_rows, strip=False
+    )  # Kaggle fields are never padded
 
 
 def read_criteo(

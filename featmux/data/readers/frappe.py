@@ -78,7 +78,7 @@ def frappe_chunks(
             Check(name, "expected index:1", (indices[name].is_null() & raw[name].is_not_null()).to_numpy())
             for name in FIELDS
         ]
-        frame, checks = conform(indices, schema, LABELS)
+        frame, checks = conform(indices, schema, LABELS, strip=False)
         checks = [checks[0], *pair_checks, *checks[1:]]
         yield reject_rows(TextChunk(frame, chunk.lines), checks, path, bad_rows)
 

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from featmux.data.errors import BadRows, DataError
-from featmux.data.readers._convert import to_int
+from featmux.data.readers._convert import apply, int_conversion, to_int
 from featmux.data.text import (
     DEFAULT_BLOCK_BYTES,
     DEFAULT_CHUNK_ROWS,
@@ -298,20 +298,15 @@ def movielens_chunks(
     columns = [LABEL, *schema.feature_names]
     path = files.ratings
     fmt = ratings_format(path)
+    parse = [int_conversion(name, pl.String) for name in _RATING_COLUMNS]
     text = iter_text(
         path, fmt, chunk_rows=chunk_rows, bad_rows=bad_rows, block_bytes=block_bytes, line_filter=line_filter
     )
     for chunk in text:
-        raw = chunk.frame
-        user, user_check = to_int(raw.get_column("user_id"), "user_id")
-        item, item_check = to_int(raw.get_column("item_id"), "item_id")
-        rating, _ = to_int(raw.get_column("rating"), "rating")
-        _, time_check = to_int(raw.get_column("timestamp"), "timestamp")
-        bad_rating = ~rating.is_between(1, 5).fill_null(False).to_numpy()
+        typed, (user_check, item_check, _, time_check) = apply(chunk.frame, parse)
+        bad_rating = ~typed.get_column("rating").is_between(1, 5).fill_null(False).to_numpy()
         rating_check = Check("rating", "rating must be an integer from 1 to 5", bad_rating)
-        frame = pl.DataFrame([user, item, rating]).join(
-            users, on="user_id", how="left", maintain_order="left"
-        )
+        frame = typed.drop("timestamp").join(users, on="user_id", how="left", maintain_order="left")
         frame = frame.join(items, on="item_id", how="left", maintain_order="left")
         unknown_user = Check(
             "user_id", "user not in the users file", frame.get_column("_user").is_null().to_numpy()
