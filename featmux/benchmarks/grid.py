@@ -1,0 +1,370 @@
+"""Benchmark grids: a small YAML file -> validated cells, one `ExperimentConfig` each.
+
+A grid is datasets x models x embedding methods x budgets x seeds. Settings are layered: the grid's
+`settings` apply to every cell, a dataset's `settings` override them, a method's `settings` override
+those. The keys a grid varies (dataset, data, dataset_options, model, model_options, embedding, budget,
+seed) come from the grid itself and may not appear in any `settings`. The collisionless method has a
+fixed size, so it gets one cell per (dataset, model, seed), labelled budget "1"; hashing and unified
+get one cell per budget, where budget "1" means the collisionless parameter count.
+
+Data paths are relative to the repository root (the nearest directory above the YAML file that holds a
+pyproject.toml), e.g. `../shared/data/frappe`.
+
+Example YAML:
+
+    name: pareto-frappe
+    seeds: [0, 1, 2]
+    budgets: ["1", "1/4", "1/16", "1/64"]
+    methods: [collisionless, hashing, unified]
+    settings: {epochs: 100, patience: 2}
+    datasets:
+      frappe:
+        dataset: frappe
+        data: ../shared/data/frappe
+        models:
+          dcnv2: {cross_layers: 4, hidden: [400, 400, 400], dropout: 0.4, batch_norm: true}
+        settings: {embedding_dim: 10, batch_size: 4096, learning_rate: 1.0e-3, embedding_l2: 0.05}
+
+Example:
+    >>> grid = BenchmarkGrid.from_yaml("benchmarks/configs/frappe_pareto.yaml")
+    >>> cells = grid.cells()          # every cell validated as an ExperimentConfig
+    >>> cells[0].key
+    'frappe/dcnv2/collisionless/1/seed0'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from featmux.embeddings import Budget, EmbeddingMethod
+
+if TYPE_CHECKING:
+    from featmux.training.experiment import ExperimentConfig
+
+GRID_KEYS = frozenset(
+    {"dataset", "data", "dataset_options", "model", "model_options", "embedding", "budget", "seed"}
+)
+"""ExperimentConfig fields set by the grid, never by `settings`."""
+
+VOLATILE_KEYS = frozenset({"threads", "progress", "cache_dir", "checkpoint_dir"})
+"""ExperimentConfig fields that do not change a cell's result; left out of its fingerprint."""
+
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+def _experiment_fields() -> frozenset[str]:
+    from featmux.training.experiment import ExperimentConfig
+
+    return frozenset(ExperimentConfig.model_fields)
+
+
+def _check_settings(settings: Mapping[str, Any], where: str) -> None:
+    reserved = sorted(set(settings) & GRID_KEYS)
+    if reserved:
+        raise ValueError(f"{where}: {reserved} are set by the grid, not by settings")
+    unknown = sorted(set(settings) - _experiment_fields())
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown setting(s) {unknown}; valid settings are "
+            f"{sorted(_experiment_fields() - GRID_KEYS)}"
+        )
+
+
+def _check_label(kind: str, label: str) -> str:
+    if not _LABEL.match(label):
+        raise ValueError(f"{kind} label {label!r} must use letters, digits, '_', '.', '-'")
+    return label
+
+
+class MethodEntry(BaseModel):
+    """One embedding method of the grid.
+
+    Args:
+        embedding: collisionless, hashing or unified (default: the method's label).
+        settings: ExperimentConfig keys for this method only (e.g. num_tables, default_chunks).
+    """
+
+    model_config = _STRICT
+
+    embedding: EmbeddingMethod | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("settings")
+    @classmethod
+    def _settings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _check_settings(value, "method settings")
+        return value
+
+
+class DatasetEntry(BaseModel):
+    """One dataset of the grid, with its base settings.
+
+    Args:
+        dataset: the source name (frappe, movielens, criteo, avazu, csv, synthetic).
+        data: its file or directory, relative to the repository root (None for synthetic).
+        dataset_options: source options (e.g. `ratings` for movielens, `rows` for synthetic).
+        models: model name -> model options (e.g. dcnv2: {cross_layers: 4, hidden: [400, 400, 400]}).
+        settings: ExperimentConfig keys for this dataset (embedding_dim, batch_size, learning_rate, ...).
+        budgets: budgets for this dataset instead of the grid's.
+        methods: labels of the grid's methods to run on this dataset (default: all).
+    """
+
+    model_config = _STRICT
+
+    dataset: str
+    data: str | None = None
+    dataset_options: dict[str, Any] = Field(default_factory=dict)
+    models: dict[str, dict[str, Any]] = Field(min_length=1)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    budgets: list[str] | None = None
+    methods: list[str] | None = None
+
+    @field_validator("settings")
+    @classmethod
+    def _settings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _check_settings(value, "dataset settings")
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for label in value:
+            _check_label("model", label)
+        return {k: dict(v or {}) for k, v in value.items()}
+
+
+def _budget_list(value: list[str], where: str) -> list[str]:
+    if not value:
+        raise ValueError(f"{where}: give at least one budget")
+    parsed = [Budget.parse(str(b)) for b in value]
+    if len(set(parsed)) != len(parsed):
+        raise ValueError(f"{where}: duplicate budgets in {value}")
+    return [str(b) for b in value]
+
+
+class BenchmarkGrid(BaseModel):
+    """A benchmark grid: datasets x models x methods x budgets x seeds (see the module docstring).
+
+    Args:
+        name: the benchmark's name.
+        description: free text.
+        datasets: dataset label -> its entry.
+        methods: method label -> entry; a list of method names is short for {name: {}}.
+        budgets: budgets of hashing / unified (`1`, `1/16`, `rows:N`, `params:N`).
+        seeds: seeds; every cell is run once per seed.
+        settings: ExperimentConfig keys shared by every cell.
+    """
+
+    model_config = _STRICT
+
+    name: str
+    description: str = ""
+    datasets: dict[str, DatasetEntry] = Field(min_length=1)
+    methods: dict[str, MethodEntry] = Field(min_length=1)
+    budgets: list[str]
+    seeds: list[int] = Field(min_length=1)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _method_list(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return {str(v): {} for v in value}
+        return {k: ({} if v is None else v) for k, v in value.items()} if isinstance(value, dict) else value
+
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _budgets(cls, value: Any) -> Any:
+        return _budget_list([str(v) for v in value], "budgets") if isinstance(value, list) else value
+
+    @field_validator("settings")
+    @classmethod
+    def _settings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _check_settings(value, "settings")
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> BenchmarkGrid:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"duplicate seeds in {self.seeds}")
+        for label, method in self.methods.items():
+            _check_label("method", label)
+            if method.embedding is None:
+                try:
+                    EmbeddingMethod(label)
+                except ValueError:
+                    raise ValueError(
+                        f"method {label!r}: say which embedding it uses (embedding: unified, ...)"
+                    ) from None
+        for label, entry in self.datasets.items():
+            _check_label("dataset", label)
+            unknown = sorted(set(entry.methods or ()) - set(self.methods))
+            if unknown:
+                raise ValueError(f"dataset {label!r} names unknown method(s) {unknown}")
+            if entry.budgets is not None:
+                _budget_list(entry.budgets, f"dataset {label!r} budgets")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> BenchmarkGrid:
+        """Load and validate a grid file (unknown keys are errors)."""
+        data = yaml.safe_load(Path(path).read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping with name, datasets, methods, budgets, seeds")
+        return cls(**data)
+
+    def method(self, label: str) -> EmbeddingMethod:
+        """The embedding method behind a method label."""
+        entry = self.methods[label]
+        return entry.embedding or EmbeddingMethod(label)
+
+    def cells(self) -> list[Cell]:
+        """Every cell of the grid, each validated as an ExperimentConfig (errors name the cell).
+
+        Order: dataset, model, seed, method, budget (largest budget first), so an interrupted run has
+        complete seeds rather than one method at every seed.
+        """
+        cells: list[Cell] = []
+        errors: list[str] = []
+        for ds_label, ds in self.datasets.items():
+            budgets = ds.budgets if ds.budgets is not None else self.budgets
+            budgets = sorted(budgets, key=_budget_order)
+            methods = ds.methods if ds.methods is not None else list(self.methods)
+            for model, model_options in ds.models.items():
+                for seed in self.seeds:
+                    for m_label in methods:
+                        method = self.method(m_label)
+                        method_budgets = ["1"] if method is EmbeddingMethod.COLLISIONLESS else budgets
+                        for budget in method_budgets:
+                            spec: dict[str, Any] = {
+                                **self.settings,
+                                **ds.settings,
+                                **self.methods[m_label].settings,
+                                "dataset": ds.dataset,
+                                "data": ds.data,
+                                "dataset_options": dict(ds.dataset_options),
+                                "model": model,
+                                "model_options": dict(model_options),
+                                "embedding": method.value,
+                                "budget": None if method is EmbeddingMethod.COLLISIONLESS else budget,
+                                "seed": seed,
+                            }
+                            cell = Cell(ds_label, model, m_label, budget, seed, spec)
+                            try:
+                                cell.experiment_config()
+                                _check_model_options(model, model_options)
+                            except ValueError as err:  # pydantic's ValidationError is a ValueError
+                                errors.append(f"{cell.key}: {err}")
+                            cells.append(cell)
+        if errors:
+            raise ValueError("invalid benchmark cells:\n" + "\n".join(errors))
+        names = [c.filename for c in cells]
+        if len(set(names)) != len(names):
+            raise ValueError("two cells map to the same result file; use distinct labels and budgets")
+        return cells
+
+
+def _check_model_options(model: str, options: Mapping[str, Any]) -> None:
+    """Build the model's config dataclass from `options` (unknown or bad options raise ValueError)."""
+    from featmux.models import MODELS
+    from featmux.models.base import config_from_dict
+
+    _, config_cls = MODELS[model.lower().replace("-", "").replace("_", "")]
+    try:
+        config_from_dict(config_cls, options)
+    except TypeError as err:
+        raise ValueError(f"model options {dict(options)}: {err}") from err
+
+
+def _budget_order(budget: str) -> tuple[int, float]:
+    """Fractions first, largest first; then absolute budgets, largest first."""
+    b = Budget.parse(budget)
+    if b.fraction is not None:
+        return (0, -b.fraction)
+    return (1, -float(b.rows if b.rows is not None else b.params or 0))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-]", "", text.replace("/", "-").replace(":", "-"))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of a grid.
+
+    Args:
+        dataset: the dataset's label in the grid.
+        model: the model's label (a model name).
+        method: the method's label.
+        budget: the budget as written ("1" for collisionless).
+        seed: the seed.
+        spec: the ExperimentConfig keys as written (data path relative to the repository root).
+    """
+
+    dataset: str
+    model: str
+    method: str
+    budget: str
+    seed: int
+    spec: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def key(self) -> str:
+        """`dataset/model/method/budget/seedN`."""
+        return f"{self.dataset}/{self.model}/{self.method}/{self.budget}/seed{self.seed}"
+
+    @property
+    def filename(self) -> str:
+        """The cell's result file name (safe on any file system)."""
+        parts = (self.dataset, self.model, self.method, _slug(self.budget), f"seed{self.seed}")
+        return "__".join(parts) + ".json"
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of every setting that can change the result (not threads, progress or cache paths)."""
+        kept = {k: v for k, v in self.spec.items() if k not in VOLATILE_KEYS}
+        canonical = json.dumps(kept, sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def labels(self) -> dict[str, Any]:
+        """The cell's coordinates in the grid."""
+        return {
+            "dataset": self.dataset,
+            "model": self.model,
+            "method": self.method,
+            "budget": self.budget,
+            "seed": self.seed,
+        }
+
+    def experiment_config(
+        self, root: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+    ) -> ExperimentConfig:
+        """The cell's ExperimentConfig: relative data paths resolved against `root`, `overrides` last."""
+        from featmux.training.experiment import ExperimentConfig
+
+        values = dict(self.spec)
+        if values.get("data") is not None and root is not None:
+            data = Path(values["data"])
+            values["data"] = data if data.is_absolute() else Path(root) / data
+        values.update(overrides or {})
+        return ExperimentConfig(**values)
+
+
+def repo_root(path: str | Path) -> Path:
+    """The nearest directory at or above `path` holding a pyproject.toml (else `path`'s directory)."""
+    start = Path(path).resolve()
+    start = start if start.is_dir() else start.parent
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    return start

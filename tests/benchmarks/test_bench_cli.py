@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import json
+
+import yaml
+from typer.testing import CliRunner
+
+from featmux.benchmarks.cli import bench_app
+
+runner = CliRunner()
+
+
+def test_dry_run_lists_cells(grid_file, tmp_path):
+    done = runner.invoke(bench_app, ["run", str(grid_file), "--out", str(tmp_path / "out"), "--dry-run"])
+    assert done.exit_code == 0, done.output
+    assert "syn/dcnv2/unified/1/4/seed1" in done.output and "10 todo" in done.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_invalid_grid_is_an_error(grid_dict, tmp_path):
+    grid_dict["settings"]["epoch"] = 1
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(grid_dict))
+    done = runner.invoke(bench_app, ["run", str(path), "--dry-run"])
+    assert done.exit_code == 2 and "unknown setting(s) ['epoch']" in done.output
+
+
+def test_run_and_report_end_to_end(grid_dict, tmp_path):
+    """Two real cells (hashing, unified) on tiny synthetic data, then the report."""
+    grid_dict.update(methods=["hashing", "unified"], budgets=["1/4"], seeds=[0])
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid_dict))
+    out = tmp_path / "out"
+    args = ["run", str(path), "--out", str(out), "--threads", "1", "--cache-dir", str(tmp_path / "cache")]
+    done = runner.invoke(bench_app, args)
+    assert done.exit_code == 0, done.output
+    assert "2 cells run, 0 skipped" in done.output
+    result = json.loads((out / "cells" / "syn__dcnv2__unified__1-4__seed0.json").read_text())
+    assert 0.0 < result["test_auc"] < 1.0
+    assert result["budget_fraction"] <= 0.25 and result["config"]["threads"] == 1
+    assert result["peak_rss_bytes"] > 0 and result["bench"]["method"] == "unified"
+
+    again = runner.invoke(bench_app, args)
+    assert again.exit_code == 0 and "0 cells run, 2 skipped" in again.output
+
+    report = runner.invoke(bench_app, ["report", str(out)])
+    assert report.exit_code == 0, report.output
+    assert "syn / dcnv2" in report.output
+    assert (out / "report" / "report.md").is_file() and (out / "report" / "pareto_syn_dcnv2.png").is_file()
+
+
+def test_report_of_an_empty_directory_fails(tmp_path):
+    done = runner.invoke(bench_app, ["report", str(tmp_path)])
+    assert done.exit_code == 2 and "no result files" in done.output

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from featmux.benchmarks.grid import BenchmarkGrid, repo_root
+from featmux.training.experiment import ExperimentConfig
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "benchmarks" / "configs").glob("*.yaml"))
+
+
+def test_cells_of_a_grid(grid_file):
+    grid = BenchmarkGrid.from_yaml(grid_file)
+    cells = grid.cells()
+    # collisionless once per seed (fixed size), the budgeted methods once per budget
+    assert len(cells) == 2 * (1 + 2 * 2)
+    assert [c.key for c in cells[:5]] == [
+        "syn/dcnv2/collisionless/1/seed0",
+        "syn/dcnv2/hashing/1/seed0",
+        "syn/dcnv2/hashing/1/4/seed0",
+        "syn/dcnv2/unified/1/seed0",
+        "syn/dcnv2/unified/1/4/seed0",
+    ]
+    assert len({c.filename for c in cells}) == len(cells)
+    assert all("/" not in c.filename for c in cells)
+    config = cells[2].experiment_config()
+    assert isinstance(config, ExperimentConfig)
+    assert (config.embedding.value, config.budget, config.seed) == ("hashing", "1/4", 0)
+    assert (config.embedding_dim, config.epochs, config.batch_size) == (4, 1, 256)
+    assert config.model_options == {"cross_layers": 1, "hidden": [8]}
+    assert cells[0].experiment_config().budget is None  # collisionless has no budget
+
+
+def test_settings_layering_and_method_variants(grid_dict, tmp_path):
+    grid_dict["methods"] = {
+        "hashing": {},
+        "unified-t2": {"embedding": "unified", "settings": {"num_tables": 2, "epochs": 3}},
+    }
+    grid = BenchmarkGrid(**grid_dict)
+    cells = grid.cells()
+    unified = [c for c in cells if c.method == "unified-t2"]
+    config = unified[0].experiment_config()
+    assert (config.embedding.value, config.num_tables, config.epochs) == ("unified", 2, 3)
+    assert cells[0].experiment_config().epochs == 1
+
+
+def test_fingerprint_ignores_threads_but_not_settings(grid_dict):
+    base = BenchmarkGrid(**grid_dict).cells()[0]
+    grid_dict["settings"]["threads"] = 4
+    same = BenchmarkGrid(**grid_dict).cells()[0]
+    grid_dict["settings"]["epochs"] = 2
+    other = BenchmarkGrid(**grid_dict).cells()[0]
+    assert base.fingerprint == same.fingerprint != other.fingerprint
+
+
+def test_data_paths_resolve_against_the_root(grid_dict, tmp_path):
+    grid_dict["datasets"]["syn"].update(dataset="frappe", data="../shared/data/frappe", dataset_options={})
+    cell = BenchmarkGrid(**grid_dict).cells()[0]
+    assert cell.experiment_config(tmp_path).data == tmp_path / "../shared/data/frappe"
+    assert cell.spec["data"] == "../shared/data/frappe"  # the fingerprint sees the path as written
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda g: g.update(epochs=3), "Extra inputs are not permitted"),
+        (lambda g: g["settings"].update(epoch=3), "unknown setting"),
+        (lambda g: g["settings"].update(seed=3), "set by the grid"),
+        (lambda g: g["datasets"]["syn"].update(typo=1), "Extra inputs are not permitted"),
+        (lambda g: g["datasets"]["syn"]["settings"].update(budget="1/2"), "set by the grid"),
+        (lambda g: g.update(budgets=["1/4", "0.25"]), "duplicate budgets"),
+        (lambda g: g.update(budgets=["1/0"]), "cannot read budget"),
+        (lambda g: g.update(methods=["unified", "qr"]), "say which embedding"),
+        (lambda g: g["datasets"]["syn"].update(methods=["nope"]), "unknown method"),
+        (lambda g: g["datasets"]["syn"]["models"].update(dcnv3={}), "unknown model"),
+        (lambda g: g["datasets"]["syn"]["models"]["dcnv2"].update(layers=2), "unknown DCNv2Config option"),
+        (lambda g: g["settings"].update(learning_rate=0), "greater than 0"),
+        (lambda g: g.update(seeds=[0, 0]), "duplicate seeds"),
+    ],
+)
+def test_invalid_grids_are_rejected(grid_dict, edit, message):
+    edit(grid_dict)
+    with pytest.raises((ValidationError, ValueError), match=message):
+        BenchmarkGrid(**grid_dict).cells()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_shipped_configs_are_valid(path):
+    grid = BenchmarkGrid.from_yaml(path)
+    cells = grid.cells()
+    assert cells and repo_root(path) == REPO
+    for cell in cells:
+        data = cell.spec.get("data")
+        assert data is None or data.startswith("../shared/data/")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_shipped_config_data_exists(path, shared_data):
+    for cell in BenchmarkGrid.from_yaml(path).cells():
+        config = cell.experiment_config(REPO)
+        assert config.data is None or config.data.exists(), config.data
+
+
+def test_yaml_must_be_a_mapping(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(["a", "b"]))
+    with pytest.raises(ValueError, match="expected a mapping"):
+        BenchmarkGrid.from_yaml(path)

@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from featmux.benchmarks.report import (
+    CellRecord,
+    Stat,
+    aggregate,
+    claim_checks,
+    csv_text,
+    load_results,
+    markdown_table,
+    write_report,
+)
+
+# test AUCs per (method, budget) over seeds 0, 1, 2, and the embedding size of each budget
+AUC = {
+    ("collisionless", "1"): [0.80, 0.81, 0.82],
+    ("hashing", "1/4"): [0.70, 0.72, 0.74],
+    ("hashing", "1/16"): [0.60, 0.60, 0.63],
+    ("unified", "1/4"): [0.75, 0.76, 0.77],
+    ("unified", "1/16"): [0.70, 0.71, 0.72],
+}
+PARAMS = {
+    ("collisionless", "1"): 1000,
+    ("hashing", "1/4"): 250,
+    ("hashing", "1/16"): 62,
+    ("unified", "1/4"): 248,
+    ("unified", "1/16"): 60,
+}
+
+
+def result(method: str, budget: str, seed: int, bench: bool = True) -> dict:
+    auc = AUC[(method, budget)][seed]
+    out = {
+        "dataset": "synthetic",
+        "model": "dcnv2",
+        "embedding": method,
+        "budget": budget,
+        "seed": seed,
+        "test_auc": auc,
+        "test_logloss": 1.0 - auc,
+        "embedding_params": PARAMS[(method, budget)],
+        "embedding_bytes": 4 * PARAMS[(method, budget)],
+        "train_seconds": 10.0 + seed,
+        "samples_per_second": 1000.0 * (seed + 1),
+        "peak_rss_bytes": 10**8 * (seed + 1),
+    }
+    if bench:
+        out["bench"] = {"dataset": "d", "model": "dcnv2", "method": method, "budget": budget, "seed": seed}
+    return out
+
+
+@pytest.fixture
+def results_dir(tmp_path: Path) -> Path:
+    cells = tmp_path / "run" / "cells"
+    cells.mkdir(parents=True)
+    for method, budget in AUC:
+        for seed in range(3):
+            name = f"{method}_{budget.replace('/', '-')}_{seed}.json"
+            (cells / name).write_text(json.dumps(result(method, budget, seed)))
+    return tmp_path / "run"
+
+
+def test_stat_by_hand():
+    s = Stat.of([0.60, 0.60, 0.63])
+    assert s.mean == pytest.approx(0.61)
+    assert s.std == pytest.approx(math.sqrt((0.01**2 + 0.01**2 + 0.02**2) / 2))
+    assert s.n == 3 and s.format(3) == "0.610 ± 0.017"
+    one = Stat.of([0.5, None])
+    assert (one.mean, one.std, one.n, one.format(2)) == (0.5, None, 1, "0.50")
+    assert Stat.of([None]).format() == "—"
+
+
+def test_aggregate_means_and_stds(results_dir):
+    rows = aggregate(load_results(results_dir))
+    assert [(r.method, r.budget) for r in rows] == [
+        ("collisionless", "1"),
+        ("hashing", "1/4"),
+        ("hashing", "1/16"),
+        ("unified", "1/4"),
+        ("unified", "1/16"),
+    ]
+    hashing = rows[1]
+    assert hashing.seeds == (0, 1, 2) and hashing.embedding_params == 250 and hashing.embedding_bytes == 1000
+    assert hashing.test_auc.mean == pytest.approx(0.72) and hashing.test_auc.std == pytest.approx(0.02)
+    assert hashing.test_logloss.mean == pytest.approx(0.28) and hashing.test_logloss.std == pytest.approx(
+        0.02
+    )
+    assert hashing.train_seconds.mean == pytest.approx(11.0) and hashing.train_seconds.std == pytest.approx(
+        1.0
+    )
+    assert hashing.samples_per_second.mean == pytest.approx(2000.0)
+    assert hashing.peak_rss_bytes == 3 * 10**8
+
+
+def test_claim_check_by_hand(results_dir):
+    (check,) = claim_checks(aggregate(load_results(results_dir)))
+    assert [g.budget for g in check.gaps] == ["1/4", "1/16"]  # largest budget first
+    quarter, sixteenth = check.gaps
+    assert quarter.gap == pytest.approx(0.76 - 0.72)
+    assert quarter.pooled_std == pytest.approx(math.sqrt((0.01**2 + 0.02**2) / 2))
+    assert sixteenth.gap == pytest.approx(0.71 - 0.61)
+    assert sixteenth.pooled_std == pytest.approx(math.sqrt((0.01**2 + 0.0003) / 2))
+    assert quarter.exceeds_std and sixteenth.exceeds_std
+    assert check.ahead_everywhere and check.widens and check.widens_monotonically
+    assert check.summary() == (
+        "unified ahead of hashing at 2/2 budgets; gap beyond the seed std at 2/2; "
+        "gap widens as the budget shrinks (monotonically)."
+    )
+
+
+def test_claim_check_that_fails():
+    records = [
+        CellRecord.from_result(result(m, b, s))
+        for m, b in [("hashing", "1/4"), ("unified", "1/4")]
+        for s in range(3)
+    ]
+    # swap the roles: hashing's AUCs are the higher ones here
+    (check,) = claim_checks(aggregate(records), treatment="hashing", baseline="unified")
+    assert check.gaps[0].gap == pytest.approx(-0.04) and not check.gaps[0].exceeds_std
+    assert not check.ahead_everywhere and check.widens is None
+
+
+def test_markdown_and_csv(results_dir):
+    rows = aggregate(load_results(results_dir))
+    table = markdown_table(rows)
+    assert "| d | dcnv2 | hashing | 1/4 | 250 | 1.0 kB | 3 | 0.7200 ± 0.0200 | 0.2800 ± 0.0200 |" in table
+    assert table.count("\n") == 2 + len(rows)
+    parsed = list(csv.DictReader(io.StringIO(csv_text(rows))))
+    assert len(parsed) == 5
+    unified = parsed[4]
+    assert (unified["method"], unified["budget"], unified["seeds"]) == ("unified", "1/16", "3")
+    assert float(unified["test_auc_mean"]) == pytest.approx(0.71)
+    assert float(unified["test_auc_std"]) == pytest.approx(0.01)
+    assert float(unified["embedding_params"]) == 60
+
+
+def test_write_report_files(results_dir):
+    (results_dir / "manifest.json").write_text(
+        json.dumps({"name": "demo", "cells": [{"key": "d/dcnv2/hashing/1/4/seed9"}]})
+    )
+    files = write_report(results_dir)
+    text = files.markdown.read_text()
+    assert text.startswith("# Benchmark report: demo")
+    assert "1 have no result yet" in text and "`d/dcnv2/hashing/1/4/seed9`" in text
+    assert "### d / dcnv2" in text and "| 1/16 | 60 | 0.7100 ± 0.0100 | 0.6100 ± 0.0173 | +0.1000 |" in text
+    assert files.csv.read_text().startswith("dataset,model,method,embedding,budget,seeds")
+    assert [p.name for p in files.plots] == ["pareto_d_dcnv2.png"]
+    assert files.plots[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![pareto_d_dcnv2](pareto_d_dcnv2.png)" in text
+
+
+def test_plain_experiment_results_and_duplicates(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps(result("unified", "1/4", 0, bench=False)))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.json").write_text(json.dumps(result("unified", "1/4", 1, bench=False)))
+    (rec_a, rec_b) = load_results(tmp_path)
+    assert (rec_a.dataset, rec_a.method, rec_a.budget, rec_b.seed) == ("synthetic", "unified", "1/4", 1)
+    (tmp_path / "c.json").write_text(json.dumps(result("unified", "1/4", 1, bench=False)))
+    with pytest.raises(ValueError, match="are both results of synthetic/dcnv2/unified/1/4/1"):
+        load_results(tmp_path)
+    (tmp_path / "c.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ValueError, match="not a featmux result"):
+        load_results(tmp_path)
