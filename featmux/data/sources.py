@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,12 @@ class DataSource:
         options: the resolved options, defaults included (JSON-able; for cache keys).
         readers: split name -> function(chunk_rows) starting a new pass over that split.
         chunk_rows: default rows per frame.
+
+    Example:
+        >>> source = open_source("frappe", Path("shared/data/frappe"))
+        >>> source.splits, [p.name for p in source.files]
+        (('train', 'valid', 'test'), ['frappe.train.libfm', 'frappe.validation.libfm', 'frappe.test.libfm'])
+        >>> n = sum(frame.height for frame in source.split("valid"))  # 57,722
     """
 
     name: str
@@ -187,7 +194,7 @@ def _json(value: Any) -> Any:
         return {str(k): _json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_json(v) for v in value]
-    if hasattr(value, "value") and not isinstance(value, int | float | str | bool):  # enums
+    if isinstance(value, Enum):
         return value.value
     return value
 

@@ -59,6 +59,10 @@ class TextFormat:
             where a quote is an ordinary character.
         names: column names when there is no header (default column_1, column_2, ...).
         num_fields: expected fields per line; default: len(names), else the header's, else the first line's.
+
+    Example:
+        >>> TextFormat("::", encoding="latin-1", names=("movie_id", "title", "genres"))  # MovieLens-1M
+        >>> TextFormat(",", header=True, quoting=True)  # a user's CSV
     """
 
     separator: str

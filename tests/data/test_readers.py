@@ -364,3 +364,19 @@ def test_int_columns_accept_integral_floats_only(tmp_path):
     frame = collect(read_table(path, table_schema("label", ["ad"], encodings={"ad": "int"}), bad_rows=bad))
     assert frame["ad"].to_list() == [3] and bad.counts == {"ad: not an integer": 1}
     assert np.asarray(frame["ad"]).dtype == np.int64
+
+
+@pytest.mark.real_data
+def test_frappe_rebuilt_train_lf(shared_data):
+    frame = collect(read_frappe(shared_data / "frappe" / "frappe.train.libfm"))
+    assert frame.height == 202_027 and int(frame["label"].sum()) == 67_604
+
+
+@pytest.mark.real_data
+def test_chunking_invariance_frappe_slice(shared_data, tmp_path, encode_all, assert_same_encoding):
+    head = (shared_data / "frappe" / "frappe.validation.libfm").read_bytes().split(b"\r\n")[:300]
+    path = tmp_path / "slice.libfm"
+    path.write_bytes(b"\r\n".join(head))  # CRLF, no final line break
+    reference = encode_all(read_frappe(path), frappe_schema())
+    assert len(reference) == 300
+    assert_same_encoding(encode_all(read_frappe(path, chunk_rows=7), frappe_schema()), reference)

@@ -91,7 +91,7 @@ def int_conversion(name: str, dtype: pl.DataType) -> Conversion:
 
 def hex_conversion(name: str) -> Conversion:
     """String hexadecimal ids; text that `featmux.hashing.fingerprint` cannot parse as a 64-bit hex is bad."""
-    column = pl.col(name)
+    column = pl.col(name).cast(pl.String)
     parsed = column.str.to_integer(base=16, strict=False, dtype=pl.UInt64)  # the parse the fingerprint uses
     return Conversion(name, column, parsed.is_null() & column.is_not_null(), "not a hexadecimal id")
 

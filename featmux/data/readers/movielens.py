@@ -67,6 +67,11 @@ class MovieLensFiles:
         users: u.user or users.dat.
         items: u.item or movies.dat.
         genres: u.genre (100K only; None: the standard 19 genres).
+
+    Example:
+        >>> files = detect_movielens("shared/data/movielens-1m", ratings="cs100_half/ratings.dat")
+        >>> files.variant, files.users.name
+        (<MovieLensVariant.ML_1M: '1m'>, 'users.dat')
     """
 
     variant: MovieLensVariant
