@@ -191,7 +191,14 @@ def inspect_source(
 
 
 def format_summaries(summaries: list[FeatureSummary]) -> str:
-    """A plain-text table of summaries (one line per column)."""
+    """A plain-text table of summaries.
+
+    Args:
+        summaries: as returned by `inspect_source`.
+
+    Returns:
+        One header line and one line per column.
+    """
 
     def number(x: float | None) -> str:
         return "-" if x is None else f"{x:.4g}"

@@ -121,7 +121,14 @@ class SyntheticConfig:
 
 
 def synthetic_schema(config: SyntheticConfig) -> Schema:
-    """The schema of the stream: `label`, C1..CF (ValueEncoding.INT), I1..IN (LOG1P)."""
+    """The schema of the stream.
+
+    Args:
+        config: the dataset.
+
+    Returns:
+        `label`, C1..CF (ValueEncoding.INT) and I1..IN (numeric, LOG1P).
+    """
     return Schema(
         LABEL,
         tuple(CategoricalFeature(name, ValueEncoding.INT) for name in config.feature_names),
@@ -133,7 +140,14 @@ def synthetic_schema(config: SyntheticConfig) -> Schema:
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finalizer (uint64 -> uint64, a bijection with full avalanche)."""
+    """splitmix64's finalizer, a bijection on 64-bit words with full avalanche (numpy, vectorized).
+
+    Args:
+        x: uint64 array.
+
+    Returns:
+        uint64 array of the same shape (arithmetic wraps modulo 2^64).
+    """
     x = x ^ (x >> _U64(30))
     x = x * _MIX1
     x = x ^ (x >> _U64(27))

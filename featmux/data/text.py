@@ -113,7 +113,15 @@ class Check(NamedTuple):
 
 
 def row_location(path: str | Path, row: int) -> str:
-    """The location string of a row of a file without lines (Parquet): `path[row 17]` (0-based)."""
+    """Where a row of a file without lines (Parquet) is, for `DataError.path`.
+
+    Args:
+        path: the file.
+        row: 0-based row index.
+
+    Returns:
+        `path[row 17]`.
+    """
     return f"{path}[row {row}]"
 
 
@@ -180,6 +188,13 @@ def rechunk(chunks: Iterable[TextChunk], chunk_rows: int) -> Iterator[TextChunk]
 
     Readers drop rows (blank lines, bad rows, filtered labels), so their raw chunks vary in size; this
     makes chunk boundaries depend only on `chunk_rows` and the surviving rows.
+
+    Args:
+        chunks: rows with their line numbers, in order.
+        chunk_rows: rows per output chunk.
+
+    Returns:
+        An iterator of chunks holding the same rows in the same order.
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
@@ -207,7 +222,14 @@ def rechunk(chunks: Iterable[TextChunk], chunk_rows: int) -> Iterator[TextChunk]
 
 
 def frames(chunks: Iterable[TextChunk]) -> Iterator[pl.DataFrame]:
-    """The frames of `chunks` (line numbers dropped)."""
+    """The frames of `chunks` (line numbers dropped).
+
+    Args:
+        chunks: rows with their line numbers.
+
+    Returns:
+        An iterator of the frames.
+    """
     for chunk in chunks:
         yield chunk.frame
 
@@ -238,9 +260,13 @@ def _first_line(path: Path, limit: int = 1 << 20) -> tuple[bytes, bool]:
 
 
 def peek_line(path: str | Path) -> str:
-    """The first line of a file (without its line break), decoded leniently; "" for an empty file.
+    """The first line of a file, for sniffing its layout (separator, header) before reading; never for data.
 
-    For sniffing a layout (separator, header) before reading; never for data.
+    Args:
+        path: the file.
+
+    Returns:
+        The line without its line break, decoded leniently as UTF-8; "" for an empty file.
     """
     line, _ = _first_line(Path(path))
     return line.decode("utf-8", errors="replace")
@@ -248,6 +274,13 @@ def peek_line(path: str | Path) -> str:
 
 def read_header(path: str | Path, fmt: TextFormat) -> tuple[str, ...]:
     """The column names of a file: its header line if `fmt.header`, else `fmt.names` or column_1...
+
+    Args:
+        path: the file.
+        fmt: its layout.
+
+    Returns:
+        The names, one per field.
 
     Raises:
         DataError: the file is empty, or its header is not valid text or names a column twice.

@@ -63,7 +63,14 @@ def avazu_schema() -> Schema:
 
 
 def avazu_format(path: str | Path) -> TextFormat:
-    """The layout of an Avazu file: comma separated, 24 fields, header line detected (`id,click,...`)."""
+    """The layout of an Avazu file: comma separated, 24 fields, header line detected (`id,click,...`).
+
+    Args:
+        path: the file.
+
+    Returns:
+        Its `TextFormat`.
+    """
     header = peek_line(path).split(",", 1)[0].strip() == "id"
     return TextFormat(",", header=header, names=COLUMNS)
 

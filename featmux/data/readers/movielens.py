@@ -257,7 +257,17 @@ def load_items(files: MovieLensFiles, bad_rows: BadRows | None = None) -> pl.Dat
 
 
 def ratings_format(path: str | Path) -> TextFormat:
-    """The layout of a ratings file: `::` (1M) or tab (100K), read from its first line."""
+    """The layout of a ratings file: `::` (1M) or tab (100K), read from its first line.
+
+    Args:
+        path: the ratings file.
+
+    Returns:
+        Its `TextFormat` (user_id, item_id, rating, timestamp).
+
+    Raises:
+        DataError: the first line has neither separator.
+    """
     first = peek_line(path)
     if "::" in first:
         return TextFormat("::", encoding="latin-1", names=_RATING_COLUMNS)

@@ -90,7 +90,14 @@ def table_schema(
 
 
 def is_parquet(path: str | Path) -> bool:
-    """Whether `path` is a Parquet file (by its magic bytes, whatever its name)."""
+    """Whether a file is Parquet, by its magic bytes whatever its name.
+
+    Args:
+        path: the file.
+
+    Returns:
+        True for Parquet.
+    """
     with Path(path).open("rb") as handle:
         return handle.read(4) == _PARQUET_MAGIC
 
@@ -101,7 +108,17 @@ def csv_format(
     names: Sequence[str] | None = None,
     encoding: str = "utf-8",
 ) -> TextFormat:
-    """The `TextFormat` of a user CSV: quoted fields unless the separator is several characters."""
+    """The `TextFormat` of a user CSV: quoted fields unless the separator is several characters.
+
+    Args:
+        separator: field separator.
+        header: the first line holds the column names.
+        names: the column names (required without header).
+        encoding: "utf-8" or "latin-1".
+
+    Returns:
+        The format.
+    """
     if not header and names is None:
         raise ValueError("a CSV table without header needs the column names")
     quoting = len(separator.encode("utf-8")) == 1 and separator != '"'
