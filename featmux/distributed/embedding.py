@@ -190,7 +190,8 @@ class TorchRecEmbedding(FeatureEmbedding):
 
     Args:
         layer: the featmux layer to express (its weights are copied unless they are on `meta`, see
-            `tables_on_meta`; the layer itself is not kept).
+            `tables_on_meta`; the layer itself is not kept). Tables the layer does not provide start
+            as N(0, 0.01^2), like featmux tables; the global RNG is left untouched either way.
         device: where the EBC lives; `meta` allocates nothing (what DistributedModelParallel wants: it
             materializes only each rank's shards).
 
@@ -206,8 +207,8 @@ class TorchRecEmbedding(FeatureEmbedding):
     method = "torchrec"
 
     def __init__(self, layer: FeatureEmbedding, device: torch.device | None = None) -> None:
+        parts = _parts(layer)  # TypeError for layers without a table
         super().__init__(layer.features, layer.embedding_dim)
-        parts = _parts(layer)
         tables = {id(p): p for _, part in parts for p in part.table_parameters()}
         # 1. the index: a copy of the layer without its tables (only salts / vocabularies remain)
         memo: dict[int, Any] = {
@@ -273,7 +274,8 @@ class TorchRecEmbedding(FeatureEmbedding):
             )
             for t in self.tables
         ]
-        self.ebc = EmbeddingBagCollection(tables=configs, device=device)
+        with torch.random.fork_rng(devices=[]):  # building the adapter leaves the global RNG alone
+            self.ebc = EmbeddingBagCollection(tables=configs, device=device)
         real = [p for p in tables.values() if not p.is_meta]
         if real and (device is None or torch.device(device).type != "meta"):
             if len(real) != len(tables):

@@ -37,6 +37,7 @@ require_torchrec()
 from fbgemm_gpu.split_embedding_configs import EmbOptimType  # noqa: E402
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder  # noqa: E402
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology  # noqa: E402
+from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation  # noqa: E402
 from torchrec.distributed.planner.types import (  # noqa: E402
     HardwareConfig,
     KernelConfig,
@@ -125,7 +126,6 @@ class ShardingConfig:
         learning_rate: the table optimizer's learning rate.
         eps: the table optimizer's epsilon.
         kernels: compute kernels the planner may use.
-        min_partition: smallest column-wise shard width (None: TorchRec's default).
 
     Example:
         >>> ShardingConfig(sharding=("table_wise", "column_wise"), optimizer="adagrad", learning_rate=0.05)
@@ -138,7 +138,6 @@ class ShardingConfig:
     learning_rate: float = 0.01
     eps: float = 1e-8
     kernels: tuple[Kernel, ...] = (Kernel.FUSED,)
-    min_partition: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sharding", _shardings(self.sharding))
@@ -154,8 +153,6 @@ class ShardingConfig:
         empty = sorted(name for name, kinds in self.per_table.items() if not kinds)
         if empty:
             raise ValueError(f"per_table gives no sharding type for table(s) {empty}")
-        if self.min_partition is not None and self.min_partition < 1:
-            raise ValueError(f"min_partition must be >= 1, got {self.min_partition}")
 
     @classmethod
     def parse(
@@ -225,7 +222,6 @@ class ShardingConfig:
                 sharding_types=[k.value for k in kinds],
                 compute_kernels=[k.value for k in self.kernels]
                 + (["dense"] if Sharding.DATA_PARALLEL in kinds else []),
-                min_partition=self.min_partition,
                 pooling_factors=[1.0] * len(t.slots),
             )
         return out
@@ -379,6 +375,9 @@ def plan_sharding(
         topology=topology,
         batch_size=batch_size,
         constraints=config.constraints(embedding, topology.compute_device),
+        # keep 15% of each rank's memory for the dense part, activations and buffers (TorchRec's
+        # default heuristic mis-sizes the dense part of models built on meta)
+        storage_reservation=FixedPercentageStorageReservation(0.15),
         debug=False,
     )
     sharders = config.sharders()
@@ -387,4 +386,9 @@ def plan_sharding(
     else:
         plan = planner.plan(model, sharders)
     best = getattr(planner, "_best_plan", None)  # the chosen options, with the planner's storage estimates
-    return plan, _report(plan, best, topology)
+    report = _report(plan, best, topology)
+    if collective:  # only rank 0 planned (and estimated): every rank gets its report
+        shared = [report]
+        dist.broadcast_object_list(shared, src=0)
+        report = shared[0]
+    return plan, report

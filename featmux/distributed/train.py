@@ -193,7 +193,7 @@ class DistributedTrainer:
         if initial is not None:
             embedding.load_featmux_state_dict(initial)  # TableInit.FEATMUX: same start as one process
         dense = dict(in_backward_optimizer_filter(self.dmp.named_parameters()))
-        self._dense_params = list(dense.values())
+        self.dense_parameters = list(dense.values())
         lr = config.learning_rate
         self.optimizer = CombinedOptimizer(
             [self.dmp.fused_optimizer, KeyedOptimizerWrapper(dense, lambda ps: torch.optim.Adam(ps, lr=lr))]
@@ -216,8 +216,8 @@ class DistributedTrainer:
         per_row = F.binary_cross_entropy_with_logits(logits, batch.labels, reduction="none")  # [b]
         local_sum = (per_row * mask).sum()
         (local_sum * (self.env.world_size / part.global_rows)).backward()
-        if self.config.max_grad_norm is not None and self._dense_params:
-            torch.nn.utils.clip_grad_norm_(self._dense_params, self.config.max_grad_norm)
+        if self.config.max_grad_norm is not None and self.dense_parameters:
+            torch.nn.utils.clip_grad_norm_(self.dense_parameters, self.config.max_grad_norm)
         self.optimizer.step()
         return local_sum.detach()
 
@@ -262,10 +262,7 @@ class DistributedTrainer:
         bounds = np.cumsum([0, *sizes])
         # global batch k = rank 0's rows of k, then rank 1's, ...: put the rows back in dataset order
         ordered = torch.cat(
-            [
-                everything[:, :, s:e].permute(1, 0, 2).reshape(3, -1)
-                for s, e in itertools.pairwise(bounds)
-            ],
+            [everything[:, :, s:e].permute(1, 0, 2).reshape(3, -1) for s, e in itertools.pairwise(bounds)],
             dim=1,
         )  # [3, W * sum b]
         keep = ordered[2] > 0
@@ -438,12 +435,16 @@ class DistributedTrainer:
         s = self.state
         batches_per_epoch = train.num_batches(c.batch_size)
         rows: list[int] = []
+
+        def done() -> bool:  # early stopping or max_steps (a resumed run may raise max_steps)
+            return s.stopped or (c.max_steps is not None and s.step >= c.max_steps)
+
         self.dmp.train()
-        while not s.stopped and s.epoch < c.epochs:
+        while not done() and s.epoch < c.epochs:
             parts = rank_batches(
                 train, c.batch_size, env.rank, env.world_size, True, c.seed, s.epoch, s.batch_in_epoch
             )
-            while not s.stopped:
+            while not done():
                 started = time.perf_counter()
                 part = next(parts, None)
                 if part is None:
@@ -456,18 +457,17 @@ class DistributedTrainer:
                 s.train_rows += part.global_rows
                 at_eval = c.eval_every_steps is not None and s.step % c.eval_every_steps == 0
                 at_end = c.max_steps is not None and s.step >= c.max_steps
-                at_save = bool(c.checkpoint_every_steps) and s.step % (c.checkpoint_every_steps or 1) == 0
+                at_save = c.checkpoint_every_steps is not None and s.step % c.checkpoint_every_steps == 0
                 if at_eval or at_end or at_save:
                     self._flush_losses(rows)
                     rows = []
                 if at_eval or at_end:
                     self._evaluate(valid, batches_per_epoch)
-                    s.stopped = s.stopped or at_end
                 if last is not None and (at_eval or at_end or at_save):
                     self.save_checkpoint(last)
             self._flush_losses(rows)
             rows = []
-            if s.stopped:
+            if done():
                 break
             s.epoch += 1
             s.batch_in_epoch = 0

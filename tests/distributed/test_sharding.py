@@ -1,0 +1,102 @@
+"""Sharding constraints, CPU/GPU checks, and plans for hardware we do not have (fake topologies)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from featmux.distributed import (
+    DistributedOptions,
+    Sharding,
+    ShardingConfig,
+    TableOptimizer,
+    TorchRecEmbedding,
+    make_topology,
+    plan_sharding,
+    tables_on_meta,
+)
+from featmux.embeddings import UnifiedEmbedding, UnifiedEmbeddingConfig
+from featmux.features import CategoricalFeature, ValueEncoding
+from featmux.models import build_model
+
+CRITEO = tuple(CategoricalFeature(f"C{i}", ValueEncoding.HEX) for i in range(1, 27))
+
+
+def _billion(num_tables: int = 1, dim: int = 16):
+    with tables_on_meta():
+        layer = UnifiedEmbedding(
+            CRITEO, UnifiedEmbeddingConfig(rows=10**9, embedding_dim=dim, num_tables=num_tables)
+        )
+    embedding = TorchRecEmbedding(layer, device=torch.device("meta"))
+    with torch.device("meta"):
+        model = build_model("dcnv2", embedding, 13, {"cross_layers": 2, "hidden": [748, 748]})
+    return model, embedding
+
+
+def test_parse_and_validate():
+    config = ShardingConfig.parse(
+        "table_wise, column_wise", ["unified_t0=row_wise,table_row_wise"], "rowwise_adagrad", 0.1
+    )
+    assert config.sharding == (Sharding.TABLE_WISE, Sharding.COLUMN_WISE)
+    assert config.per_table == {"unified_t0": (Sharding.ROW_WISE, Sharding.TABLE_ROW_WISE)}
+    assert config.optimizer is TableOptimizer.ROWWISE_ADAGRAD
+    with pytest.raises(ValueError, match="valid sharding types"):
+        ShardingConfig.parse("diagonal")
+    with pytest.raises(ValueError, match="table=type"):
+        ShardingConfig.parse(None, ["unified_t0"])
+    with pytest.raises(ValueError, match="learning_rate"):
+        ShardingConfig(learning_rate=0)
+    options = DistributedOptions.parse(
+        sharding="table_wise", table_optimizer="sgd", backend="gloo", table_init="shard"
+    )
+    assert options.sharding.optimizer is TableOptimizer.SGD and options.table_init.value == "shard"
+
+
+def test_cpu_limits_are_explained():
+    ShardingConfig(sharding=("table_wise", "column_wise", "data_parallel")).check_device("cpu")
+    with pytest.raises(ValueError, match="needs CUDA"):
+        ShardingConfig(per_table={"unified_t0": ("row_wise",)}).check_device("cpu")
+    with pytest.raises(ValueError, match="no CPU kernel"):
+        ShardingConfig(optimizer="adam").check_device("cpu")
+    ShardingConfig(sharding=("row_wise",), optimizer="adam").check_device("cuda")
+
+
+def test_unknown_table_in_constraints():
+    _, embedding = _billion()
+    with pytest.raises(ValueError, match="unknown table"):
+        ShardingConfig(per_table={"unified_t9": ("table_wise",)}).constraints(embedding, "cpu")
+
+
+@pytest.mark.parametrize(("world", "hosts"), [(8, 1), (64, 8)])
+def test_plan_a_billion_row_unified_table(world, hosts):
+    model, embedding = _billion()
+    config = ShardingConfig(sharding=("row_wise",), optimizer="rowwise_adagrad")
+    topology = make_topology(world, "cuda", local_world_size=world // hosts, hbm_gib=80)
+    _, report = plan_sharding(model, embedding, config, topology, batch_size=512)
+    (table,) = report.tables
+    assert table.table == "unified_t0" and table.sharding == "row_wise"
+    assert sorted(r for r, *_ in table.shards) == list(range(world))
+    assert sum(rows for *_, rows, _ in table.shards) == 10**9
+    # weights + one row-wise Adagrad state per row, spread evenly: 10^9 * (16 + 1) * 4 B / world,
+    # plus the planner's input/output buffers (a few percent)
+    per_rank = 10**9 * 17 * 4 / world
+    assert all(per_rank <= h < 1.1 * per_rank for h in report.storage_per_rank["hbm"])
+    assert "unified_t0" in report.to_markdown()
+
+
+def test_sub_tables_spread_over_hosts_with_table_row_wise():
+    model, embedding = _billion(num_tables=8)
+    config = ShardingConfig(sharding=("table_row_wise",), optimizer="rowwise_adagrad")
+    _, report = plan_sharding(
+        model, embedding, config, make_topology(64, "cuda", 8, hbm_gib=80), batch_size=512
+    )
+    hosts = {t.table: {r // 8 for r, *_ in t.shards} for t in report.tables}
+    assert all(len(h) == 1 for h in hosts.values())  # each sub-table inside one host
+    assert len(set().union(*hosts.values())) == 8  # and the 8 sub-tables on 8 different hosts
+
+
+def test_cpu_plan_puts_sub_tables_on_different_ranks():
+    model, embedding = _billion(num_tables=2, dim=8)
+    config = ShardingConfig(sharding=("table_wise",))
+    _, report = plan_sharding(model, embedding, config, make_topology(2, "cpu", ddr_gib=1024), batch_size=512)
+    assert sorted(r for t in report.tables for r, *_ in t.shards) == [0, 1]
