@@ -64,5 +64,7 @@ class BadRows:
         if not self.counts:
             return "no bad rows"
         lines = [f"skipped {self.skipped} bad row(s):"]
-        lines += [f"  {n} x {reason} (first: {self.examples[reason]})" for reason, n in self.counts.most_common()]
+        lines += [
+            f"  {n} x {reason} (first: {self.examples[reason]})" for reason, n in self.counts.most_common()
+        ]
         return "\n".join(lines)
