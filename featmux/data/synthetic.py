@@ -18,6 +18,12 @@ row range can be generated without the rows before it.
 Optional ID churn: every `churn_rows` rows, 1 in `churn_period` values of each feature is replaced by a
 brand-new id (its effects are new too), like new ads and users arriving. Off by default.
 
+Optional concept drift: with `drift_rows` > 0 the planted per-value effects move from one independent
+set E_k to the next, E_{k+1}, over each segment of `drift_rows` rows (row r of segment k uses
+cos(a) E_k + sin(a) E_{k+1}, a = pi/2 * (r mod drift_rows) / drift_rows). Effects keep their
+distribution (the CTR stays calibrated), but what a value means changes: rows 2 * drift_rows apart have
+independent planted models. Segment 0 starts from the effects of the stream without drift. Off by default.
+
 Example:
     >>> config = SyntheticConfig(cardinalities=(10, 1_000, 100_000), seed=1)
     >>> for frame in iter_synthetic(config, num_rows=1_000_000, chunk_rows=262_144):
@@ -67,6 +73,8 @@ class SyntheticConfig:
         seed: everything (values, labels, planted model) is a function of it.
         churn_rows: every this many rows, some values get new ids (0: no churn).
         churn_period: with churn on, 1 in `churn_period` values of each feature changes id at each step.
+        drift_rows: concept drift: the planted effects turn into an independent set every this many rows
+            (0: no drift).
 
     Example:
         >>> SyntheticConfig(cardinalities=(10,) * 3 + (10_000_000,) * 23, num_numeric=13, seed=7)
@@ -84,6 +92,7 @@ class SyntheticConfig:
     seed: int = 0
     churn_rows: int = 0
     churn_period: int = 10
+    drift_rows: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cardinalities", tuple(int(c) for c in self.cardinalities))
@@ -110,6 +119,8 @@ class SyntheticConfig:
             raise ValueError(f"churn_rows must be >= 0, got {self.churn_rows}")
         if self.churn_period < 1:
             raise ValueError(f"churn_period must be >= 1, got {self.churn_period}")
+        if self.drift_rows < 0:
+            raise ValueError(f"drift_rows must be >= 0, got {self.drift_rows}")
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -198,13 +209,43 @@ def _numeric_location(config: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
     return 0.5 + (j % 5).astype(np.float64), 1.0 + 0.25 * (j % 3)
 
 
-def _planted_signal(config: SyntheticConfig, ids: list[np.ndarray], numeric: np.ndarray) -> np.ndarray:
+def _segment_key(key: int, segment: int) -> int:
+    """Hash key of the drift segment's effects E_segment; E_0 is the undrifted set (key unchanged)."""
+    if segment == 0:
+        return key
+    return int(mix64(np.asarray([key ^ segment], dtype=_U64) * _GOLDEN)[0])
+
+
+def _value_params(config: SyntheticConfig, feature: int, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Planted parameters [n, 1 + K] of the values of one feature at their rows (drift applied)."""
+    key, width = _feature_key(config, feature), config.latent_dim + 1
+    # parameters of the distinct values only: Zipf heads repeat a lot within a block
+    uniques, inverse = np.unique(values, return_inverse=True)
+    if config.drift_rows == 0:
+        return _hash_normals(key, uniques, width)[inverse]
+    segment = rows // config.drift_rows
+    angle = (0.5 * np.pi / config.drift_rows) * (rows % config.drift_rows)
+    out = np.empty((values.shape[0], width))
+    for k in np.unique(segment).tolist():  # a block spans few segments
+        rows_k = segment == k
+        keys = [_segment_key(key, j) for j in (k, k + 1)]
+        used, inverse_k = np.unique(inverse[rows_k], return_inverse=True)
+        start, end = (_hash_normals(kj, uniques[used], width)[inverse_k] for kj in keys)
+        a = angle[rows_k][:, None]
+        out[rows_k] = np.cos(a) * start + np.sin(a) * end
+    return out
+
+
+def _planted_signal(
+    config: SyntheticConfig, ids: list[np.ndarray], numeric: np.ndarray, rows: np.ndarray
+) -> np.ndarray:
     """The planted logit without intercept, for n rows.
 
     Args:
         config: the dataset.
         ids: one int64 [n] array of value ids per categorical feature.
         numeric: float64 [n, N] raw numeric values, NaN where missing.
+        rows: int64 [n] row numbers in the stream (they set the drifted effects).
     """
     n = ids[0].shape[0]
     num_features = len(config.cardinalities)
@@ -218,9 +259,7 @@ def _planted_signal(config: SyntheticConfig, ids: list[np.ndarray], numeric: np.
     total = np.zeros((n, k))  # sum_f u_f  [n, K]
     squares = np.zeros(n)  # sum_f |u_f|^2  [n]
     for f, values in enumerate(ids):
-        # parameters of the distinct values only: Zipf heads repeat a lot within a block
-        uniques, inverse = np.unique(values, return_inverse=True)
-        params = _hash_normals(_feature_key(config, f), uniques, k + 1)[inverse]  # [n, 1 + K]
+        params = _value_params(config, f, values, rows)  # [n, 1 + K]
         signal += first_scale * scales[f] * params[:, 0]
         latent = params[:, 1:] * (latent_scale * np.sqrt(scales[f]))
         total += latent
@@ -241,8 +280,9 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 def _intercept(config: SyntheticConfig) -> float:
     """b0 such that the mean click probability is `base_ctr` (bisection on a calibration sample)."""
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([config.seed, _STREAM_CALIBRATION])))
-    ids, numeric, _ = _draw(config, rng, np.arange(_CALIBRATION_ROWS, dtype=np.int64))
-    signal = _planted_signal(config, ids, numeric)
+    rows = np.arange(_CALIBRATION_ROWS, dtype=np.int64)
+    ids, numeric, _ = _draw(config, rng, rows)
+    signal = _planted_signal(config, ids, numeric, rows)
     low, high = -30.0, 30.0
     for _ in range(60):
         middle = 0.5 * (low + high)
@@ -299,7 +339,7 @@ def _block(config: SyntheticConfig, index: int) -> pl.DataFrame:
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([config.seed, _STREAM_ROWS, index])))
     rows = np.arange(index * BLOCK_ROWS, (index + 1) * BLOCK_ROWS, dtype=np.int64)
     ids, numeric, uniform = _draw(config, rng, rows)
-    probability = _sigmoid(_intercept(config) + _planted_signal(config, ids, numeric))
+    probability = _sigmoid(_intercept(config) + _planted_signal(config, ids, numeric, rows))
     columns = [pl.Series(LABEL, (uniform < probability).astype(np.int8))]
     columns += [pl.Series(name, values) for name, values in zip(config.feature_names, ids, strict=True)]
     columns += [
@@ -344,7 +384,7 @@ def _blocks(config: SyntheticConfig, start: int, stop: int) -> Iterator[TextChun
         yield TextChunk(frame, np.arange(first + low, first + high, dtype=np.int64))
 
 
-def planted_logits(config: SyntheticConfig, frame: pl.DataFrame) -> np.ndarray:
+def planted_logits(config: SyntheticConfig, frame: pl.DataFrame, start_row: int = 0) -> np.ndarray:
     """The ground-truth logits of rows of this dataset (labels were drawn as Bernoulli(sigmoid(logit))).
 
     Their AUC against the labels is the Bayes AUC, the best any model can reach.
@@ -352,6 +392,7 @@ def planted_logits(config: SyntheticConfig, frame: pl.DataFrame) -> np.ndarray:
     Args:
         config: the dataset the rows come from.
         frame: rows as yielded by `iter_synthetic`.
+        start_row: stream row number of the frame's first row (it matters only with drift).
 
     Returns:
         float64 [n] logits.
@@ -360,4 +401,5 @@ def planted_logits(config: SyntheticConfig, frame: pl.DataFrame) -> np.ndarray:
     numeric = np.empty((frame.height, config.num_numeric))
     for j, name in enumerate(config.numeric_names):
         numeric[:, j] = frame.get_column(name).cast(pl.Float64).fill_null(np.nan).to_numpy()
-    return _intercept(config) + _planted_signal(config, ids, numeric)
+    rows = np.arange(start_row, start_row + frame.height, dtype=np.int64)
+    return _intercept(config) + _planted_signal(config, ids, numeric, rows)
