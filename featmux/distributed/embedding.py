@@ -22,6 +22,12 @@ Forward, in three steps:
     3. Arrange: the pooled KeyedTensor (whatever key order sharding produced) -> [B, S, D] in the
        featmux slot order.
 
+Widths: FBGEMM's fused kernels need table widths divisible by 4 (on CPU too), and the paper's set-ups
+use D = 30, 39 or 10. A TorchRec table is therefore D' = 4 ceil(D / 4) wide; the last D' - D columns
+are never read (the output keeps the first D), get no gradient, and are dropped when weights go back
+to featmux. Lookups stay bit-identical; the only visible effect is row-wise Adagrad, whose per-row
+state averages g^2 over D' columns (D / D' of the featmux value).
+
 The wrapped layer is kept as `index`, a copy whose tables are removed: it holds only the hashing
 salts / vocabularies (buffers). Weights move both ways with `load_featmux_state_dict` and
 `featmux_state_dict`, also when the EBC has been sharded by DistributedModelParallel.
@@ -262,12 +268,13 @@ class TorchRecEmbedding(FeatureEmbedding):
         self._keys = keys
         self._mean_slots = mean_slots
         self._perm_cache: dict[tuple[str, ...], torch.Tensor | None] = {}
+        self.table_dim = -(-self.embedding_dim // 4) * 4  # D', see the module docstring
         # 3. the EBC, initialized like featmux tables, then filled with the layer's weights if it has them
         configs = [
             EmbeddingBagConfig(
                 name=t.name,
                 num_embeddings=t.rows,
-                embedding_dim=self.embedding_dim,
+                embedding_dim=self.table_dim,
                 feature_names=list(t.slots),
                 pooling=PoolingType.SUM,
                 init_fn=partial(nn.init.normal_, std=INIT_STD),
@@ -292,13 +299,14 @@ class TorchRecEmbedding(FeatureEmbedding):
         return dict(self._source_config)
 
     def num_parameters(self) -> int:
-        """Table cells of all TorchRec tables (global, whatever the sharding), from their configs."""
+        """Trainable table cells, rows x D, as the wrapped featmux layer counts them (whatever the
+        sharding; the never-read padding columns of D' > D are not parameters of the model)."""
         return sum(t.rows for t in self.tables) * self.embedding_dim
 
     def memory_bytes(self) -> int:
-        """Bytes of the global tables (fp32) plus the replicated index buffers."""
+        """Bytes allocated: the global TorchRec tables (rows x D', fp32) plus the replicated index buffers."""
         index = sum(b.numel() * b.element_size() for b in self.index.buffers())
-        return self.num_parameters() * 4 + index
+        return sum(t.rows for t in self.tables) * self.table_dim * 4 + index
 
     def table_parameters(self) -> list[nn.Parameter]:
         """The EBC's weights while unsharded (a sharded EBC trains them with its fused optimizer)."""
@@ -369,7 +377,9 @@ class TorchRecEmbedding(FeatureEmbedding):
         """Embed a batch: ids [B, F_u] and bags -> [B, S, D] (the wrapped layer's slot order)."""
         pooled = self.ebc(self.features_to_kjt(sparse))  # KeyedTensor, [B, S * D] in the EBC's key order
         batch = sparse.batch_size
-        emb = pooled.values().view(batch, len(self._keys), self.embedding_dim)  # [B, S, D]
+        emb = pooled.values().view(batch, len(self._keys), self.table_dim)  # [B, S, D']
+        if self.table_dim != self.embedding_dim:
+            emb = emb[:, :, : self.embedding_dim]  # [B, S, D]: padding columns are never read
         perm = self._permutation(pooled.keys())
         if perm is not None:
             emb = emb.index_select(1, perm.to(emb.device))
@@ -402,18 +412,20 @@ class TorchRecEmbedding(FeatureEmbedding):
             if key not in state:
                 raise KeyError(f"featmux state lacks {key!r} (table {t.name})")
             source = state[key][t.start : t.start + t.rows]  # [rows, D]
+            if tuple(source.shape) != (t.rows, self.embedding_dim):
+                expected = (t.rows, self.embedding_dim)
+                raise ValueError(f"table {t.name}: featmux block {tuple(source.shape)}, expected {expected}")
             target = weights[t.name]
-            if isinstance(target, ShardedTensor):
-                for shard in target.local_shards():
-                    r, c = shard.metadata.shard_offsets
-                    h, w = shard.metadata.shard_sizes
-                    shard.tensor.copy_(source[r : r + h, c : c + w])
-            else:
-                if tuple(source.shape) != tuple(target.shape):
-                    raise ValueError(
-                        f"table {t.name}: featmux rows {tuple(source.shape)} vs {tuple(target.shape)}"
-                    )
-                target.copy_(source)
+            blocks = (
+                [(s.tensor, *s.metadata.shard_offsets) for s in target.local_shards()]
+                if isinstance(target, ShardedTensor)
+                else [(target, 0, 0)]
+            )
+            for tensor, r, c in blocks:  # an [h, w] block at (r, c) of the [rows, D'] table
+                h, w = tensor.shape
+                real = max(0, min(w, self.embedding_dim - c))  # its columns that are not padding
+                tensor[:, :real].copy_(source[r : r + h, c : c + real])
+                tensor[:, real:].zero_()
         table_keys = {f"{t.part}.weight" if t.part else "weight" for t in self.tables}
         buffers = {k: v for k, v in state.items() if k not in table_keys}
         missing, unexpected = self.index.load_state_dict(buffers, strict=False)
@@ -437,11 +449,11 @@ class TorchRecEmbedding(FeatureEmbedding):
         for t in self.tables:
             w = weights[t.name]
             if isinstance(w, ShardedTensor):
-                out = torch.empty(t.rows, self.embedding_dim) if rank == dst else None
+                out = torch.empty(t.rows, self.table_dim) if rank == dst else None
                 w.gather(dst=dst, out=out)
-                full[t.name] = out  # type: ignore[assignment]
+                full[t.name] = out[:, : self.embedding_dim] if out is not None else out  # type: ignore[assignment]
             else:
-                full[t.name] = w.detach().cpu().clone()
+                full[t.name] = w.detach()[:, : self.embedding_dim].cpu().clone()
         if rank != dst:
             return None
         state: dict[str, torch.Tensor] = {}

@@ -22,18 +22,20 @@ from featmux.embeddings import (
 from featmux.models import build_model
 
 
-def _layers(features, vocabulary):
+def _layers(features, vocabulary, dim: int = 8):
     torch.manual_seed(0)
     return {
         "unified_k3_t3": UnifiedEmbedding(
             features,
-            UnifiedEmbeddingConfig(rows=5000, embedding_dim=8, num_tables=3, chunks={"user": 3, "genres": 2}),
+            UnifiedEmbeddingConfig(
+                rows=5000, embedding_dim=dim, num_tables=3, chunks={"user": 3, "genres": 2}
+            ),
         ),
         "unified_private": build_embedding(
             features,
             EmbeddingSpec(
                 EmbeddingMethod.UNIFIED,
-                8,
+                dim,
                 Budget(rows=3000),
                 num_tables=2,
                 chunks={"user": 2},
@@ -42,10 +44,10 @@ def _layers(features, vocabulary):
             vocabulary,
         ),
         "hashing": build_embedding(
-            features, EmbeddingSpec(EmbeddingMethod.HASHING, 8, Budget(rows=900)), vocabulary
+            features, EmbeddingSpec(EmbeddingMethod.HASHING, dim, Budget(rows=900)), vocabulary
         ),
         "collisionless": build_embedding(
-            features, EmbeddingSpec(EmbeddingMethod.COLLISIONLESS, 8), vocabulary
+            features, EmbeddingSpec(EmbeddingMethod.COLLISIONLESS, dim), vocabulary
         ),
     }
 
@@ -53,28 +55,33 @@ def _layers(features, vocabulary):
 KINDS = ["unified_k3_t3", "unified_private", "hashing", "collisionless"]
 
 
+@pytest.mark.parametrize("dim", [8, 10])  # 10: TorchRec tables padded to 12 columns (FBGEMM wants % 4)
 @pytest.mark.parametrize("kind", KINDS)
-def test_lookups_are_bit_identical(kind, features, vocabulary, sparse):
-    layer = _layers(features, vocabulary)[kind]
+def test_lookups_are_bit_identical(kind, dim, features, vocabulary, sparse):
+    layer = _layers(features, vocabulary, dim)[kind]
     adapter = TorchRecEmbedding(layer)
     assert adapter.slot_names == layer.slot_names
+    assert adapter.table_dim == (8 if dim == 8 else 12)
+    assert adapter.num_parameters() == layer.num_parameters()
     out = adapter(sparse)
-    assert out.shape == (sparse.batch_size, layer.num_slots, 8)
+    assert out.shape == (sparse.batch_size, layer.num_slots, dim)
     assert torch.equal(out, layer(sparse))  # univalent, MEAN and SUM bags, K_f chunks, OOV, empty bags
 
 
+@pytest.mark.parametrize("dim", [8, 10])
 @pytest.mark.parametrize("kind", KINDS)
-def test_gradients_match_featmux(kind, features, vocabulary, sparse):
-    layer = _layers(features, vocabulary)[kind]
+def test_gradients_match_featmux(kind, dim, features, vocabulary, sparse):
+    layer = _layers(features, vocabulary, dim)[kind]
     adapter = TorchRecEmbedding(layer)
-    probe = torch.randn(sparse.batch_size, layer.num_slots, 8)
+    probe = torch.randn(sparse.batch_size, layer.num_slots, dim)
     (layer(sparse) * probe).sum().backward()
     (adapter(sparse) * probe).sum().backward()
     ours = {t.name: w.grad for t, w in zip(adapter.tables, adapter.table_parameters(), strict=True)}
     for t in adapter.tables:
         part = layer if not t.part else getattr(layer, t.part)
         expected = part.weight.grad[t.start : t.start + t.rows]
-        torch.testing.assert_close(ours[t.name], expected, rtol=1e-5, atol=1e-6)  # summation order
+        torch.testing.assert_close(ours[t.name][:, :dim], expected, rtol=1e-5, atol=1e-6)  # summation order
+        assert not ours[t.name][:, dim:].any()  # padding columns get no gradient
 
 
 def test_unified_tables_follow_the_placement(features):
@@ -106,7 +113,7 @@ def test_hashing_tables_per_feature_with_safe_names(features, vocabulary):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_weights_both_ways(kind, features, vocabulary, sparse):
-    layer = _layers(features, vocabulary)[kind]
+    layer = _layers(features, vocabulary, 10)[kind]
     adapter = TorchRecEmbedding(layer)
     with torch.no_grad():
         for w in adapter.table_parameters():
