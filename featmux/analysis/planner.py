@@ -217,7 +217,23 @@ class TablePlan:
 
 @dataclass(frozen=True)
 class UnifiedPlan:
-    """A proposed Unified Embedding layer (see `plan_unified`)."""
+    """A proposed Unified Embedding layer (see `plan_unified`).
+
+    Args:
+        config: the planner's inputs.
+        shared_rows: M, rows of the shared table (all sub-tables).
+        num_tables: T.
+        parameters: table parameters, private tables included (the `params:` budget that builds it).
+        memory_bytes: parameters x bytes per parameter + the layer's buffers.
+        chunks: K_f of the features with more than one chunk.
+        private: cardinality of each feature with a private table.
+        features: per-feature plan and expected collision rates.
+        tables: per sub-table rows, probes and load.
+        objective: importance-weighted mean over features of P(every probe of a value collides)
+            (0 for private features).
+        hashing_objective: the same for per-feature hashing at the same parameter count.
+        weights: the importance weights used.
+    """
 
     config: PlannerConfig
     shared_rows: int

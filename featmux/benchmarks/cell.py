@@ -17,9 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from featmux.benchmarks.measure import measured, write_json_atomic
-
-DEFAULT_TARGET = "featmux.training.experiment:run_experiment"
+from featmux.benchmarks.measure import DEFAULT_TARGET, measured, write_json_atomic
 
 
 def load_target(spec: str) -> Callable[..., dict[str, Any]]:

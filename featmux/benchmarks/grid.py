@@ -163,6 +163,11 @@ class BenchmarkGrid(BaseModel):
         budgets: budgets of hashing / unified (`1`, `1/16`, `rows:N`, `params:N`).
         seeds: seeds; every cell is run once per seed.
         settings: ExperimentConfig keys shared by every cell.
+
+    Example:
+        >>> grid = BenchmarkGrid.from_yaml("benchmarks/configs/frappe_pareto.yaml")
+        >>> [c.key for c in grid.cells()][:2]
+        ['frappe/dcnv2/collisionless/1/seed0', 'frappe/dcnv2/hashing/1/seed0']
     """
 
     model_config = _STRICT

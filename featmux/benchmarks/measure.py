@@ -4,7 +4,7 @@ Peak RSS: on Linux the process's high-water mark (VmHWM, which `getrusage` also 
 by writing 5 to /proc/self/clear_refs, so even cells run one after another in one process each get
 their own peak (scope "cell"). Where the reset is not possible, the value is the process's peak since
 it started (scope "process"), an upper bound; run cells in subprocesses (`--isolate`) to get per-cell
-peaks there too.
+peaks there too. The peak covers the whole process during the cell: interpreter, torch and data included.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+DEFAULT_TARGET = "featmux.training.experiment:run_experiment"
+"""The experiment function a cell runs, as `module:function` (called as `function(config, log)`)."""
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")

@@ -142,7 +142,16 @@ class Stat:
 
 @dataclass(frozen=True)
 class ReportRow:
-    """Aggregate of one dataset x model x method x budget over its seeds."""
+    """Aggregate of one dataset x model x method x budget over its seeds.
+
+    Args:
+        dataset, model, method, budget: the group's labels.
+        embedding: the embedding method behind the method label.
+        seeds: the seeds found.
+        embedding_params, embedding_bytes: mean over seeds (equal across seeds for a given budget).
+        test_auc, test_logloss, train_seconds, samples_per_second: mean ± std over seeds.
+        peak_rss_bytes: the largest peak RSS of its cells (None if not measured).
+    """
 
     dataset: str
     model: str

@@ -33,9 +33,8 @@ from enum import Enum, unique
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from featmux.benchmarks.cell import DEFAULT_TARGET
 from featmux.benchmarks.grid import BenchmarkGrid, Cell
-from featmux.benchmarks.measure import measured, write_json_atomic
+from featmux.benchmarks.measure import DEFAULT_TARGET, measured, write_json_atomic
 
 if TYPE_CHECKING:
     from featmux.training.experiment import ExperimentConfig
