@@ -61,6 +61,9 @@ def run(
         StalePolicy, typer.Option(help="Results whose settings changed: error, rerun or keep.")
     ] = StalePolicy.ERROR,
     keep_going: Annotated[bool, typer.Option(help="Go on after a cell fails.")] = False,
+    checkpoints: Annotated[
+        bool, typer.Option(help="Per-cell checkpoints: resume a killed cell mid-training, keep model.pt.")
+    ] = False,
     dry_run: Annotated[bool, typer.Option(help="List the cells and their states; run nothing.")] = False,
     progress: Annotated[bool, typer.Option(help="Progress bar over cells.")] = True,
 ) -> None:
@@ -92,6 +95,7 @@ def run(
             stale=stale,
             keep_going=keep_going,
             max_cells=max_cells,
+            checkpoints=checkpoints,
             progress=progress and sys.stderr.isatty(),
             log=lambda m: console.print(f"[dim]{m}[/]"),
         )

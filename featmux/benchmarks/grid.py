@@ -68,10 +68,17 @@ def _experiment_fields() -> frozenset[str]:
     return frozenset(ExperimentConfig.model_fields)
 
 
+PER_CELL_KEYS = frozenset({"checkpoint_dir"})
+"""ExperimentConfig fields the runner sets per cell (`run_benchmark(checkpoints=True)`)."""
+
+
 def _check_settings(settings: Mapping[str, Any], where: str) -> None:
     reserved = sorted(set(settings) & GRID_KEYS)
     if reserved:
         raise ValueError(f"{where}: {reserved} are set by the grid, not by settings")
+    per_cell = sorted(set(settings) & PER_CELL_KEYS)
+    if per_cell:
+        raise ValueError(f"{where}: {per_cell} is set per cell by the runner (bench run --checkpoints)")
     unknown = sorted(set(settings) - _experiment_fields())
     if unknown:
         raise ValueError(
@@ -354,13 +361,14 @@ class Cell:
     def experiment_config(
         self, root: str | Path | None = None, overrides: Mapping[str, Any] | None = None
     ) -> ExperimentConfig:
-        """The cell's ExperimentConfig: relative data paths resolved against `root`, `overrides` last."""
+        """The cell's ExperimentConfig (relative data and cache paths start at `root`; `overrides` last)."""
         from featmux.training.experiment import ExperimentConfig
 
         values = dict(self.spec)
-        if values.get("data") is not None and root is not None:
-            data = Path(values["data"])
-            values["data"] = data if data.is_absolute() else Path(root) / data
+        for key in ("data", "cache_dir"):  # paths in a grid are relative to the repository root
+            if values.get(key) is not None and root is not None:
+                path = Path(values[key])
+                values[key] = path if path.is_absolute() else Path(root) / path
         values.update(overrides or {})
         return ExperimentConfig(**values)
 

@@ -6,6 +6,8 @@ Layout of an output directory:
     <out>/cells/<cell>.json      one result per finished cell (written atomically)
     <out>/failed/<cell>.json     the error of a cell that raised (removed once the cell succeeds)
     <out>/logs/<cell>.log        the cell's progress messages
+    <out>/checkpoints/<cell>/    with `checkpoints=True`: resumable training state (a killed cell
+                                 continues where it stopped) and the trained model.pt
 
 A rerun skips every cell whose result file exists with the same fingerprint (the hash of the settings
 that change a result), so a killed run loses only the cell in flight. A result whose fingerprint differs
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
     from featmux.training.experiment import ExperimentConfig
 
 RESULT_FORMAT = 1
-CELLS, FAILED, LOGS = "cells", "failed", "logs"
+CELLS, FAILED, LOGS, CHECKPOINTS = "cells", "failed", "logs", "checkpoints"
 
 Log = Callable[[str], None]
 CellFunction = Callable[["ExperimentConfig", Log], dict[str, Any]]
@@ -274,6 +276,7 @@ def run_benchmark(
     stale: StalePolicy = StalePolicy.ERROR,
     keep_going: bool = False,
     max_cells: int | None = None,
+    checkpoints: bool = False,
     progress: bool = True,
     log: Log | None = None,
 ) -> RunSummary:
@@ -290,6 +293,9 @@ def run_benchmark(
         stale: what to do with results whose settings changed.
         keep_going: after a cell raises, record it and go on (default: record it and stop).
         max_cells: stop after running this many cells (None: all).
+        checkpoints: give every cell a checkpoint directory, `<out>/checkpoints/<cell>/`: a killed
+            cell resumes mid-training on the next run, and its trained model.pt is kept (e.g. for
+            `featmux analyze orthogonality`).
         progress: show a progress bar over cells with an ETA (on stderr).
         log: receives one line per event (cell started, finished, failed).
 
@@ -305,7 +311,7 @@ def run_benchmark(
     all_cells = grid.cells()
     chosen = list(all_cells if cells is None else cells)
     extra = {"progress": False, **(overrides or {})}
-    changing = sorted(set(extra) - {"threads", "progress", "cache_dir", "checkpoint_dir"})
+    changing = sorted(set(extra) - {"threads", "progress", "cache_dir"})
     if changing:
         raise ValueError(f"overrides {changing} would change results; put them in the grid instead")
     states = cell_states(chosen, out)
@@ -336,10 +342,13 @@ def run_benchmark(
         for i, cell in enumerate(todo):
             bar.update(i, cell.key, eta.remaining_seconds(todo[i:]))
             say(f"[{i + 1}/{len(todo)}] {cell.key}")
-            config = cell.experiment_config(root, extra)
+            stem = cell.filename.removesuffix(".json")
+            checkpoint_dir = out / CHECKPOINTS / stem if checkpoints else None
+            cell_extra = {**extra, "checkpoint_dir": checkpoint_dir} if checkpoint_dir is not None else extra
+            config = cell.experiment_config(root, cell_extra)
             started = datetime.now(UTC).isoformat(timespec="seconds")
             try:
-                result = run(config, out / LOGS / cell.filename.replace(".json", ".log"))
+                result = run(config, out / LOGS / f"{stem}.log")
             except Exception as err:
                 summary.failed.append(cell.key)
                 write_json_atomic(
@@ -363,6 +372,7 @@ def run_benchmark(
                 "started": started,
                 "finished": datetime.now(UTC).isoformat(timespec="seconds"),
                 "format": RESULT_FORMAT,
+                "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir is not None else None,
             }
             write_json_atomic(out / CELLS / cell.filename, result)
             (out / FAILED / cell.filename).unlink(missing_ok=True)

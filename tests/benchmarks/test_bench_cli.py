@@ -5,6 +5,7 @@ import json
 import yaml
 from typer.testing import CliRunner
 
+from featmux.analysis.orthogonality import checkpoint_orthogonality
 from featmux.benchmarks.cli import bench_app
 
 runner = CliRunner()
@@ -32,13 +33,17 @@ def test_run_and_report_end_to_end(grid_dict, tmp_path):
     path.write_text(yaml.safe_dump(grid_dict))
     out = tmp_path / "out"
     args = ["run", str(path), "--out", str(out), "--threads", "1", "--cache-dir", str(tmp_path / "cache")]
-    done = runner.invoke(bench_app, args)
+    done = runner.invoke(bench_app, [*args, "--checkpoints"])
     assert done.exit_code == 0, done.output
     assert "2 cells run, 0 skipped" in done.output
     result = json.loads((out / "cells" / "syn__dcnv2__unified__1-4__seed0.json").read_text())
     assert 0.0 < result["test_auc"] < 1.0
     assert result["budget_fraction"] <= 0.25 and result["config"]["threads"] == 1
     assert result["peak_rss_bytes"] > 0 and result["bench"]["method"] == "unified"
+
+    model = out / "checkpoints" / "syn__dcnv2__unified__1-4__seed0" / "model.pt"
+    assert result["bench"]["checkpoint_dir"] == str(model.parent)
+    assert checkpoint_orthogonality(model).features == ("C1", "C2", "C3")  # the trained cell's first layer
 
     again = runner.invoke(bench_app, args)
     assert again.exit_code == 0 and "0 cells run, 2 skipped" in again.output

@@ -59,8 +59,10 @@ def test_fingerprint_ignores_threads_but_not_settings(grid_dict):
 
 def test_data_paths_resolve_against_the_root(grid_dict, tmp_path):
     grid_dict["datasets"]["syn"].update(dataset="frappe", data="../shared/data/frappe", dataset_options={})
+    grid_dict["settings"]["cache_dir"] = "runs/cache"
     cell = BenchmarkGrid(**grid_dict).cells()[0]
-    assert cell.experiment_config(tmp_path).data == tmp_path / "../shared/data/frappe"
+    config = cell.experiment_config(tmp_path)
+    assert config.data == tmp_path / "../shared/data/frappe" and config.cache_dir == tmp_path / "runs/cache"
     assert cell.spec["data"] == "../shared/data/frappe"  # the fingerprint sees the path as written
 
 
@@ -80,6 +82,7 @@ def test_data_paths_resolve_against_the_root(grid_dict, tmp_path):
         (lambda g: g["datasets"]["syn"]["models"]["dcnv2"].update(layers=2), "unknown DCNv2Config option"),
         (lambda g: g["settings"].update(learning_rate=0), "greater than 0"),
         (lambda g: g.update(seeds=[0, 0]), "duplicate seeds"),
+        (lambda g: g["settings"].update(checkpoint_dir="runs/x"), "set per cell"),
     ],
 )
 def test_invalid_grids_are_rejected(grid_dict, edit, message):

@@ -137,6 +137,8 @@ def test_selection_and_max_cells(grid_file, fake_result, tmp_path):
 def test_overrides_that_change_results_are_refused(grid_file, tmp_path):
     with pytest.raises(ValueError, match="would change results"):
         run_benchmark(BenchmarkGrid.from_yaml(grid_file), tmp_path, overrides={"epochs": 3})
+    with pytest.raises(ValueError, match="would change results"):  # one directory for every cell: no
+        run_benchmark(BenchmarkGrid.from_yaml(grid_file), tmp_path, overrides={"checkpoint_dir": tmp_path})
 
 
 def test_eta_uses_the_same_dataset_and_model():
