@@ -101,6 +101,10 @@ def run(
         )
     except StaleResultsError as err:
         _fail(str(err))
+    except Exception as err:  # a cell's error: recorded in <out>/failed, the finished cells are kept
+        console.print(f"[bold red]cell failed:[/] {type(err).__name__}: {err}")
+        console.print(f"details in {out_dir / 'failed'}; rerun to resume, or use --keep-going")
+        raise typer.Exit(1) from err
     console.print(
         f"{summary.ran} cells run, {summary.skipped} skipped (done), {len(summary.failed)} failed "
         f"in {format_seconds(summary.seconds)}; results in {out_dir}"

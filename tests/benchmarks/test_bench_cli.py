@@ -57,3 +57,12 @@ def test_run_and_report_end_to_end(grid_dict, tmp_path):
 def test_report_of_an_empty_directory_fails(tmp_path):
     done = runner.invoke(bench_app, ["report", str(tmp_path)])
     assert done.exit_code == 2 and "no result files" in done.output
+
+
+def test_a_failing_cell_stops_the_run_with_status_1(grid_dict, tmp_path):
+    grid_dict["datasets"]["syn"]["dataset_options"]["no_such_option"] = 1  # only the source can tell
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid_dict))
+    done = runner.invoke(bench_app, ["run", str(path), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert done.exit_code == 1 and "no_such_option" in done.output
+    assert len(list((tmp_path / "out" / "failed").glob("*.json"))) == 1

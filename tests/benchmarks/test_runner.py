@@ -203,7 +203,7 @@ def test_cell_entry_point_writes_a_measured_result(tmp_path, monkeypatch):
     config = tmp_path / "config.json"
     config.write_text(ExperimentConfig(dataset="synthetic", seed=0).model_dump_json())
     out, log = tmp_path / "result.json", tmp_path / "cell.log"
-    cell.main([str(config), str(out), "--log", str(log), "--target", "fakecell:run"])
+    cell.main([str(config), str(out), "--log", str(log), "--target", "fakecell:run", "--orphan-ok"])
     result = json.loads(out.read_text())
     assert result["pid"] == os.getpid() and result["peak_rss_bytes"] > 0 and result["cell_seconds"] >= 0
     assert log.read_text() == "child running\n"
