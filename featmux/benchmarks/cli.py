@@ -66,6 +66,9 @@ def run(
     ] = False,
     dry_run: Annotated[bool, typer.Option(help="List the cells and their states; run nothing.")] = False,
     progress: Annotated[bool, typer.Option(help="Progress bar over cells.")] = True,
+    lock: Annotated[
+        Path | None, typer.Option(help="Lock file held while each cell runs (shared-machine measurements).")
+    ] = None,
 ) -> None:
     """Run a benchmark grid: one JSON result per cell; a rerun skips finished cells."""
     try:
@@ -98,6 +101,7 @@ def run(
             checkpoints=checkpoints,
             progress=progress and sys.stderr.isatty(),
             log=lambda m: console.print(f"[dim]{m}[/]"),
+            lock=lock,
         )
     except StaleResultsError as err:
         _fail(str(err))

@@ -22,13 +22,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum, unique
@@ -279,6 +281,7 @@ def run_benchmark(
     checkpoints: bool = False,
     progress: bool = True,
     log: Log | None = None,
+    lock: str | Path | None = None,
 ) -> RunSummary:
     """Run the unfinished cells of `grid`, writing one result file per cell into `out_dir`.
 
@@ -298,6 +301,8 @@ def run_benchmark(
             `featmux analyze orthogonality`).
         progress: show a progress bar over cells with an ETA (on stderr).
         log: receives one line per event (cell started, finished, failed).
+        lock: a lock file held (flock, exclusive) while each cell runs, so cells never overlap other
+            measurements that take the same lock; it is released between cells.
 
     Returns:
         Counts of skipped, run and failed cells.
@@ -348,7 +353,8 @@ def run_benchmark(
             config = cell.experiment_config(root, cell_extra)
             started = datetime.now(UTC).isoformat(timespec="seconds")
             try:
-                result = run(config, out / LOGS / f"{stem}.log")
+                with machine_lock(lock):
+                    result = run(config, out / LOGS / f"{stem}.log")
             except Exception as err:
                 summary.failed.append(cell.key)
                 write_json_atomic(
@@ -383,6 +389,20 @@ def run_benchmark(
         bar.update(len(todo), "done", 0.0)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+@contextlib.contextmanager
+def machine_lock(path: str | Path | None) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (no-op for None): one measurement at a time on a shared machine."""
+    if path is None:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _write_manifest(out: Path, grid: BenchmarkGrid, cells: Sequence[Cell]) -> None:

@@ -18,6 +18,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from featmux.analysis.cli import analyze_app
+from featmux.benchmarks.cli import bench_app
 from featmux.data.errors import DataError
 from featmux.embeddings import EmbeddingMethod
 from featmux.training.config import OptimizerKind
@@ -27,6 +29,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Look at datasets.")
 app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
+app.add_typer(analyze_app, name="analyze")
 console = Console(stderr=True)
 
 
