@@ -4,12 +4,20 @@ A checkpoint stores what rebuilds the model (schema, embedding config, model nam
 the weights, so `load_model` needs no YAML or code from the training run. Writes go to a temporary
 file in the same directory, are fsync'ed, then renamed over the target: a crash mid-write leaves the
 previous checkpoint intact.
+
+Damage is detected, not just crashes: torch's zip container checks no CRC on tensor data, so a flipped
+byte would load silently. Every featmux checkpoint therefore carries a digest of its whole content
+(`checksum`), verified on load. Resumable checkpoints rotate (`last.pt` -> `last.prev.pt`), and
+`load_resumable` falls back to the previous one when the newest is truncated or corrupted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +28,7 @@ from featmux.features import Schema
 from featmux.models import CTRModel, build_model
 
 FORMAT_VERSION = 1
+CHECKSUM_KEY = "checksum"
 
 
 class CheckpointError(RuntimeError):
@@ -42,8 +51,58 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         raise
 
 
+def _feed(digest: Any, obj: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu()
+        t = t.to_dense() if t.layout != torch.strided else t
+        digest.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        if t.numel():
+            digest.update(t.contiguous().reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(obj, Mapping):
+        digest.update(b"{%d" % len(obj))
+        for key, value in obj.items():
+            _feed(digest, key)
+            _feed(digest, value)
+    elif isinstance(obj, list | tuple):
+        digest.update(b"[%d" % len(obj))
+        for value in obj:
+            _feed(digest, value)
+    else:
+        digest.update(f"{type(obj).__name__}:{obj!r};".encode())
+
+
+def payload_digest(payload: Mapping[str, Any]) -> str:
+    """Digest of a checkpoint payload's content (tensor bytes, shapes, dtypes and every plain value).
+
+    Args:
+        payload: the checkpoint dict; its own `checksum` entry, if any, is left out.
+
+    Returns:
+        A hex string; equal for equal content, whatever the file layout.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    _feed(digest, {k: v for k, v in payload.items() if k != CHECKSUM_KEY})
+    return digest.hexdigest()
+
+
+def with_checksum(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """`payload` plus its `checksum` entry (verified by `safe_load`)."""
+    return {**payload, CHECKSUM_KEY: payload_digest(payload)}
+
+
 def safe_load(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint with `weights_only=True`; any damage becomes a `CheckpointError` naming the file."""
+    """Load a checkpoint with `weights_only=True`; any damage becomes a `CheckpointError` naming the file.
+
+    Args:
+        path: the checkpoint.
+
+    Returns:
+        The payload, its checksum verified when it has one.
+
+    Raises:
+        CheckpointError: truncated, corrupted (checksum mismatch) or not a featmux checkpoint.
+        FileNotFoundError: no such file.
+    """
     path = Path(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -53,7 +112,94 @@ def safe_load(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err})") from err
     if not isinstance(obj, dict) or obj.get("featmux_format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: not a featmux checkpoint (format {FORMAT_VERSION})")
+    if CHECKSUM_KEY in obj and payload_digest(obj) != obj[CHECKSUM_KEY]:
+        raise CheckpointError(f"{path}: corrupted checkpoint (its content does not match its checksum)")
     return obj
+
+
+def previous_path(path: str | Path) -> Path:
+    """Where `save_rotating` keeps the checkpoint it replaced: `last.pt` -> `last.prev.pt`."""
+    return Path(path).with_suffix(".prev.pt")
+
+
+def save_rotating(payload: Mapping[str, Any], path: str | Path) -> None:
+    """Write `payload` (with its checksum) atomically to `path`, keeping the one it replaces as previous.
+
+    At every moment a good checkpoint exists: `path`, or (between the rename and the write) the previous.
+
+    Args:
+        payload: the checkpoint dict.
+        path: the newest checkpoint's file, e.g. `run/last.pt`.
+    """
+    path = Path(path)
+    if path.exists():
+        path.replace(previous_path(path))
+    atomic_save(with_checksum(payload), path)
+
+
+@dataclass(frozen=True)
+class Restored:
+    """A checkpoint found by `load_resumable`.
+
+    Args:
+        payload: its content.
+        path: the file it came from (the newest, or the previous when the newest was damaged).
+        damaged: one message per newer checkpoint that was unusable (and set aside as `*.damaged`).
+
+    Example:
+        >>> found = load_resumable("runs/a/last.pt", required=("state",))
+        >>> found.path.name if found else None
+        'last.pt'
+    """
+
+    payload: dict[str, Any]
+    path: Path
+    damaged: tuple[str, ...] = ()
+
+
+def load_resumable(path: str | Path, required: Sequence[str] = ()) -> Restored | None:
+    """The newest usable of `path` and its previous checkpoint (see `save_rotating`).
+
+    A damaged newest checkpoint (truncated, corrupted, missing `required` entries) is renamed to
+    `<name>.damaged`, so that the next `save_rotating` cannot push the good previous one out. Temporary
+    files left by a write that was killed are removed.
+
+    Args:
+        path: the newest checkpoint's file, e.g. `run/last.pt`.
+        required: payload entries a usable checkpoint must have.
+
+    Returns:
+        The checkpoint, or None when there is none.
+
+    Raises:
+        CheckpointError: checkpoints exist but none is usable (each one's problem is named).
+    """
+    path = Path(path)
+    if path.parent.is_dir():
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+    damaged: list[str] = []
+    for candidate in (path, previous_path(path)):
+        if not candidate.exists():
+            continue
+        try:
+            payload = safe_load(candidate)
+            missing = [key for key in required if key not in payload]
+            if missing:
+                raise CheckpointError(f"{candidate}: not a resumable checkpoint (it lacks {missing})")
+        except CheckpointError as err:
+            damaged.append(str(err))
+            continue
+        if candidate != path and path.exists():
+            path.replace(path.with_name(path.name + ".damaged"))
+        return Restored(payload, candidate, tuple(damaged))
+    if damaged:
+        raise CheckpointError(
+            "no usable checkpoint to resume from: "
+            + "; ".join(damaged)
+            + f". Delete them (or use another checkpoint directory than {path.parent}) to start over."
+        )
+    return None
 
 
 def model_spec(model: CTRModel, schema: Schema) -> dict[str, Any]:
@@ -79,12 +225,14 @@ def save_model(
 ) -> None:
     """Save a self-describing model file (spec + weights), atomically."""
     atomic_save(
-        {
-            "featmux_format": FORMAT_VERSION,
-            "spec": model_spec(model, schema),
-            "state": model.state_dict(),
-            **(extra or {}),
-        },
+        with_checksum(
+            {
+                "featmux_format": FORMAT_VERSION,
+                "spec": model_spec(model, schema),
+                "state": model.state_dict(),
+                **(extra or {}),
+            }
+        ),
         path,
     )
 

@@ -12,6 +12,12 @@ class OptimizerKind(Enum):
     SPARSE_ADAM = "sparse_adam"  # SparseAdam on tables (only looked-up rows move), Adam on the dense part
 
 
+@unique
+class NonFinitePolicy(Enum):
+    STOP = "stop"  # raise NonFiniteLossError naming the batch; the last checkpoint is intact to resume from
+    SKIP = "skip"  # drop the batch without updating anything, count it, report it, go on
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train.
@@ -34,6 +40,8 @@ class TrainConfig:
         seed: seeds data order and dropout.
         threads: torch intra-op threads (None: leave as is).
         progress: show a progress bar.
+        on_nonfinite: what a batch with a NaN/Inf loss does: STOP the run (default) or SKIP the batch.
+            Either way it never updates the weights, and it is reported with its location.
     """
 
     epochs: int = 10
@@ -51,9 +59,11 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     progress: bool = True
+    on_nonfinite: NonFinitePolicy = NonFinitePolicy.STOP
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "optimizer", OptimizerKind(self.optimizer))
+        object.__setattr__(self, "on_nonfinite", NonFinitePolicy(self.on_nonfinite))
         positive = {
             "epochs": self.epochs,
             "batch_size": self.batch_size,

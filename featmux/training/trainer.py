@@ -2,14 +2,20 @@
 
 Models stay pure modules; the Trainer owns everything around them. Resumable state (model,
 optimizers, RNG, position in the data stream, early-stopping counters) is written atomically to
-`<checkpoint_dir>/last.pt`; the best model by validation AUC to `<checkpoint_dir>/best.pt`. A run
+`<checkpoint_dir>/last.pt` (the one it replaces is kept as `last.prev.pt`, and used when `last.pt` is
+truncated or corrupted); the best model by validation AUC to `<checkpoint_dir>/best.pt`. A run
 restarted with the same data, config and directory continues where it stopped and ends with the
 same weights as an uninterrupted run.
+
+A batch whose loss is NaN or infinite never updates the weights: the run stops with a
+`NonFiniteLossError` naming the batch (and the rows that caused it), or skips the batch and counts it,
+as `TrainConfig.on_nonfinite` says; the batch is saved to `<checkpoint_dir>/nonfinite-step<N>.pt`.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,8 +30,17 @@ from tqdm.auto import tqdm
 from featmux.data.cache import Batch, EncodedDataset
 from featmux.features import Schema
 from featmux.models import CTRModel
-from featmux.training.checkpoint import FORMAT_VERSION, atomic_save, model_spec, safe_load, save_model
-from featmux.training.config import OptimizerKind, TrainConfig
+from featmux.training.checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    atomic_save,
+    load_resumable,
+    model_spec,
+    safe_load,
+    save_model,
+    save_rotating,
+)
+from featmux.training.config import NonFinitePolicy, OptimizerKind, TrainConfig
 from featmux.training.metrics import Metrics, binary_metrics
 
 
@@ -66,6 +81,22 @@ class TrainState:
     train_rows: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     stopped: bool = False
+    skipped_batches: int = 0  # batches with a non-finite loss, skipped under NonFinitePolicy.SKIP
+
+
+class NonFiniteLossError(RuntimeError):
+    """A batch gave a NaN or infinite loss; the message names the batch, its bad rows and the likely cause.
+
+    Args:
+        message: the report.
+        step: the step (1-based) the batch would have been.
+        dump: where the batch was saved (None without a checkpoint directory).
+    """
+
+    def __init__(self, message: str, step: int, dump: Path | None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.dump = dump
 
 
 @dataclass(frozen=True)
@@ -79,6 +110,10 @@ class FitResult:
     train_seconds: float
     samples_per_second: float
     history: list[dict[str, float]]
+
+
+RESUMABLE_KEYS = ("spec", "state", "optimizers", "train_state", "torch_rng")
+"""Entries every resumable checkpoint has."""
 
 
 def _embedding_l2(params: list[torch.nn.Parameter], weight: float) -> None:
@@ -149,7 +184,13 @@ class Trainer:
     def best_path(self) -> Path | None:
         return self.checkpoint_dir / "best.pt" if self.checkpoint_dir else None
 
-    def _save_last(self) -> None:
+    def save_checkpoint(self, extra: dict[str, Any] | None = None) -> None:
+        """Write the resumable checkpoint `<checkpoint_dir>/last.pt` atomically (nothing without a directory).
+
+        Args:
+            extra: more entries to store beside the model, optimizers, RNG and state (e.g. a data-stream
+                position); `restore` callers find them in the payload.
+        """
         if self.last_path is None:
             return
         payload = {
@@ -160,40 +201,60 @@ class Trainer:
             "train_state": asdict(self.state),
             "torch_rng": torch.get_rng_state(),
             "config": {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(self.config).items()},
+            **(extra or {}),
         }
-        previous = self.last_path.with_suffix(".prev.pt")
-        if self.last_path.exists():
-            self.last_path.replace(previous)  # keep one older good checkpoint to fall back on
-        atomic_save(payload, self.last_path)
+        save_rotating(payload, self.last_path)  # keeps one older good checkpoint to fall back on
 
     def _load_last(self) -> bool:
         """Restore from last.pt (or, if it is damaged, the previous one). True if something was restored."""
         assert self.last_path is not None
-        candidates = [self.last_path, self.last_path.with_suffix(".prev.pt")]
-        errors = []
-        for path in candidates:
-            if not path.exists():
-                continue
-            try:
-                payload = safe_load(path)
-            except Exception as err:
-                errors.append(str(err))
-                continue
-            self.model.load_state_dict(payload["state"])
-            for opt, sd in zip(self.optimizers, payload["optimizers"], strict=True):
-                opt.load_state_dict(sd)
-            self.state = TrainState(**payload["train_state"])
-            torch.set_rng_state(payload["torch_rng"])
-            self._set_lr(self.state.learning_rate)
-            if self.best_path is not None and self.best_path.exists():
-                self._best_state = safe_load(self.best_path)["state"]
-            self._emit(
-                {"event": "resumed", "from": str(path), "step": self.state.step, "skipped_damaged": errors}
+        found = load_resumable(self.last_path, RESUMABLE_KEYS)
+        if found is None:
+            return False
+        self.restore(found.payload, found.path, found.damaged)
+        return True
+
+    def restore(
+        self, payload: dict[str, Any], source: Path | str = "checkpoint", damaged: tuple[str, ...] = ()
+    ) -> None:
+        """Continue from a resumable checkpoint's payload: weights, optimizers, RNG and training state.
+
+        Args:
+            payload: a resumable checkpoint, as `featmux.training.checkpoint.load_resumable` finds it.
+            source: the file it came from, named in errors and events.
+            damaged: messages about newer checkpoints that were unusable (reported in the `resumed` event).
+
+        Raises:
+            CheckpointError: the checkpoint was written for a different model or data.
+        """
+        current = model_spec(self.model, self.schema)
+        if payload["spec"] != current:
+            differ = sorted(k for k in current if payload["spec"].get(k) != current[k])
+            raise CheckpointError(
+                f"{source}: written for a different model or data (its {', '.join(differ)} differ from this "
+                "run's): use another checkpoint directory, or start over without resuming"
             )
-            return True
-        if errors:
-            raise RuntimeError("no usable checkpoint to resume from: " + "; ".join(errors))
-        return False
+        self.model.load_state_dict(payload["state"])
+        for opt, sd in zip(self.optimizers, payload["optimizers"], strict=True):
+            opt.load_state_dict(sd)
+        self.state = TrainState(**payload["train_state"])
+        torch.set_rng_state(payload["torch_rng"])
+        self._set_lr(self.state.learning_rate)
+        self._best_state = None
+        if self.best_path is not None and self.best_path.exists():
+            try:
+                self._best_state = safe_load(self.best_path)["state"]
+            except CheckpointError as err:  # the best weights so far are lost; training goes on
+                damaged = (*damaged, f"{err} (best model so far lost: the next evaluation becomes the best)")
+                self.state.best_auc = float("-inf")
+        self._emit(
+            {
+                "event": "resumed",
+                "from": str(source),
+                "step": self.state.step,
+                "skipped_damaged": list(damaged),
+            }
+        )
 
     # -- loop ----------------------------------------------------------------------------------------
     def _emit(self, event: dict[str, Any]) -> None:
@@ -210,6 +271,8 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
         logits = self.model(batch.sparse, batch.dense)
         loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
+        if not torch.isfinite(loss):  # no update from a NaN/Inf loss; `train_step` reports it
+            return float(loss.detach())
         loss.backward()
         if self.config.embedding_l2 > 0:
             _embedding_l2(self._tables, self.config.embedding_l2)
@@ -218,6 +281,86 @@ class Trainer:
         for opt in self.optimizers:
             opt.step()
         return float(loss.detach())
+
+    def train_step(self, batch: Batch, where: str, rows: Callable[[np.ndarray], str] | None = None) -> float:
+        """One optimizer step, guarded: a NaN/Inf loss is reported and, per `on_nonfinite`, stops or skips.
+
+        Args:
+            batch: the batch.
+            where: where the batch comes from, for the report (e.g. "epoch 2, batch 17").
+            rows: names the batch rows at the given positions (e.g. file:line); default: positions.
+
+        Returns:
+            The batch loss (NaN or infinite when the batch was skipped: then nothing was updated).
+
+        Raises:
+            NonFiniteLossError: a non-finite loss under `NonFinitePolicy.STOP`, or weights that are
+                themselves non-finite (skipping cannot help then).
+        """
+        finite_inputs = batch.dense.numel() == 0 or bool(torch.isfinite(batch.dense).all())
+        loss = self._step(batch) if finite_inputs else float("nan")  # NaN inputs never reach the model
+        if not math.isfinite(loss):
+            self._nonfinite(batch, loss, where, rows)
+        return loss
+
+    def _nonfinite(
+        self, batch: Batch, loss: float, where: str, rows: Callable[[np.ndarray], str] | None
+    ) -> None:
+        step = self.state.step + 1
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            was_training = self.model.training
+            self.model.eval()
+            logits = self.model(batch.sparse, batch.dense)
+            self.model.train(was_training)
+            per_row = F.binary_cross_entropy_with_logits(logits, batch.labels, reduction="none")
+        bad = torch.nonzero(~torch.isfinite(per_row)).flatten().numpy()
+        causes = []
+        if batch.dense.numel():
+            bad_inputs = int((~torch.isfinite(batch.dense)).any(dim=1).sum())
+            if bad_inputs:
+                causes.append(f"{bad_inputs} row(s) have NaN/Inf numeric features")
+        broken = [n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
+        broken += [
+            n
+            for n, b in self.model.named_buffers()
+            if b.is_floating_point() and not bool(torch.isfinite(b).all())
+        ]
+        if broken:
+            causes.append(
+                f"the model's weights are already NaN/Inf ({', '.join(broken[:3])}): lower the learning rate "
+                "or set max_grad_norm, and resume from the last checkpoint"
+            )
+        if bad.size:
+            named = rows(bad) if rows is not None else f"positions {bad[:8].tolist()}"
+            culprits = f"{bad.size} of {len(batch)} rows give a non-finite loss: {named}"
+        else:
+            culprits = f"no single row does in evaluation mode (all {len(batch)} rows together)"
+        dump = None
+        if self.checkpoint_dir is not None:
+            dump = self.checkpoint_dir / f"nonfinite-step{step}.pt"
+            atomic_save(
+                {
+                    "where": where,
+                    "ids": batch.sparse.ids,
+                    "bags": [(b.values, b.offsets) for b in batch.sparse.bags],
+                    "dense": batch.dense,
+                    "labels": batch.labels,
+                    "bad_rows": torch.from_numpy(bad),
+                },
+                dump,
+            )
+        message = (
+            f"non-finite loss ({loss}) at step {step} ({where}): {culprits}"
+            + (f"; cause: {'; '.join(causes)}" if causes else "")
+            + (f"; batch saved to {dump}" if dump is not None else "")
+        )
+        self._emit(
+            {"event": "nonfinite", "step": step, "where": where, "message": message, "dump": str(dump)}
+        )
+        if self.config.on_nonfinite is NonFinitePolicy.STOP or broken:
+            hint = "" if broken else " (set on_nonfinite='skip' to skip such batches)"
+            raise NonFiniteLossError(message + hint, step, dump)
+        self.state.skipped_batches += 1
 
     def _evaluate(self, valid: EncodedDataset | None) -> None:
         s = self.state
@@ -285,7 +428,7 @@ class Trainer:
                 batch = next(batches, None)
                 if batch is None:
                     break
-                loss = self._step(batch)
+                loss = self.train_step(batch, f"epoch {s.epoch}, batch {s.batch_in_epoch} of the epoch")
                 s.train_seconds += time.perf_counter() - started
                 s.step += 1
                 s.batch_in_epoch += 1
@@ -300,14 +443,14 @@ class Trainer:
                     self._evaluate(valid)
                     s.stopped = s.stopped or at_end
                 if at_eval or at_end or (c.checkpoint_every_steps and s.step % c.checkpoint_every_steps == 0):
-                    self._save_last()
+                    self.save_checkpoint()
             if s.stopped:
                 break
             s.epoch += 1
             s.batch_in_epoch = 0
             if c.eval_every_steps is None:
                 self._evaluate(valid)
-            self._save_last()
+            self.save_checkpoint()
         bar.close()
         if self._best_state is not None:
             self.model.load_state_dict(self._best_state)

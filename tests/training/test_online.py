@@ -1,0 +1,270 @@
+"""Online training: progressive validation, stream sources, frozen vocabularies, resume, validation."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from featmux.data.errors import BadRows, DataError
+from featmux.data.synthetic import SyntheticConfig
+from featmux.embeddings import Vocabulary, build_embedding
+from featmux.models import build_model
+from featmux.training.checkpoint import CheckpointError, load_model
+from featmux.training.online import (
+    OnlineBenchmark,
+    OnlineConfig,
+    _encode,
+    _progressive,
+    iter_partitions,
+    plot_progressive,
+    progressive_table,
+    run_online,
+    write_avazu_stream,
+)
+from featmux.training.trainer import Trainer
+
+SYNTHETIC = {
+    "cardinalities": [5, 20, 100, 300],
+    "first_order_std": 1.5,
+    "interaction_std": 0.5,
+    "churn_rows": 4_000,  # every value gets a new id once in 8 partitions
+    "churn_period": 8,
+    "seed": 3,
+}
+BASE = {
+    "dataset": "synthetic",
+    "dataset_options": SYNTHETIC,
+    "partition_rows": 4_000,
+    "partitions": 4,
+    "model": "dcnv2",
+    "model_options": {"cross_layers": 1, "hidden": [16]},
+    "embedding_dim": 8,
+    "batch_size": 512,
+    "learning_rate": 1e-2,
+    "threads": 1,
+}
+AVAZU_CARDINALITIES = (3, 4, 50, 60, 5, 70, 20, 6, 300, 500, 40, 3, 3, 30, 4, 4, 20, 3, 10, 12, 8)
+
+
+def config(**changes) -> OnlineConfig:
+    return OnlineConfig(**{**BASE, **changes})
+
+
+def avazu(data, **changes) -> OnlineConfig:
+    """An Avazu stream from files: partitions come from the files (or the cut of one file)."""
+    stream = {
+        "dataset": "avazu",
+        "data": data,
+        "dataset_options": {},
+        "partitions": None,
+        "partition_rows": None,
+    }
+    return OnlineConfig(**{**BASE, **stream, **changes})
+
+
+def test_progressive_validation_scores_each_partition_before_training_on_it():
+    cfg = config(embedding="unified", budget="1/2")
+    result = run_online(cfg)
+    assert [p.rows for p in result.partitions] == [4_000] * 4
+    assert [p.name for p in result.partitions][:2] == ["rows 0-3999", "rows 4000-7999"]
+    assert result.partitions[-1].steps == 4 * 8  # one pass of 8 batches per partition
+    # partition 0 is scored by the untrained model: rebuild it the same way and compare
+    schema, parts = iter_partitions(cfg, BadRows())
+    first = next(parts)
+    chunk = _encode(first.load(), schema)
+    vocabulary = Vocabulary(schema.feature_names)
+    for i, f in enumerate(schema.univalent):
+        vocabulary.update(f.name, chunk.ids[:, i])
+    torch.manual_seed(cfg.seed)
+    untrained = build_model(
+        cfg.model,
+        build_embedding(schema.categorical, cfg.embedding_spec(), vocabulary),
+        0,
+        cfg.model_options,
+    )
+    assert _progressive(untrained, chunk, 4096)[0].auc == pytest.approx(result.partitions[0].auc, abs=1e-12)
+    # later partitions are scored after training on the earlier ones: far better than chance
+    assert all(p.auc > 0.55 for p in result.partitions[1:]) and result.partitions[3].auc > 0.65
+    assert result.mean_auc() == pytest.approx(np.mean([p.auc for p in result.partitions[1:]]))
+
+
+def test_frozen_vocabulary_sees_churn_and_unified_keeps_its_auc():
+    churn = {**SYNTHETIC, "churn_period": 3}  # all ids are new after 3 partitions
+    cfg = {"partitions": 6, "dataset_options": churn, "budget": "1"}
+    unified = run_online(config(embedding="unified", **cfg))
+    frozen = run_online(config(embedding="collisionless", **{**cfg, "budget": None}))
+    unseen = [p.unseen_share for p in unified.partitions]
+    assert unseen[0] == 0 and all(b >= a for a, b in itertools.pairwise(unseen)) and unseen[-1] == 1
+    assert unseen == [p.unseen_share for p in frozen.partitions]  # same stream, same frozen vocabulary
+    assert unified.embedding_params == frozen.embedding_params == frozen.collisionless_params
+    late = slice(3, None)
+    assert frozen.mean_auc(3) == 0.5  # every value falls into the OOV rows: one prediction for all
+    assert unified.mean_auc(3) > 0.6, (
+        [p.auc for p in unified.partitions[late]],
+        [p.auc for p in frozen.partitions[late]],
+    )
+
+
+def test_avazu_hour_files_one_file_by_column_and_by_rows_agree(tmp_path):
+    stream = SyntheticConfig(cardinalities=AVAZU_CARDINALITIES, churn_rows=1_500, seed=2)
+    files = write_avazu_stream(tmp_path / "hours", stream, partitions=3, partition_rows=1_500)
+    assert [f.name for f in files] == ["14102100.csv", "14102101.csv", "14102102.csv"]
+    header = files[0].read_text().splitlines()[0]
+    assert header.startswith("id,click,hour,C1,banner_pos,site_id")
+    common = {"embedding": "hashing", "budget": "1/2"}
+    by_file = run_online(avazu(tmp_path / "hours", **common))
+    assert [p.name for p in by_file.partitions] == [f.name for f in files]
+    assert [p.rows for p in by_file.partitions] == [1_500] * 3
+    # the same rows as one time-ordered file, cut where the hour changes, or every 1,500 rows
+    one = tmp_path / "all.csv"
+    one.write_text(files[0].read_text() + "".join(f.read_text().split("\n", 1)[1] for f in files[1:]))
+    by_hour = run_online(avazu(one, partition_column="hour_of_day", **common))
+    by_rows = run_online(avazu(one, partition_rows=1_500, **common))
+    assert [p.name for p in by_hour.partitions] == ["hour_of_day=0", "hour_of_day=1", "hour_of_day=2"]
+    for other in (by_hour, by_rows):
+        assert [p.auc for p in other.partitions] == [p.auc for p in by_file.partitions]
+        for a, b in zip(by_file.model.state_dict().values(), other.model.state_dict().values(), strict=True):
+            assert torch.equal(a, b)
+
+
+def test_checkpoints_results_and_resume_of_a_finished_run(tmp_path):
+    cfg = config(checkpoint_dir=tmp_path / "run", checkpoint_every_steps=5)
+    first = run_online(cfg)
+    assert (tmp_path / "run" / "progressive.json").is_file()
+    model, _ = load_model(tmp_path / "run" / "model.pt")
+    for a, b in zip(first.model.state_dict().values(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="holds a run already"):
+        run_online(cfg)
+    again = run_online(config(checkpoint_dir=tmp_path / "run", resume=True))  # nothing left to do
+    assert again.resumed_from.endswith("last.pt")
+    assert again.partitions == first.partitions
+    # a longer stream continues the finished one
+    longer = run_online(config(checkpoint_dir=tmp_path / "run", resume=True, partitions=5))
+    assert longer.partitions[:4] == first.partitions and len(longer.partitions) == 5
+    with pytest.raises(CheckpointError, match="learning_rate"):
+        run_online(config(checkpoint_dir=tmp_path / "run", resume=True, learning_rate=5e-3))
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_mid_partition_gives_identical_results(tmp_path, monkeypatch):
+    reference = run_online(config(embedding="hashing", budget="1/4"))
+    cfg = config(
+        embedding="hashing", budget="1/4", checkpoint_dir=tmp_path, checkpoint_every_steps=3, resume=True
+    )
+    step = Trainer.train_step
+    calls = {"n": 0}
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 14:  # partition 1, batch 5: between checkpoints
+            raise Interrupt
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    with pytest.raises(Interrupt):
+        run_online(cfg)
+    monkeypatch.setattr(Trainer, "train_step", step)
+    resumed = run_online(cfg)
+    assert resumed.resumed_from is not None
+    assert resumed.partitions == reference.partitions
+    for a, b in zip(reference.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_config_is_validated_up_front(tmp_path):
+    with pytest.raises(ValueError, match="partition_rows and partitions"):
+        OnlineConfig(dataset="synthetic")
+    with pytest.raises(ValueError, match="valid options are"):
+        config(dataset_options={"churn": 5})
+    with pytest.raises(ValueError, match="budget"):
+        config(budget="-1/4")
+    with pytest.raises(ValueError, match="extra"):
+        OnlineConfig(**{**BASE, "partiton_rows": 5})
+    with pytest.raises(ValueError, match="vocabulary_partitions"):
+        config(vocabulary_partitions=5)
+    with pytest.raises(ValueError, match="set data"):
+        OnlineConfig(dataset="avazu")
+    with pytest.raises(ValueError, match=r"the features are \['C1', 'C2', 'C3', 'C4'\]"):
+        run_online(config(chunks={"C9": 2}))
+    files = write_avazu_stream(
+        tmp_path, SyntheticConfig(cardinalities=AVAZU_CARDINALITIES), partitions=1, partition_rows=10
+    )
+    with pytest.raises(ValueError, match="valid columns are"):
+        run_online(OnlineConfig(dataset="avazu", data=files[0], partition_column="hour"))
+    with pytest.raises(ValueError, match="partition_rows or partition_column"):
+        run_online(OnlineConfig(dataset="avazu", data=files[0]))
+    with pytest.raises(FileNotFoundError, match="no partition files"):
+        run_online(OnlineConfig(dataset="avazu", data=tmp_path, partition_glob="*.tsv"))
+
+
+def test_table_plot_and_benchmark_yaml(tmp_path):
+    results = [
+        run_online(config(embedding=method, partitions=3, budget=None if method == "collisionless" else "1"))
+        for method in ("collisionless", "unified")
+    ]
+    table = progressive_table(results)
+    assert "| 0 (vocabulary) | rows 0-3999 |" in table and "collisionless (frozen vocab)" in table
+    assert "unified @ 1" in table and "**mean AUC, partitions 1+**" in table
+    png = plot_progressive(results, tmp_path / "plot.png", "test")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    yaml_path = tmp_path / "bench.yaml"
+    yaml_path.write_text("name: t\nmethods: [collisionless, unified]\nbudgets: ['1', '1/4']\nsettings: {}\n")
+    bench = OnlineBenchmark.from_yaml(yaml_path)
+    with pytest.raises(ValueError, match="partition_rows"):
+        bench.configs(tmp_path)
+    assert math.isnan(results[0].mean_auc(skip=3))
+
+
+def test_empty_partition_file_is_a_clear_error(tmp_path):
+    files = write_avazu_stream(
+        tmp_path, SyntheticConfig(cardinalities=AVAZU_CARDINALITIES), partitions=2, partition_rows=300
+    )
+    files[1].write_text("")
+    with pytest.raises(DataError, match=r"14102101\.csv: file is empty"):
+        run_online(avazu(tmp_path))
+
+
+def test_skip_bad_rows_in_a_partition(tmp_path):
+    files = write_avazu_stream(
+        tmp_path, SyntheticConfig(cardinalities=AVAZU_CARDINALITIES), partitions=2, partition_rows=600
+    )
+    lines = files[1].read_text().splitlines()
+    lines[5] = lines[5].replace(",", ";", 3)  # wrong field count
+    lines[9] = lines[9][:20]  # truncated
+    files[1].write_text("\n".join(lines) + "\n")
+    messages = []
+    result = run_online(avazu(tmp_path, skip_bad_rows=True), log=messages.append)
+    assert [p.rows for p in result.partitions] == [600, 598]
+    assert "skipped 2 bad row(s)" in result.bad_rows
+    assert any("skipped 2 bad row(s)" in m for m in messages)
+
+
+def test_nan_inputs_are_reported_with_the_partition_and_rows(tmp_path, monkeypatch):
+    from featmux.training import online
+    from featmux.training.trainer import NonFiniteLossError
+
+    encode = online._encode
+
+    def poisoned(frames, schema):
+        chunk = encode(frames, schema)
+        if len(chunk) > 17:
+            chunk.dense[17, 0] = float("nan")
+        return chunk
+
+    monkeypatch.setattr(online, "_encode", poisoned)
+    options = {**SYNTHETIC, "num_numeric": 1, "numeric_missing": 0.0}
+    with pytest.raises(NonFiniteLossError, match=r"partition 0 \(rows 0-3999\), pass 0, batch \d") as err:
+        run_online(config(dataset_options=options, checkpoint_dir=tmp_path))
+    assert "rows 17 of partition rows 0-3999" in str(err.value)
+    assert "NaN/Inf numeric features" in str(err.value) and err.value.dump.is_file()
+    skipped = run_online(config(dataset_options=options, on_nonfinite="skip"))
+    assert skipped.partitions[-1].skipped_batches == 4  # row 17 of every partition
+    assert all(torch.isfinite(p).all() for p in skipped.model.parameters())
