@@ -6,7 +6,8 @@ Names (`SOURCES`):
 - `criteo`, `avazu`: a directory with train/dev/test files (e.g. shared/data/*/wide_resdnn), or one file.
 - `csv`: a CSV or Parquet table (the train file); options describe the columns (`label`, `categorical`,
   `numeric`, `multivalent`, ...) and optional `valid` / `test` files.
-- `synthetic`: no path; options `seed`, `rows`, `valid_rows`, `test_rows` and any `SyntheticConfig` field.
+- `synthetic`: no path; options `seed`, `rows` (default 200,000; valid and test default to rows / 8),
+  `valid_rows`, `test_rows` and any `SyntheticConfig` field.
 
 A split without its own file is carved from the training file: each row goes to train/valid/test by a
 hash of (seed, line number) against `fractions` (default 8:1:1). The assignment is deterministic, needs
@@ -367,7 +368,7 @@ _SYNTHETIC_FIELDS = tuple(f.name for f in fields(SyntheticConfig))
 def _open_synthetic(path: Path | None, given: Mapping[str, Any], bad_rows: BadRows) -> _Opened:
     if path is not None:
         raise ValueError(f"synthetic data has no path (got {path})")
-    defaults = {"rows": 1_000_000, "valid_rows": None, "test_rows": None}
+    defaults = {"rows": 200_000, "valid_rows": None, "test_rows": None}
     defaults |= {name: getattr(SyntheticConfig(), name) for name in _SYNTHETIC_FIELDS}
     options = _options("synthetic", given, defaults)
     config = SyntheticConfig(**{name: options[name] for name in _SYNTHETIC_FIELDS})

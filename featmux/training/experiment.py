@@ -57,7 +57,7 @@ class ExperimentConfig(BaseModel):
     chunks: dict[str, int] = Field(default_factory=dict)
     default_chunks: int = Field(1, ge=1)
     private_max_cardinality: int = Field(0, ge=0)
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(5, ge=1)
     batch_size: int = Field(4096, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     embedding_l2: float = Field(0.0, ge=0)
