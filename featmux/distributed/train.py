@@ -225,9 +225,9 @@ class DistributedTrainer:
         """Turn the pending local loss sums into global means with one all_reduce."""
         if not self._pending_losses:
             return
-        sums = torch.stack(self._pending_losses).double().cpu()
+        sums = torch.stack(self._pending_losses).double()  # on the collective device (nccl: cuda)
         dist.all_reduce(sums)
-        self.state.losses += (sums / torch.tensor(global_rows, dtype=torch.float64)).tolist()
+        self.state.losses += (sums.cpu() / torch.tensor(global_rows, dtype=torch.float64)).tolist()
         self._pending_losses = []
 
     @torch.no_grad()
@@ -255,10 +255,12 @@ class DistributedTrainer:
         self.dmp.train(was_training)
         if not sizes:
             return np.zeros(0, np.float32), np.zeros(0, np.float32)
-        local = torch.stack([torch.cat(logits), torch.cat(labels), torch.cat(masks)])  # [3, sum b]
+        local = torch.stack([torch.cat(logits), torch.cat(labels), torch.cat(masks)]).to(
+            env.device
+        )  # [3, sum b]
         gathered = [torch.empty_like(local) for _ in range(env.world_size)]
-        dist.all_gather(gathered, local)
-        everything = torch.stack(gathered)  # [W, 3, sum b]
+        dist.all_gather(gathered, local)  # nccl gathers cuda tensors only
+        everything = torch.stack(gathered).cpu()  # [W, 3, sum b]
         bounds = np.cumsum([0, *sizes])
         # global batch k = rank 0's rows of k, then rank 1's, ...: put the rows back in dataset order
         ordered = torch.cat(
@@ -481,15 +483,15 @@ class DistributedTrainer:
         if valid is not None and s.best_step >= 0:
             rec = next(r for r in s.history if r["step"] == s.best_step)
             best = Metrics(rec["valid_auc"], rec["valid_logloss"], int(rec["valid_rows"]))
-        seconds = torch.tensor([s.train_seconds], dtype=torch.float64)
+        seconds = torch.tensor([s.train_seconds], dtype=torch.float64, device=env.device)
         dist.broadcast(seconds, src=0)  # one clock for every rank's report
         return DistributedFitResult(
             best_valid=best,
             best_step=s.best_step,
             steps=s.step,
             losses=list(s.losses),
-            train_seconds=float(seconds),
-            samples_per_second=s.train_rows / float(seconds) if float(seconds) > 0 else float("nan"),
+            train_seconds=float(seconds.item()),
+            samples_per_second=s.train_rows / seconds.item() if seconds.item() > 0 else float("nan"),
             history=list(s.history),
         )
 

@@ -141,8 +141,40 @@ def _sharded_lookups_match() -> dict[str, float]:
     return out
 
 
+def _predict_and_restore(data: Path, cache: Path) -> dict[str, float]:
+    """Gathered predictions come back in dataset order; an in-memory snapshot of the sharded weights
+    (the best model without a checkpoint_dir) restores them exactly."""
+    from featmux.data.prepare import prepare
+    from featmux.distributed import DistributedTrainer, ShardingConfig, TorchRecEmbedding, rank_batches
+    from featmux.embeddings import build_embedding
+    from featmux.models import build_model
+
+    config = frappe_config(data, cache, STEPS, None)
+    prepared = prepare(config.dataset, config.data, config.dataset_options, config.cache_dir)
+    torch.manual_seed(0)
+    layer = build_embedding(prepared.schema.categorical, config.embedding_spec(), prepared.vocabulary)
+    model = build_model(config.model, TorchRecEmbedding(layer), 0, config.model_options)
+    sharding = ShardingConfig(("column_wise",), learning_rate=TABLE_LR)
+    trainer = DistributedTrainer(model, config.train_config(), sharding, prepared.schema)
+    parts = rank_batches(prepared.train, 1024, dist.get_rank(), dist.get_world_size(), True, 0, 0)
+    trainer.train_step(next(parts))
+    labels, before = trainer.predict(prepared.valid, batch_size=700)  # 700: short last batch, padding
+    stored = np.concatenate([c.labels for c in prepared.valid.chunks()])
+    snapshot = trainer._snapshot()
+    trainer.train_step(next(parts))
+    trainer.train_step(next(parts))
+    _, moved = trainer.predict(prepared.valid, batch_size=700)
+    trainer._restore(snapshot)
+    _, after = trainer.predict(prepared.valid, batch_size=700)
+    return {
+        "label_order_mismatch": float(np.abs(labels - stored).sum() + abs(len(labels) - len(stored))),
+        "restored_diff": float(np.abs(after - before).max()),
+        "moved_diff": float(np.abs(moved - before).max()),
+    }
+
+
 def first_launch(data: Path, cache: Path, out: Path) -> dict[str, Any]:
-    """Sharded lookups; a full run (table-wise); a run stopped at step 4 (table-wise)."""
+    """Sharded lookups; a full run (table-wise); a run stopped at step 4 (table-wise); predictions."""
     _quiet()
     from featmux.distributed import DistributedOptions, run_distributed_training
 
@@ -150,7 +182,8 @@ def first_launch(data: Path, cache: Path, out: Path) -> dict[str, Any]:
     options = DistributedOptions.parse(sharding="table_wise", table_learning_rate=TABLE_LR)
     full = run_distributed_training(frappe_config(data, cache, STEPS, out / "full"), options)
     partial = run_distributed_training(frappe_config(data, cache, 4, out / "resumed"), options)
-    return {"lookups": lookups, "full": full, "partial": partial, "rank": dist.get_rank()}
+    predictions = _predict_and_restore(data, cache)
+    return {"lookups": lookups, "full": full, "partial": partial, "predictions": predictions}
 
 
 def second_launch(data: Path, cache: Path, out: Path) -> dict[str, Any]:

@@ -103,7 +103,12 @@ def test_two_gloo_processes_match_one_and_resume(frappe_small, tmp_path):
     np.testing.assert_allclose(resumed[0]["losses"], full["losses"], rtol=0, atol=1e-6)
     assert abs(resumed[0]["test_auc"] - full["test_auc"]) <= 1e-6
 
-    # 4. the exported single-process model file scores what the distributed evaluation gathered
+    # 4. gathered predictions are in dataset order; a snapshot of the sharded weights restores them
+    for rank in first:
+        p = rank["predictions"]
+        assert p["label_order_mismatch"] == 0 and p["restored_diff"] == 0 and p["moved_diff"] > 0, p
+
+    # 5. the exported single-process model file scores what the distributed evaluation gathered
     model, _ = load_model(out / "full" / "model.pt")
     assert type(model.embedding).__name__ == "UnifiedEmbedding"
     assert abs(evaluate(model, single["test"]).auc - full["test_auc"]) <= 1e-6
