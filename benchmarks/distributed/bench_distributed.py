@@ -107,7 +107,13 @@ def _distributed_worker(sharding: str, rows: int) -> dict[str, Any]:
     warnings.filterwarnings("ignore")
     import torch.distributed as dist
 
-    from featmux.distributed import DistributedTrainer, ShardingConfig, TorchRecEmbedding, rank_batches
+    from featmux.distributed import (
+        DistributedTrainer,
+        ShardingConfig,
+        TableOptimizerConfig,
+        TorchRecEmbedding,
+        rank_batches,
+    )
     from featmux.models import build_model
     from featmux.training.config import TrainConfig
 
@@ -116,7 +122,7 @@ def _distributed_worker(sharding: str, rows: int) -> dict[str, Any]:
     trainer = DistributedTrainer(
         model,
         TrainConfig(batch_size=BATCH, max_grad_norm=None, progress=False),
-        ShardingConfig((sharding,), learning_rate=0.05),
+        ShardingConfig((sharding,), optimizer=TableOptimizerConfig("adagrad", 0.05)),
         data.schema,
     )
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -219,6 +225,7 @@ def _memory_worker(rows: int, sharding: str, num_tables: int) -> dict[str, Any]:
     from featmux.distributed import (
         DistributedTrainer,
         ShardingConfig,
+        TableOptimizerConfig,
         TorchRecEmbedding,
         rank_batches,
         tables_on_meta,
@@ -239,7 +246,7 @@ def _memory_worker(rows: int, sharding: str, num_tables: int) -> dict[str, Any]:
     model = build_model(
         "dcnv2", TorchRecEmbedding(layer, device=torch.device("meta")), 0, {"cross_layers": 1, "hidden": [64]}
     )
-    sharding_config = ShardingConfig((sharding,), optimizer="rowwise_adagrad", learning_rate=0.05)
+    sharding_config = ShardingConfig((sharding,), optimizer=TableOptimizerConfig("rowwise_adagrad", 0.05))
     trainer = DistributedTrainer(
         model, TrainConfig(batch_size=1024, progress=False), sharding_config, data.schema
     )
@@ -287,6 +294,7 @@ def memory(sizes: list[int]) -> None:
 def plan() -> None:
     from featmux.distributed import (
         ShardingConfig,
+        TableOptimizerConfig,
         TorchRecEmbedding,
         make_topology,
         plan_sharding,
@@ -332,7 +340,7 @@ def plan() -> None:
         _, report = plan_sharding(
             model,
             embedding,
-            ShardingConfig(kinds, optimizer=optimizer),
+            ShardingConfig(kinds, optimizer=TableOptimizerConfig(optimizer)),
             make_topology(world, "cuda", local, hbm_gib=80),
             batch_size=512,
         )

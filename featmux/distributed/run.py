@@ -179,8 +179,8 @@ def run_distributed_training(
         "distributed": {
             "world_size": env.world_size,
             "backend": env.backend.value,
-            "table_optimizer": options.sharding.optimizer.value,
-            "table_learning_rate": options.sharding.learning_rate,
+            "table_optimizer": options.sharding.optimizer.kind.value,
+            "table_learning_rate": options.sharding.optimizer.learning_rate,
             "table_init": options.table_init.value,
             "tables": [t.name for t in embedding.tables],
             "plan": trainer.plan_report.to_markdown(),

@@ -115,6 +115,39 @@ def _shardings(values: Sequence[Sharding | str]) -> tuple[Sharding, ...]:
 
 
 @dataclass(frozen=True)
+class TableOptimizerConfig:
+    """The fused optimizer of the sharded tables (applied inside backward by FBGEMM).
+
+    Args:
+        kind: which optimizer (see the module docstring for what runs on CPU).
+        learning_rate: its learning rate.
+        eps: its epsilon (FBGEMM's default 1e-8; torch.optim.Adagrad's is 1e-10).
+
+    Example:
+        >>> TableOptimizerConfig("rowwise_adagrad", learning_rate=0.05)
+    """
+
+    kind: TableOptimizer = TableOptimizer.ADAGRAD
+    learning_rate: float = 0.01
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", TableOptimizer(self.kind))
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.eps <= 0:
+            raise ValueError(f"eps must be > 0, got {self.eps}")
+
+    def fused_params(self) -> dict[str, Any]:
+        """FBGEMM fused-optimizer parameters for the EBC sharder."""
+        return {
+            "optimizer": _FBGEMM_OPTIMIZER[self.kind],
+            "learning_rate": self.learning_rate,
+            "eps": self.eps,
+        }
+
+
+@dataclass(frozen=True)
 class ShardingConfig:
     """Planner constraints and the fused optimizer of the sharded tables.
 
@@ -122,37 +155,40 @@ class ShardingConfig:
         sharding: sharding types the planner may use for every table (empty: all the device supports).
         per_table: sharding types for named tables (e.g. {"unified_t0": ("row_wise",)}), overriding
             `sharding` for them.
-        optimizer: the fused table optimizer (see the module docstring for what runs on CPU).
-        learning_rate: the table optimizer's learning rate.
-        eps: the table optimizer's epsilon.
+        optimizer: the fused table optimizer.
         kernels: compute kernels the planner may use.
+        column_shard_width: width of column-wise shards, a multiple of 4 dividing the table width (None:
+            the table width split evenly over the ranks, in multiples of 4; TorchRec's own default,
+            128 columns, leaves narrow tables unsplit).
 
     Example:
-        >>> ShardingConfig(sharding=("table_wise", "column_wise"), optimizer="adagrad", learning_rate=0.05)
+        >>> ShardingConfig(("table_wise", "column_wise"), optimizer=TableOptimizerConfig("adagrad", 0.05))
         >>> ShardingConfig.parse("row_wise,table_row_wise", ["private__device=data_parallel"])
     """
 
     sharding: tuple[Sharding, ...] = ()
     per_table: Mapping[str, tuple[Sharding, ...]] = field(default_factory=dict)
-    optimizer: TableOptimizer = TableOptimizer.ADAGRAD
-    learning_rate: float = 0.01
-    eps: float = 1e-8
+    optimizer: TableOptimizerConfig = field(default_factory=TableOptimizerConfig)
     kernels: tuple[Kernel, ...] = (Kernel.FUSED,)
+    column_shard_width: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sharding", _shardings(self.sharding))
         object.__setattr__(self, "per_table", {k: _shardings(v) for k, v in dict(self.per_table).items()})
-        object.__setattr__(self, "optimizer", TableOptimizer(self.optimizer))
         object.__setattr__(self, "kernels", tuple(Kernel(k) for k in self.kernels))
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.eps <= 0:
-            raise ValueError(f"eps must be > 0, got {self.eps}")
+        if not isinstance(self.optimizer, TableOptimizerConfig):
+            raise TypeError(f"optimizer must be a TableOptimizerConfig, got {self.optimizer!r}")
         if not self.kernels:
             raise ValueError("kernels must name at least one compute kernel")
         empty = sorted(name for name, kinds in self.per_table.items() if not kinds)
         if empty:
             raise ValueError(f"per_table gives no sharding type for table(s) {empty}")
+        if self.column_shard_width is not None and (
+            self.column_shard_width < 4 or self.column_shard_width % 4
+        ):
+            raise ValueError(
+                f"column_shard_width must be a positive multiple of 4, got {self.column_shard_width}"
+            )
 
     @classmethod
     def parse(
@@ -178,7 +214,7 @@ class ShardingConfig:
             name, kinds = item.split("=", 1)
             tables[name.strip()] = tuple(k.strip() for k in kinds.split(",") if k.strip())
         try:
-            return cls(every, tables, TableOptimizer(optimizer), learning_rate)  # type: ignore[arg-type]
+            return cls(every, tables, TableOptimizerConfig(optimizer, learning_rate))  # type: ignore[arg-type]
         except ValueError as err:
             choices = [s.value for s in Sharding] + [o.value for o in TableOptimizer]
             raise ValueError(f"{err} (valid sharding types and optimizers: {choices})") from err
@@ -192,28 +228,33 @@ class ShardingConfig:
         if bad:
             cpu = sorted(s.value for s in CPU_SHARDINGS)
             raise ValueError(f"sharding {bad} needs CUDA (TorchRec on CPU supports {cpu})")
-        if self.optimizer not in CPU_OPTIMIZERS:
+        if self.optimizer.kind not in CPU_OPTIMIZERS:
             raise ValueError(
-                f"fused optimizer {self.optimizer.value!r} has no CPU kernel in FBGEMM; on CPU use one of "
-                f"{sorted(o.value for o in CPU_OPTIMIZERS)}"
+                f"fused optimizer {self.optimizer.kind.value!r} has no CPU kernel in FBGEMM; on CPU use "
+                f"one of {sorted(o.value for o in CPU_OPTIMIZERS)}"
             )
         if any(k is not Kernel.FUSED for k in self.kernels):
             raise ValueError("only the 'fused' kernel runs on CPU")
 
-    def fused_params(self) -> dict[str, Any]:
-        """FBGEMM fused-optimizer parameters for the EBC sharder."""
-        return {
-            "optimizer": _FBGEMM_OPTIMIZER[self.optimizer],
-            "learning_rate": self.learning_rate,
-            "eps": self.eps,
-        }
-
-    def constraints(self, embedding: TorchRecEmbedding, device_type: str) -> dict[str, ParameterConstraints]:
+    def constraints(
+        self, embedding: TorchRecEmbedding, topology: Topology
+    ) -> dict[str, ParameterConstraints]:
         """Planner constraints for every table of `embedding` (unknown `per_table` names are errors)."""
+        device_type = topology.compute_device
         names = [t.name for t in embedding.tables]
         unknown = sorted(set(self.per_table) - set(names))
         if unknown:
             raise ValueError(f"per_table names unknown table(s) {unknown}; the tables are {names}")
+        width = embedding.table_dim
+        if self.column_shard_width is not None:
+            if width % self.column_shard_width:
+                raise ValueError(
+                    f"column_shard_width {self.column_shard_width} does not divide the table width {width}"
+                )
+            column = self.column_shard_width
+        else:  # the widest multiple of 4 dividing the width that gives every rank a shard, if any
+            fits = [w for w in range(4, width + 1, 4) if width % w == 0 and width // w >= topology.world_size]
+            column = max(fits) if fits else 4
         default = self.sharding or tuple(s for s in Sharding if device_type == "cuda" or s in CPU_SHARDINGS)
         out = {}
         for t in embedding.tables:
@@ -222,6 +263,7 @@ class ShardingConfig:
                 sharding_types=[k.value for k in kinds],
                 compute_kernels=[k.value for k in self.kernels]
                 + (["dense"] if Sharding.DATA_PARALLEL in kinds else []),
+                min_partition=column,
                 pooling_factors=[1.0] * len(t.slots),
             )
         return out
@@ -232,12 +274,12 @@ class ShardingConfig:
         if embedding.is_sharded:
             raise ValueError("annotate the tables before sharding them")
         for weight in embedding.ebc.parameters():
-            weight._optimizer_classes = [_OPTIMIZER_CLASS[self.optimizer]]  # type: ignore[attr-defined]
+            weight._optimizer_classes = [_OPTIMIZER_CLASS[self.optimizer.kind]]  # type: ignore[attr-defined]
             weight._optimizer_kwargs = [{}]  # type: ignore[attr-defined]
 
     def sharders(self) -> list[ModuleSharder[nn.Module]]:
         """The EBC sharder carrying the fused optimizer."""
-        return [EmbeddingBagCollectionSharder(fused_params=self.fused_params())]  # type: ignore[list-item]
+        return [EmbeddingBagCollectionSharder(fused_params=self.optimizer.fused_params())]  # type: ignore[list-item]
 
 
 def make_topology(
@@ -374,7 +416,7 @@ def plan_sharding(
     planner = EmbeddingShardingPlanner(
         topology=topology,
         batch_size=batch_size,
-        constraints=config.constraints(embedding, topology.compute_device),
+        constraints=config.constraints(embedding, topology),
         # keep 15% of each rank's memory for the dense part, activations and buffers (TorchRec's
         # default heuristic mis-sizes the dense part of models built on meta)
         storage_reservation=FixedPercentageStorageReservation(0.15),

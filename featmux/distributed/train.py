@@ -198,7 +198,7 @@ class DistributedTrainer:
         self.optimizer = CombinedOptimizer(
             [self.dmp.fused_optimizer, KeyedOptimizerWrapper(dense, lambda ps: torch.optim.Adam(ps, lr=lr))]
         )
-        self.state = DistributedState(learning_rate=lr, table_learning_rate=sharding.learning_rate)
+        self.state = DistributedState(learning_rate=lr, table_learning_rate=sharding.optimizer.learning_rate)
         self._best: dict[str, list[torch.Tensor]] | None = None
         self._pending_losses: list[torch.Tensor] = []
 
@@ -326,8 +326,8 @@ class DistributedTrainer:
                 "world_size": self.env.world_size,
                 "optimizer": optimizer,
                 "sharding": {
-                    "optimizer": self.sharding.optimizer.value,
-                    "learning_rate": self.sharding.learning_rate,
+                    "optimizer": self.sharding.optimizer.kind.value,
+                    "learning_rate": self.sharding.optimizer.learning_rate,
                     "plan": self.plan_report.to_markdown(),
                 },
             }

@@ -103,7 +103,7 @@ def _sharded_lookups_match() -> dict[str, float]:
             EmbeddingSpec(
                 EmbeddingMethod.UNIFIED,
                 8,
-                Budget(rows=3000),
+                Budget(rows=1200),
                 num_tables=2,
                 chunks={"user": 3},
                 private_max_cardinality=20,
@@ -145,7 +145,13 @@ def _predict_and_restore(data: Path, cache: Path) -> dict[str, float]:
     """Gathered predictions come back in dataset order; an in-memory snapshot of the sharded weights
     (the best model without a checkpoint_dir) restores them exactly."""
     from featmux.data.prepare import prepare
-    from featmux.distributed import DistributedTrainer, ShardingConfig, TorchRecEmbedding, rank_batches
+    from featmux.distributed import (
+        DistributedTrainer,
+        ShardingConfig,
+        TableOptimizerConfig,
+        TorchRecEmbedding,
+        rank_batches,
+    )
     from featmux.embeddings import build_embedding
     from featmux.models import build_model
 
@@ -154,7 +160,7 @@ def _predict_and_restore(data: Path, cache: Path) -> dict[str, float]:
     torch.manual_seed(0)
     layer = build_embedding(prepared.schema.categorical, config.embedding_spec(), prepared.vocabulary)
     model = build_model(config.model, TorchRecEmbedding(layer), 0, config.model_options)
-    sharding = ShardingConfig(("column_wise",), learning_rate=TABLE_LR)
+    sharding = ShardingConfig(("column_wise",), optimizer=TableOptimizerConfig("adagrad", TABLE_LR))
     trainer = DistributedTrainer(model, config.train_config(), sharding, prepared.schema)
     parts = rank_batches(prepared.train, 1024, dist.get_rank(), dist.get_world_size(), True, 0, 0)
     trainer.train_step(next(parts))

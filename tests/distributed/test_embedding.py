@@ -36,7 +36,7 @@ def _layers(features, vocabulary, dim: int = 8):
             EmbeddingSpec(
                 EmbeddingMethod.UNIFIED,
                 dim,
-                Budget(rows=3000),
+                Budget(rows=1200),
                 num_tables=2,
                 chunks={"user": 2},
                 private_max_cardinality=20,

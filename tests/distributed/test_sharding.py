@@ -10,6 +10,7 @@ from featmux.distributed import (
     Sharding,
     ShardingConfig,
     TableOptimizer,
+    TableOptimizerConfig,
     TorchRecEmbedding,
     make_topology,
     plan_sharding,
@@ -39,17 +40,17 @@ def test_parse_and_validate():
     )
     assert config.sharding == (Sharding.TABLE_WISE, Sharding.COLUMN_WISE)
     assert config.per_table == {"unified_t0": (Sharding.ROW_WISE, Sharding.TABLE_ROW_WISE)}
-    assert config.optimizer is TableOptimizer.ROWWISE_ADAGRAD
+    assert config.optimizer == TableOptimizerConfig(TableOptimizer.ROWWISE_ADAGRAD, 0.1)
     with pytest.raises(ValueError, match="valid sharding types"):
         ShardingConfig.parse("diagonal")
     with pytest.raises(ValueError, match="table=type"):
         ShardingConfig.parse(None, ["unified_t0"])
     with pytest.raises(ValueError, match="learning_rate"):
-        ShardingConfig(learning_rate=0)
+        TableOptimizerConfig(learning_rate=0)
     options = DistributedOptions.parse(
         sharding="table_wise", table_optimizer="sgd", backend="gloo", table_init="shard"
     )
-    assert options.sharding.optimizer is TableOptimizer.SGD and options.table_init.value == "shard"
+    assert options.sharding.optimizer.kind is TableOptimizer.SGD and options.table_init.value == "shard"
 
 
 def test_cpu_limits_are_explained():
@@ -57,20 +58,29 @@ def test_cpu_limits_are_explained():
     with pytest.raises(ValueError, match="needs CUDA"):
         ShardingConfig(per_table={"unified_t0": ("row_wise",)}).check_device("cpu")
     with pytest.raises(ValueError, match="no CPU kernel"):
-        ShardingConfig(optimizer="adam").check_device("cpu")
-    ShardingConfig(sharding=("row_wise",), optimizer="adam").check_device("cuda")
+        ShardingConfig(optimizer=TableOptimizerConfig("adam")).check_device("cpu")
+    ShardingConfig(sharding=("row_wise",), optimizer=TableOptimizerConfig("adam")).check_device("cuda")
 
 
 def test_unknown_table_in_constraints():
     _, embedding = _billion()
     with pytest.raises(ValueError, match="unknown table"):
-        ShardingConfig(per_table={"unified_t9": ("table_wise",)}).constraints(embedding, "cpu")
+        ShardingConfig(per_table={"unified_t9": ("table_wise",)}).constraints(embedding, make_topology(2))
+
+
+@pytest.mark.parametrize(("dim", "world", "width"), [(16, 2, 8), (10, 2, 4), (16, 8, 4), (64, 4, 16)])
+def test_column_shards_split_narrow_tables_over_the_ranks(dim, world, width):
+    _, embedding = _billion(dim=dim)
+    constraints = ShardingConfig(("column_wise",)).constraints(embedding, make_topology(world))
+    assert constraints["unified_t0"].min_partition == width  # TorchRec's default (128) would not split
+    with pytest.raises(ValueError, match="does not divide"):
+        ShardingConfig(("column_wise",), column_shard_width=24).constraints(embedding, make_topology(world))
 
 
 @pytest.mark.parametrize(("world", "hosts"), [(8, 1), (64, 8)])
 def test_plan_a_billion_row_unified_table(world, hosts):
     model, embedding = _billion()
-    config = ShardingConfig(sharding=("row_wise",), optimizer="rowwise_adagrad")
+    config = ShardingConfig(sharding=("row_wise",), optimizer=TableOptimizerConfig("rowwise_adagrad"))
     topology = make_topology(world, "cuda", local_world_size=world // hosts, hbm_gib=80)
     _, report = plan_sharding(model, embedding, config, topology, batch_size=512)
     (table,) = report.tables
@@ -86,7 +96,7 @@ def test_plan_a_billion_row_unified_table(world, hosts):
 
 def test_sub_tables_spread_over_hosts_with_table_row_wise():
     model, embedding = _billion(num_tables=8)
-    config = ShardingConfig(sharding=("table_row_wise",), optimizer="rowwise_adagrad")
+    config = ShardingConfig(sharding=("table_row_wise",), optimizer=TableOptimizerConfig("rowwise_adagrad"))
     _, report = plan_sharding(
         model, embedding, config, make_topology(64, "cuda", 8, hbm_gib=80), batch_size=512
     )
