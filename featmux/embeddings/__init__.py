@@ -6,6 +6,7 @@ layer from the plain config stored in a checkpoint (its learned state then comes
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, unique
@@ -75,6 +76,22 @@ class EmbeddingSpec:
             raise ValueError("chunks, num_tables and private tables are options of the unified method only")
 
 
+def check_features(spec: EmbeddingSpec, features: Sequence[CategoricalFeature]) -> None:
+    """Options that name features (chunks) must name features that exist.
+
+    Args:
+        spec: the embedding to build.
+        features: the categorical features of the data.
+
+    Raises:
+        ValueError: naming the unknown features and listing the valid ones.
+    """
+    valid = [f.name for f in features]
+    unknown = sorted(set(spec.chunks) - set(valid))
+    if unknown:
+        raise ValueError(f"chunks name unknown feature(s) {unknown}; the features are {valid}")
+
+
 def collisionless_parameters(
     features: Sequence[CategoricalFeature], vocabulary: Vocabulary, embedding_dim: int, min_count: int = 1
 ) -> int:
@@ -101,6 +118,7 @@ def build_embedding(
         device: where to allocate.
     """
     dim = spec.embedding_dim
+    check_features(spec, features)
     if spec.method is EmbeddingMethod.COLLISIONLESS:
         if vocabulary is None:
             raise ValueError("the collisionless table needs a vocabulary")
@@ -112,6 +130,17 @@ def build_embedding(
         else None
     )
     params = budget.parameters(full, dim)
+    if full is not None and params > full:
+        if spec.method is EmbeddingMethod.HASHING:
+            what = "per-feature hashing caps each feature at its vocabulary, so the excess is not used"
+        else:
+            what = "more shared rows than distinct training values (meant for collision studies?)"
+        warnings.warn(
+            f"budget {budget} is {params:,} parameters, above the collisionless size {full:,} "
+            f"({params / full:.3g}x): {what}; a budget of at most 1 (the collisionless size) avoids this",
+            UserWarning,
+            stacklevel=2,
+        )
     if spec.method is EmbeddingMethod.HASHING:
         if vocabulary is None:
             raise ValueError("per-feature hashing splits its rows by vocabulary size: it needs a vocabulary")
@@ -170,6 +199,7 @@ __all__ = [
     "UnifiedEmbeddingConfig",
     "Vocabulary",
     "build_embedding",
+    "check_features",
     "collisionless_parameters",
     "embedding_from_config",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,17 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _reason(err: Exception) -> str:
+    """A one-line reason for a failed `torch.load` (torch's own messages run to many lines)."""
+    if isinstance(err, pickle.UnpicklingError):
+        return "its content is not a checkpoint that loads safely: damaged, or not written by featmux"
+    text = str(err).strip()
+    first = text.splitlines()[0].split(". ")[0] if text else ""  # the first sentence
+    if "central directory" in first:
+        first += " (the file is truncated, or not a torch checkpoint)"
+    return f"{type(err).__name__}: {first[:240]}"
 
 
 def _feed(digest: Any, obj: Any) -> None:
@@ -109,7 +121,7 @@ def safe_load(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise
     except Exception as err:  # torch raises several types for truncated/corrupted zips
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err})") from err
+        raise CheckpointError(f"{path}: unreadable checkpoint ({_reason(err)})") from err
     if not isinstance(obj, dict) or obj.get("featmux_format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: not a featmux checkpoint (format {FORMAT_VERSION})")
     if CHECKSUM_KEY in obj and payload_digest(obj) != obj[CHECKSUM_KEY]:

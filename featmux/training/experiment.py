@@ -27,9 +27,12 @@ from featmux.embeddings import (
     EmbeddingMethod,
     EmbeddingSpec,
     build_embedding,
+    check_features,
     collisionless_parameters,
 )
+from featmux.features import Schema
 from featmux.models import MODELS, CTRModel, build_model
+from featmux.models.base import config_from_dict
 from featmux.training.checkpoint import save_model
 from featmux.training.config import OptimizerKind, TrainConfig
 from featmux.training.trainer import Trainer, evaluate
@@ -91,8 +94,20 @@ class ExperimentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _method_options(self) -> ExperimentConfig:
-        self.embedding_spec()  # cross-field checks live in EmbeddingSpec
+        spec = self.embedding_spec()  # cross-field checks live in EmbeddingSpec
+        check_options(spec, self.model, self.model_options)
         return self
+
+    def check_schema(self, schema: Schema) -> None:
+        """Options naming features must name features of the data (checked before any data is read).
+
+        Args:
+            schema: the data source's schema.
+
+        Raises:
+            ValueError: naming the unknown features and listing the valid ones.
+        """
+        check_features(self.embedding_spec(), schema.categorical)
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> ExperimentConfig:
@@ -132,6 +147,26 @@ class ExperimentConfig(BaseModel):
         )
 
 
+def check_options(spec: EmbeddingSpec, model: str, model_options: dict[str, Any]) -> None:
+    """Up-front checks of options whose errors would otherwise surface only after the data is encoded.
+
+    Args:
+        spec: the embedding to build.
+        model: a key of `MODELS`.
+        model_options: the model's config keys (unknown keys and invalid values fail here).
+
+    Raises:
+        ValueError: saying what to change.
+    """
+    config_from_dict(MODELS[model][1], model_options)
+    budget = spec.budget
+    if spec.method is EmbeddingMethod.HASHING and budget is not None and (budget.fraction or 0) > 1:
+        raise ValueError(
+            f"budget {budget} is larger than the collisionless size: per-feature hashing caps every "
+            "feature at its vocabulary, so the excess could not be used; give a budget of at most 1"
+        )
+
+
 def build_experiment_model(config: ExperimentConfig, data: PreparedData) -> CTRModel:
     """The embedding layer at its budget and the model on top, initialized from `config.seed`."""
     torch.manual_seed(config.seed)
@@ -150,6 +185,10 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
     say = log or (lambda _msg: None)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    from featmux.data.sources import open_source
+
+    # names in the options must exist before anything is encoded (opening a source reads no rows)
+    config.check_schema(open_source(config.dataset, config.data, **config.dataset_options).schema)
     t0 = time.perf_counter()
     data = prepare(
         config.dataset, config.data, config.dataset_options, config.cache_dir, config.skip_bad_rows, say

@@ -66,6 +66,7 @@ from featmux.embeddings import (
     EmbeddingSpec,
     Vocabulary,
     build_embedding,
+    check_features,
     collisionless_parameters,
 )
 from featmux.features import Schema
@@ -78,6 +79,7 @@ from featmux.training.checkpoint import (
     save_model,
 )
 from featmux.training.config import NonFinitePolicy, OptimizerKind, TrainConfig
+from featmux.training.experiment import check_options
 from featmux.training.metrics import Metrics, binary_metrics
 from featmux.training.trainer import RESUMABLE_KEYS, Trainer
 
@@ -171,7 +173,7 @@ class OnlineConfig(BaseModel):
 
     @model_validator(mode="after")
     def _stream(self) -> OnlineConfig:
-        self.embedding_spec()  # cross-field checks of the embedding options live in EmbeddingSpec
+        check_options(self.embedding_spec(), self.model, self.model_options)  # embedding/model option checks
         if self.partition_rows is not None and self.partition_column is not None:
             raise ValueError("give partition_rows or partition_column, not both")
         if self.dataset == SYNTHETIC:
@@ -566,14 +568,6 @@ def _write_json(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
-def _check_features(config: OnlineConfig, schema: Schema) -> None:
-    """Options naming features must name features of the stream (checked before any data is read)."""
-    valid = list(schema.feature_names)
-    unknown = sorted(set(config.chunks) - set(valid))
-    if unknown:
-        raise ValueError(f"chunks name unknown feature(s) {unknown}; the features are {valid}")
-
-
 def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -> OnlineResult:
     """Train on a stream partition by partition, with progressive validation (see the module docstring).
 
@@ -596,7 +590,7 @@ def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -
         torch.set_num_threads(config.threads)
     bad = BadRows(BadRowPolicy.SKIP if config.skip_bad_rows else BadRowPolicy.RAISE)
     schema, stream = iter_partitions(config, bad)
-    _check_features(config, schema)
+    check_features(config.embedding_spec(), schema.categorical)  # before any data is read
     ckpt = Path(config.checkpoint_dir) if config.checkpoint_dir is not None else None
     last = ckpt / "last.pt" if ckpt is not None else None
     found = None

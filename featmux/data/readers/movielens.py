@@ -269,6 +269,8 @@ def ratings_format(path: str | Path) -> TextFormat:
         DataError: the first line has neither separator.
     """
     first = peek_line(path)
+    if not first and Path(path).stat().st_size == 0:
+        raise DataError(path, None, None, "file is empty")
     if "::" in first:
         return TextFormat("::", encoding="latin-1", names=_RATING_COLUMNS)
     if "\t" in first:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featmux.data.errors import BadRows, DataError
@@ -33,6 +34,7 @@ from featmux.data.text import (
     iter_text,
     read_header,
     rechunk,
+    row_location,
 )
 from featmux.features import CategoricalFeature, NumericFeature, NumericTransform, Schema, ValueEncoding
 
@@ -132,10 +134,19 @@ def csv_format(
 
 
 def _parquet_batches(
-    handle: pq.ParquetFile, schema: Schema, chunk_rows: int, line_filter: LineFilter | None
+    handle: pq.ParquetFile, schema: Schema, chunk_rows: int, line_filter: LineFilter | None, path: Path
 ) -> Iterator[TextChunk]:
     start = 0
-    for batch in handle.iter_batches(batch_size=chunk_rows, columns=schema_columns(schema)):
+    batches = handle.iter_batches(batch_size=chunk_rows, columns=schema_columns(schema))
+    while True:
+        try:
+            batch = next(batches, None)
+        except (pa.ArrowException, OSError) as err:  # a damaged page: pyarrow's error, located
+            raise DataError(
+                row_location(path, start), None, None, f"unreadable Parquet data ({err})"
+            ) from err
+        if batch is None:
+            return
         frame = pl.DataFrame(pl.from_arrow(batch))
         rows = np.arange(start, start + frame.height, dtype=np.int64)  # 0-based row index
         start += frame.height
@@ -175,12 +186,15 @@ def table_chunks(
     path = Path(path)
     bad_rows = bad_rows if bad_rows is not None else BadRows()
     if is_parquet(path):
-        handle = pq.ParquetFile(path)
+        try:
+            handle = pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as err:  # truncated or not Parquet after all
+            raise DataError(path, None, None, f"not a readable Parquet file ({err})") from err
         names = handle.schema_arrow.names
         missing = missing_columns(names, schema)
         if missing:
             raise DataError(path, None, missing[0], f"column missing from the file (it has {names})")
-        batches = _parquet_batches(handle, schema, chunk_rows, line_filter)
+        batches = _parquet_batches(handle, schema, chunk_rows, line_filter, path)
         return conform_chunks(batches, schema, path, bad_rows, lines_are_rows=True)
     fmt = fmt if fmt is not None else csv_format()
     missing = missing_columns(read_header(path, fmt), schema)
