@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +98,54 @@ class FeatureEmbedding(nn.Module, ABC):
             if isinstance(module, TableEmbedding):
                 module._sparse = enabled
 
+    def table_modules(self) -> list[TableEmbedding]:
+        """The `TableEmbedding` modules holding this layer's tables (itself, or its parts)."""
+        return [m for m in self.modules() if isinstance(m, TableEmbedding)]
+
+    def set_row_updates(self, enabled: bool) -> None:
+        """Record each training lookup's distinct rows for a row optimizer (`featmux.training.optim`).
+
+        When enabled, a forward pass with gradients reads each distinct row of the batch once into a
+        small leaf tensor [U, D] and differentiates only that; the tables themselves get no `.grad`. A
+        row optimizer then updates exactly those U rows (see `TableEmbedding.take_lookups`).
+        """
+        for table in self.table_modules():
+            table._row_updates = enabled
+            table._lookups.clear()
+
+
+class RowLookup(NamedTuple):
+    """The distinct rows that one training forward pass read from a table, for a row optimizer.
+
+    Args:
+        rows: int64 [U], distinct table rows, ascending.
+        values: float [U, D], a leaf copy of those rows that the lookup read; after backward its `.grad`
+            holds each row's summed gradient.
+    """
+
+    rows: torch.Tensor
+    values: torch.Tensor
+
+
+class _GatherRows(torch.autograd.Function):
+    """values[index] with a backward that sums into [U, D] by `index_add_`.
+
+    Autograd's own embedding backward (`embedding_dense_backward`) is several times slower on CPU for
+    the [B * S] -> [U] reduction of a training batch.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        ctx.num_rows = values.shape[0]
+        return values.index_select(0, index.reshape(-1)).view(*index.shape, values.shape[1])
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (index,) = ctx.saved_tensors
+        flat = grad.reshape(-1, grad.shape[-1])  # [N, D]
+        return flat.new_zeros(ctx.num_rows, flat.shape[1]).index_add_(0, index.reshape(-1), flat), None
+
 
 def _chunk_offsets(offsets: torch.Tensor, num_values: int, chunks: int) -> torch.Tensor:
     """CSR offsets of `chunks` stacked copies of a bag batch: [B + 1] -> [chunks * B + 1]."""
@@ -128,6 +176,8 @@ class TableEmbedding(FeatureEmbedding):
             raise ValueError(f"{type(self).__name__} needs at least one row, got {num_rows}")
         self.weight = nn.Parameter(torch.empty(num_rows, embedding_dim, device=device))
         self._sparse = False
+        self._row_updates = False
+        self._lookups: list[RowLookup] = []
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -173,6 +223,11 @@ class TableEmbedding(FeatureEmbedding):
         )  # [K * B, D]
         return pooled.view(chunks, batch, -1).transpose(0, 1)  # [B, K, D]
 
+    def take_lookups(self) -> list[RowLookup]:
+        """The lookups recorded since the last call (row-update mode), oldest first; clears them."""
+        lookups, self._lookups = self._lookups, []
+        return lookups
+
     def forward(self, sparse: SparseFeatures) -> torch.Tensor:
         """Embed a batch: [B, F_u] ids and bags -> [B, S, D]."""
         if sparse.ids.shape[1] != len(self.univalent) or len(sparse.bags) != len(self.multivalent):
@@ -180,9 +235,43 @@ class TableEmbedding(FeatureEmbedding):
                 f"{type(self).__name__} expects {len(self.univalent)} univalent id columns and "
                 f"{len(self.multivalent)} bags, got {sparse.ids.shape[1]} and {len(sparse.bags)}"
             )
+        if self._row_updates and self.weight.requires_grad and torch.is_grad_enabled():
+            return self._forward_rows(sparse)
         parts = []
         if self.univalent:
             parts.append(F.embedding(self.univalent_rows(sparse.ids), self.weight, sparse=self._sparse))
         for j, (feature, bag) in enumerate(zip(self.multivalent, sparse.bags, strict=True)):
             parts.append(self._pool(self.bag_rows(j, bag.values), bag.offsets, feature.pooling))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, S, D]
+
+    def _forward_rows(self, sparse: SparseFeatures) -> torch.Tensor:
+        """Training forward in row-update mode: each distinct row is read once into a leaf [U, D].
+
+        The rows of all slots (univalent and bags) are de-duplicated together, so backward sums a row's
+        gradients in a small [U, D] buffer instead of a [R, D] table or an uncoalesced sparse tensor.
+        """
+        flat = []
+        if self.univalent:
+            uni = self.univalent_rows(sparse.ids)  # [B, S_u]
+            flat.append(uni.reshape(-1))
+        bag_rows = [self.bag_rows(j, bag.values) for j, bag in enumerate(sparse.bags)]  # [L_j, K_j]
+        flat += [r.t().reshape(-1) for r in bag_rows]  # chunk-major, as `_pool` reads them
+        rows, inverse = torch.unique(flat[0] if len(flat) == 1 else torch.cat(flat), return_inverse=True)
+        values = self.weight.detach().index_select(0, rows).requires_grad_()  # [U, D]
+        self._lookups.append(RowLookup(rows, values))
+        parts, start = [], 0
+        if self.univalent:
+            parts.append(_GatherRows.apply(values, inverse[: uni.numel()].view(uni.shape)))  # [B, S_u, D]
+            start = uni.numel()
+        for feature, bag, r in zip(self.multivalent, sparse.bags, bag_rows, strict=True):
+            num_values, chunks = r.shape
+            pooled = F.embedding_bag(
+                inverse[start : start + r.numel()],
+                values,
+                _chunk_offsets(bag.offsets, num_values, chunks),
+                mode=feature.pooling.value,
+                include_last_offset=True,
+            )  # [K * B, D]
+            start += r.numel()
+            parts.append(pooled.view(chunks, bag.offsets.numel() - 1, -1).transpose(0, 1))  # [B, K, D]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, S, D]

@@ -75,7 +75,7 @@ class HashingEmbedding(TableEmbedding):
 
     def univalent_rows(self, ids: torch.Tensor) -> torch.Tensor:
         n = len(self.univalent)
-        return salted_rows(splitmix64(ids), self.salts[:n], self.sizes[:n]) + self.starts[:n]  # [B, F_u]
+        return salted_rows(splitmix64(ids), self.salts[:n], self.sizes[:n]).add_(self.starts[:n])  # [B, F_u]
 
     def bag_rows(self, index: int, values: torch.Tensor) -> torch.Tensor:
         j = len(self.univalent) + index

@@ -130,7 +130,7 @@ class _SharedTable(TableEmbedding):
         if not self._single_chunk:
             premixed = premixed[:, self.slot_columns]  # [B, S_u]
         s = self._num_univalent_slots
-        return salted_rows(premixed, self.slot_salts[:s], self.slot_sizes[:s]) + self.slot_starts[:s]
+        return salted_rows(premixed, self.slot_salts[:s], self.slot_sizes[:s]).add_(self.slot_starts[:s])
 
     def bag_rows(self, index: int, values: torch.Tensor) -> torch.Tensor:
         lo, hi = self._bag_slots[index]

@@ -25,17 +25,28 @@ _M1 = _signed(0xBF58476D1CE4E5B9)
 _M2 = _signed(0x94D049BB133111EB)
 
 
-def _shr(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Logical right shift of int64 viewed as uint64."""
-    return (x >> bits) & ((1 << (64 - bits)) - 1)
+def _xorshift_(z: torch.Tensor, bits: int) -> torch.Tensor:
+    """z ^= z >>> bits (logical shift of int64 viewed as uint64), in place: one temporary."""
+    shifted = z >> bits
+    shifted &= (1 << (64 - bits)) - 1
+    return z.bitwise_xor_(shifted)
+
+
+def _splitmix64_(z: torch.Tensor) -> torch.Tensor:
+    """splitmix64 of a tensor the caller owns, in place (no copy of the input)."""
+    z.add_(_GOLDEN)
+    _xorshift_(z, 30).mul_(_M1)
+    _xorshift_(z, 27).mul_(_M2)
+    return _xorshift_(z, 31)
 
 
 def splitmix64(x: torch.Tensor) -> torch.Tensor:
-    """The splitmix64 finalizer (Steele et al. 2014), a bijection on 64-bit words. Input/output int64."""
-    z = x + _GOLDEN
-    z = (z ^ _shr(z, 30)) * _M1
-    z = (z ^ _shr(z, 27)) * _M2
-    return z ^ _shr(z, 31)
+    """The splitmix64 finalizer (Steele et al. 2014), a bijection on 64-bit words. Input/output int64.
+
+    Computed with in-place ops on one fresh tensor: an int64 [B, F] batch costs one allocation and a
+    temporary, not one allocation per operation.
+    """
+    return _splitmix64_(x + 0)
 
 
 def feature_salt(name: str, chunk: int = 0) -> int:
@@ -53,7 +64,9 @@ def salted_rows(premixed: torch.Tensor, salts: torch.Tensor, rows: torch.Tensor 
         salts: int64 salts, e.g. [S].
         rows: number of rows to map into (int or int64 tensor broadcastable to the output, e.g. [S]).
     """
-    return (splitmix64(premixed ^ salts) & _INT64_MAX) % rows
+    z = _splitmix64_(premixed ^ salts)  # one fresh [B, S] tensor, mixed in place
+    z &= _INT64_MAX
+    return z.remainder_(rows)
 
 
 def hash_to_rows(fingerprints: torch.Tensor, salt: int, rows: int) -> torch.Tensor:

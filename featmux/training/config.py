@@ -10,6 +10,9 @@ from enum import Enum, unique
 class OptimizerKind(Enum):
     ADAM = "adam"  # dense Adam everywhere: right for small tables (every row is touched anyway)
     SPARSE_ADAM = "sparse_adam"  # SparseAdam on tables (only looked-up rows move), Adam on the dense part
+    # lazy Adam fused on the rows a batch reads (featmux.training.optim.RowAdam; same update as SparseAdam,
+    # no sparse gradient), Adam on the dense part: the fast choice for large tables
+    ROW_ADAM = "row_adam"
 
 
 @unique
@@ -28,8 +31,9 @@ class TrainConfig:
         learning_rate: Adam learning rate (tables and dense part).
         embedding_l2: L2 penalty lambda/2 * ||w||^2 on embedding rows. With ADAM it covers every row of
             every table each step (as FuxiCTR's embedding_regularizer); with SPARSE_ADAM only the rows
-            looked up in the batch (lazy L2), which keeps updates sparse.
-        optimizer: ADAM or SPARSE_ADAM.
+            looked up in the batch (lazy L2), which keeps updates sparse; ROW_ADAM as SPARSE_ADAM.
+        optimizer: ADAM, SPARSE_ADAM or ROW_ADAM (SparseAdam's update, fused on the rows read: fastest
+            for large tables).
         patience: stop after this many evaluations without a better validation AUC.
         lr_decay: multiply the learning rate by this after an evaluation without improvement (1: off).
         eval_every_steps: evaluate every this many steps (None: at the end of each epoch).
@@ -42,6 +46,8 @@ class TrainConfig:
         progress: show a progress bar.
         on_nonfinite: what a batch with a NaN/Inf loss does: STOP the run (default) or SKIP the batch.
             Either way it never updates the weights, and it is reported with its location.
+        autocast_bf16: run the forward pass under CPU bf16 autocast (matmuls in bfloat16; worth it only
+            on CPUs with native bf16, e.g. AVX-512 BF16 or AMX; weights and optimizer stay float32).
     """
 
     epochs: int = 10
@@ -60,6 +66,7 @@ class TrainConfig:
     threads: int | None = None
     progress: bool = True
     on_nonfinite: NonFinitePolicy = NonFinitePolicy.STOP
+    autocast_bf16: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "optimizer", OptimizerKind(self.optimizer))

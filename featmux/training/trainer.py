@@ -42,6 +42,7 @@ from featmux.training.checkpoint import (
 )
 from featmux.training.config import NonFinitePolicy, OptimizerKind, TrainConfig
 from featmux.training.metrics import Metrics, binary_metrics
+from featmux.training.optim import RowAdam
 
 
 @torch.no_grad()
@@ -164,9 +165,24 @@ class Trainer:
         self._best_state: dict[str, torch.Tensor] | None = None
         sparse = config.optimizer is OptimizerKind.SPARSE_ADAM
         model.embedding.set_sparse_gradients(sparse)
+        model.embedding.set_row_updates(False)
         dense_params = model.dense_parameters()
         self.optimizers: list[torch.optim.Optimizer] = []
-        if sparse:
+        if config.optimizer is OptimizerKind.ROW_ADAM:
+            table_modules = model.embedding.table_modules()
+            covered = {id(t.weight) for t in table_modules}
+            if any(id(p) not in covered for p in self._tables):
+                raise ValueError(
+                    f"optimizer row_adam needs featmux table layers; {type(model.embedding).__name__} has "
+                    "tables it cannot update: use adam or sparse_adam"
+                )
+            if table_modules:  # lazy L2 on the rows read, as with sparse_adam
+                self.optimizers.append(
+                    RowAdam(table_modules, lr=config.learning_rate, weight_decay=config.embedding_l2)
+                )
+            if dense_params:
+                self.optimizers.append(torch.optim.Adam(dense_params, lr=config.learning_rate))
+        elif sparse:
             if self._tables:
                 self.optimizers.append(torch.optim.SparseAdam(self._tables, lr=config.learning_rate))
             if dense_params:
@@ -269,8 +285,9 @@ class Trainer:
     def _step(self, batch: Batch) -> float:
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        logits = self.model(batch.sparse, batch.dense)
-        loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.autocast_bf16):
+            logits = self.model(batch.sparse, batch.dense)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels)
         if not torch.isfinite(loss):  # no update from a NaN/Inf loss; `train_step` reports it
             return float(loss.detach())
         loss.backward()
