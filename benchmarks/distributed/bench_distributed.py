@@ -71,7 +71,7 @@ def _layer(data: Any, rows: int):
     )
 
 
-def _single_process(threads: int, rows: int) -> dict[str, Any]:
+def _single_process(threads: int, rows: int, steps: int) -> dict[str, Any]:
     """Plain featmux (no TorchRec): sparse Adagrad on the table, Adam on the dense part."""
     from featmux.models import build_model
 
@@ -86,23 +86,24 @@ def _single_process(threads: int, rows: int) -> dict[str, Any]:
     ]
     times = []
     for i, batch in enumerate(data.train.batches(BATCH, shuffle=True, seed=0, epoch=0)):
-        if i == WARMUP + MEASURED:
+        if i == WARMUP + steps:
             break
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         for o in opts:
             o.zero_grad()
         F.binary_cross_entropy_with_logits(model(batch.sparse, batch.dense), batch.labels).backward()
         for o in opts:
             o.step()
-        times.append((time.perf_counter() - t, len(batch)))
-    seconds = sum(t for t, _ in times[WARMUP:])
+        times.append((time.perf_counter() - t, len(batch), time.process_time() - cpu))
+    seconds = sum(t for t, _, _ in times[WARMUP:])
     return {
-        "samples_per_second": sum(n for _, n in times[WARMUP:]) / seconds,
-        "step_ms": 1000 * seconds / MEASURED,
+        "cpu_ms_per_step": 1000 * sum(c for _, _, c in times[WARMUP:]) / steps,
+        "samples_per_second": sum(n for _, n, _ in times[WARMUP:]) / seconds,
+        "step_ms": 1000 * seconds / steps,
     }
 
 
-def _distributed_worker(sharding: str, rows: int) -> dict[str, Any]:
+def _distributed_worker(sharding: str, rows: int, steps: int) -> dict[str, Any]:
     """One rank: DMP over the TorchRec-backed unified table, fused Adagrad, DDP + Adam for the dense part."""
     warnings.filterwarnings("ignore")
     import torch.distributed as dist
@@ -129,7 +130,7 @@ def _distributed_worker(sharding: str, rows: int) -> dict[str, Any]:
     parts = rank_batches(data.train, BATCH, rank, world, True, 0, 0)
     times = []
     for i, part in enumerate(parts):
-        if i == WARMUP + MEASURED:
+        if i == WARMUP + steps:
             break
         dist.barrier()
         t, cpu = time.perf_counter(), time.process_time()
@@ -141,19 +142,23 @@ def _distributed_worker(sharding: str, rows: int) -> dict[str, Any]:
     cpu_all = torch.tensor([sum(c for _, c in times[WARMUP:])], dtype=torch.float64)
     dist.all_reduce(cpu_all)  # CPU time of all ranks together
     return {
-        "samples_per_second": MEASURED * BATCH / seconds,
-        "step_ms": 1000 * seconds / MEASURED,
-        "cpu_ms_per_step": 1000 * float(cpu_all) / MEASURED,
+        "samples_per_second": steps * BATCH / seconds,
+        "step_ms": 1000 * seconds / steps,
+        "cpu_ms_per_step": 1000 * float(cpu_all) / steps,
     }
 
 
-def throughput(repeats: int = 3) -> None:
+def throughput(repeats: int = 3, steps: int = MEASURED) -> None:
     from featmux.distributed import launch_local
 
     rows = 5382 * 4  # 4x Frappe's collisionless size: the embedding is not the bottleneck here
     _frappe()  # encode the cache once, outside the timings
     setups: list[tuple[str, int, Any]] = [
-        (f"featmux single process (no TorchRec), {t} thread(s)", 1, (lambda t=t: _single_process(t, rows)))
+        (
+            f"featmux single process (no TorchRec), {t} thread(s)",
+            1,
+            (lambda t=t: _single_process(t, rows, steps)),
+        )
         for t in (1, 2)
     ]
     for world, threads, sharding in (
@@ -168,7 +173,7 @@ def throughput(repeats: int = 3) -> None:
                 world,
                 (
                     lambda w=world, t=threads, s=sharding: launch_local(
-                        _distributed_worker, w, (s, rows), threads_per_rank=t
+                        _distributed_worker, w, (s, rows, steps), threads_per_rank=t
                     )[0]
                 ),
             )
@@ -203,7 +208,7 @@ def throughput(repeats: int = 3) -> None:
             "model": MODEL,
             "embedding": f"unified, {rows} rows x 10, T=2",
             "warmup_steps": WARMUP,
-            "measured_steps": MEASURED,
+            "measured_steps": steps,
             "statistic": f"median of {repeats}",
             "runs": runs,
         },
@@ -417,9 +422,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("what", choices=["throughput", "memory", "plan", "report"])
     parser.add_argument("--sizes", default="1000000,10000000,30000000,100000000", help="memory: table rows")
+    parser.add_argument("--repeats", type=int, default=3, help="throughput: repetitions of each setup")
+    parser.add_argument("--steps", type=int, default=MEASURED, help="throughput: measured steps per run")
     args = parser.parse_args(argv)
     if args.what == "throughput":
-        throughput()
+        throughput(args.repeats, args.steps)
     elif args.what == "memory":
         memory([int(s) for s in args.sizes.split(",")])
     elif args.what == "plan":

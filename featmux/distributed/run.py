@@ -63,6 +63,7 @@ class DistributedOptions:
         table_learning_rate: float = 0.01,
         backend: str = "auto",
         table_init: str = "featmux",
+        column_shard_width: int | None = None,
     ) -> DistributedOptions:
         """Build from command-line strings (the CLI flags of the same names).
 
@@ -73,9 +74,12 @@ class DistributedOptions:
             table_learning_rate: learning rate of the fused table optimizer.
             backend: auto, gloo or nccl.
             table_init: featmux or shard.
+            column_shard_width: width of column-wise shards (None: split each table over the ranks).
         """
         return cls(
-            ShardingConfig.parse(sharding, shard_table, table_optimizer, table_learning_rate),
+            ShardingConfig.parse(
+                sharding, shard_table, table_optimizer, table_learning_rate, column_shard_width
+            ),
             Backend(backend),
             TableInit(table_init),
         )

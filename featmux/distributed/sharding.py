@@ -197,6 +197,7 @@ class ShardingConfig:
         per_table: Sequence[str] = (),
         optimizer: str = "adagrad",
         learning_rate: float = 0.01,
+        column_shard_width: int | None = None,
     ) -> ShardingConfig:
         """Build from command-line strings.
 
@@ -205,6 +206,7 @@ class ShardingConfig:
             per_table: items "table=type[,type...]", e.g. "unified_t0=row_wise,table_row_wise".
             optimizer: a `TableOptimizer` value.
             learning_rate: the table learning rate.
+            column_shard_width: see the class docstring.
         """
         every = tuple(s.strip() for s in (sharding or "").split(",") if s.strip())
         tables: dict[str, tuple[str, ...]] = {}
@@ -214,7 +216,8 @@ class ShardingConfig:
             name, kinds = item.split("=", 1)
             tables[name.strip()] = tuple(k.strip() for k in kinds.split(",") if k.strip())
         try:
-            return cls(every, tables, TableOptimizerConfig(optimizer, learning_rate))  # type: ignore[arg-type]
+            optimizer_config = TableOptimizerConfig(optimizer, learning_rate)  # type: ignore[arg-type]
+            return cls(every, tables, optimizer_config, column_shard_width=column_shard_width)  # type: ignore[arg-type]
         except ValueError as err:
             choices = [s.value for s in Sharding] + [o.value for o in TableOptimizer]
             raise ValueError(f"{err} (valid sharding types and optimizers: {choices})") from err
