@@ -44,6 +44,7 @@ import functools
 import json
 import math
 import os
+import textwrap
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -79,7 +80,7 @@ from featmux.training.checkpoint import (
     save_model,
 )
 from featmux.training.config import NonFinitePolicy, OptimizerKind, TrainConfig
-from featmux.training.experiment import check_options
+from featmux.training.experiment import check_options, environment
 from featmux.training.metrics import Metrics, binary_metrics
 from featmux.training.trainer import RESUMABLE_KEYS, Trainer
 
@@ -87,8 +88,19 @@ SYNTHETIC = "synthetic"
 RESULTS_FILE = "progressive.json"
 """Written to the checkpoint directory after every partition: the results so far."""
 
-# fields that change nothing in a run's results: a resumed run may differ in them
-_VOLATILE = frozenset({"threads", "checkpoint_dir", "resume", "partitions", "checkpoint_every_steps"})
+# fields a resumed run may change: they do not change the results computed so far (a run that stopped at a
+# NaN loss or a bad row has skipped none yet, so it may go on with on_nonfinite=skip / skip_bad_rows)
+_VOLATILE = frozenset(
+    {
+        "threads",
+        "checkpoint_dir",
+        "resume",
+        "partitions",
+        "checkpoint_every_steps",
+        "on_nonfinite",
+        "skip_bad_rows",
+    }
+)
 _NO_SPLITS = (1.0, 0.0, 0.0)  # read a whole file as the train split (no hash-carved valid/test rows)
 
 
@@ -908,6 +920,7 @@ def plot_progressive(results: Sequence[OnlineResult], path: str | Path, title: s
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     path = Path(path)
     fig, (top, bottom) = plt.subplots(
@@ -922,11 +935,15 @@ def plot_progressive(results: Sequence[OnlineResult], path: str | Path, title: s
             markersize=3,
             label=f"{_label(r)} ({r.embedding_params:,} params)",
         )
+    warmup = int(results[0].config.get("vocabulary_partitions", 1)) if results else 1
+    for axis in (top, bottom):
+        axis.axvspan(-0.5, warmup - 0.5, color="0.92", zorder=0)
+    top.text(-0.45, 0.9, "vocab.\nuntrained", transform=top.get_xaxis_transform(), fontsize=7)
     top.set_ylabel("progressive AUC (before training on it)")
     top.grid(alpha=0.3)
     top.legend(fontsize=8)
-    top.set_title(title, fontsize=10)
-    warmup = int(results[0].config.get("vocabulary_partitions", 1)) if results else 1
+    top.set_title(textwrap.fill(title, 110), fontsize=9)
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     aucs = [p.auc for r in results for p in r.partitions[warmup:] if not math.isnan(p.auc)]
     if aucs:
         low, high = min(aucs), max(aucs)
@@ -1066,30 +1083,71 @@ def run_online_benchmark(
                 spec.first_hour,
             )
             _write_json(marker, wanted)
-    results = []
+    results, seconds = [], []
     for config in bench.configs(Path(work)):
         say(f"== {config.embedding.value} budget {config.budget or '1'}")
         started = time.perf_counter()
         result = run_online(config, log=say)
-        say(f"   mean progressive AUC {result.mean_auc():.5f} ({time.perf_counter() - started:.0f} s)")
+        seconds.append(time.perf_counter() - started)
+        say(f"   mean progressive AUC {result.mean_auc():.5f} ({seconds[-1]:.0f} s)")
         results.append(result)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    results_json = out / f"{bench.name}.json"
     _write_json(
-        out / f"{bench.name}.json",
+        results_json,
         {
             "benchmark": bench.model_dump(mode="json", exclude={"root"}),
-            "results": [r.as_dict() for r in results],
+            "command": f"python -m featmux.training.online {path} {out}",
+            "environment": environment(),
+            "results": [r.as_dict() | {"wall_seconds": t} for r, t in zip(results, seconds, strict=True)],
         },
     )
-    table = progressive_table(results)
-    (out / f"{bench.name}.md").write_text(f"# {bench.name}\n\n{bench.description.strip()}\n\n{table}\n")
-    plot_progressive(
-        results,
-        out / f"{bench.name}.png",
-        f"{bench.name}: {bench.description.strip().splitlines()[0] if bench.description else ''}",
-    )
+    write_online_report(results_json)
     return results
+
+
+def load_online_results(path: str | Path) -> tuple[dict[str, Any], list[OnlineResult]]:
+    """Read a benchmark's `<name>.json` back: (its JSON, the results without models).
+
+    Args:
+        path: the file `run_online_benchmark` wrote.
+    """
+    data = json.loads(Path(path).read_text())
+    results = []
+    for entry in data["results"]:
+        values = {f.name: entry[f.name] for f in dataclasses.fields(OnlineResult) if f.name in entry}
+        values["partitions"] = tuple(PartitionResult(**p) for p in entry["partitions"])
+        results.append(OnlineResult(**values))
+    return data, results
+
+
+def write_online_report(path: str | Path) -> tuple[Path, Path]:
+    """Write `<name>.md` (table) and `<name>.png` (plot) beside a benchmark's `<name>.json`.
+
+    Args:
+        path: the JSON `run_online_benchmark` wrote.
+
+    Returns:
+        The table and plot paths.
+    """
+    path = Path(path)
+    data, results = load_online_results(path)
+    bench, env = data["benchmark"], data["environment"]
+    description = bench.get("description", "").strip()
+    seconds = [entry.get("wall_seconds", math.nan) for entry in data["results"]]
+    runs = ", ".join(f"{_label(r)} {t:.0f} s" for r, t in zip(results, seconds, strict=True))
+    table_path = path.with_suffix(".md")
+    table_path.write_text(
+        f"# {bench['name']}\n\n{description}\n\n"
+        "Progressive validation: each partition is scored by the model trained on the partitions before "
+        "it, then trained on. Partition 0 is scored by the untrained model and is left out of the means.\n\n"
+        f"{progressive_table(results)}\n\nProduced by `{data.get('command', 'run_online_benchmark')}` "
+        f"(torch {env['torch']}, {env['threads']} thread(s), {env['cpu']}, {env['cores']} cores); "
+        f"wall time per run: {runs}.\n"
+    )
+    title = f"{bench['name']}: {description.splitlines()[0] if description else ''}"
+    return table_path, plot_progressive(results, path.with_suffix(".png"), title)
 
 
 if __name__ == "__main__":  # python -m featmux.training.online <benchmark.yaml> <out_dir> [work_dir]

@@ -20,9 +20,11 @@ from featmux.training.online import (
     _encode,
     _progressive,
     iter_partitions,
+    load_online_results,
     plot_progressive,
     progressive_table,
     run_online,
+    run_online_benchmark,
     write_avazu_stream,
 )
 from featmux.training.trainer import Trainer
@@ -221,6 +223,29 @@ def test_table_plot_and_benchmark_yaml(tmp_path):
     with pytest.raises(ValueError, match="partition_rows"):
         bench.configs(tmp_path)
     assert math.isnan(results[0].mean_auc(skip=3))
+
+
+def test_benchmark_on_a_generated_avazu_stream(tmp_path):
+    cards = ", ".join(str(c) for c in AVAZU_CARDINALITIES)
+    yaml_path = tmp_path / "bench.yaml"
+    yaml_path.write_text(
+        "name: tiny\ndescription: a tiny check\nmethods: [collisionless, hashing, unified]\n"
+        "budgets: ['1/2']\n"
+        f"avazu_stream:\n  directory: {tmp_path / 'hours'}\n  partitions: 3\n  partition_rows: 800\n"
+        f"  synthetic: {{cardinalities: [{cards}], churn_rows: 800, seed: 1}}\n"
+        f"settings: {{dataset: avazu, data: {tmp_path / 'hours'}, model: fm, embedding_dim: 4, threads: 1}}\n"
+    )
+    results = run_online_benchmark(yaml_path, tmp_path / "out", tmp_path / "work")
+    assert [r.embedding for r in results] == ["collisionless", "hashing", "unified"]
+    assert [r.budget for r in results] == ["1", "1/2", "1/2"]
+    data, loaded = load_online_results(tmp_path / "out" / "tiny.json")
+    assert [r.partitions for r in loaded] == [r.partitions for r in results]
+    assert data["command"].startswith("python -m featmux.training.online")
+    table = (tmp_path / "out" / "tiny.md").read_text()
+    assert "| 2 | 14102102.csv | 800 |" in table and "wall time per run" in table
+    assert (tmp_path / "out" / "tiny.png").read_bytes()[:4] == b"\x89PNG"
+    again = run_online_benchmark(yaml_path, tmp_path / "out", tmp_path / "work")  # resumes finished runs
+    assert [r.partitions for r in again] == [r.partitions for r in results]
 
 
 def test_empty_partition_file_is_a_clear_error(tmp_path):
