@@ -34,7 +34,7 @@ from featmux.features import Schema
 from featmux.models import MODELS, CTRModel, build_model
 from featmux.models.base import config_from_dict
 from featmux.training.checkpoint import save_model
-from featmux.training.config import OptimizerKind, TrainConfig
+from featmux.training.config import NonFinitePolicy, OptimizerKind, TrainConfig
 from featmux.training.trainer import Trainer, evaluate
 
 
@@ -75,6 +75,7 @@ class ExperimentConfig(BaseModel):
     checkpoint_dir: Path | None = None
     checkpoint_every_steps: int | None = Field(None, ge=1)
     skip_bad_rows: bool = False
+    on_nonfinite: NonFinitePolicy = NonFinitePolicy.STOP  # a NaN/Inf loss stops the run, or skips its batch
     progress: bool = True
 
     @field_validator("budget")
@@ -144,6 +145,7 @@ class ExperimentConfig(BaseModel):
             seed=self.seed,
             threads=self.threads,
             progress=self.progress,
+            on_nonfinite=self.on_nonfinite,
         )
 
 

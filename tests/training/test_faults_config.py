@@ -86,3 +86,12 @@ def test_unknown_names_fail_before_any_data_is_encoded(tmp_path):
 def test_invalid_values_name_the_field(changes, message):
     with pytest.raises(ValidationError, match=message):
         ExperimentConfig(**changes)
+
+
+def test_nonfinite_policy_reaches_the_trainer():
+    from featmux.training.config import NonFinitePolicy
+
+    assert ExperimentConfig(on_nonfinite="skip").train_config().on_nonfinite is NonFinitePolicy.SKIP
+    assert ExperimentConfig().train_config().on_nonfinite is NonFinitePolicy.STOP
+    with pytest.raises(ValidationError, match="on_nonfinite"):
+        ExperimentConfig(on_nonfinite="ignore")
