@@ -174,7 +174,7 @@ def load_resumable(path: str | Path, required: Sequence[str] = ()) -> Restored |
 
     A damaged newest checkpoint (truncated, corrupted, missing `required` entries) is renamed to
     `<name>.damaged`, so that the next `save_rotating` cannot push the good previous one out. Temporary
-    files left by a write that was killed are removed.
+    files left in the directory by `atomic_save` writes that were killed are removed.
 
     Args:
         path: the newest checkpoint's file, e.g. `run/last.pt`.
@@ -187,8 +187,8 @@ def load_resumable(path: str | Path, required: Sequence[str] = ()) -> Restored |
         CheckpointError: checkpoints exist but none is usable (each one's problem is named).
     """
     path = Path(path)
-    if path.parent.is_dir():
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+    if path.parent.is_dir():  # temporary files of `atomic_save` writes that were killed (any checkpoint)
+        for stale in path.parent.glob(".*.pt.*.tmp"):
             stale.unlink(missing_ok=True)
     damaged: list[str] = []
     for candidate in (path, previous_path(path)):

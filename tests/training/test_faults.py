@@ -180,6 +180,8 @@ def test_truncated_checkpoint_is_rejected_and_the_previous_one_used(tmp_path, mo
     last = tmp_path / "last.pt"
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 3])
+    for stale in (".last.pt.k1ll3d.tmp", ".model.pt.k1ll3d.tmp"):  # writes killed half-way
+        (tmp_path / stale).write_bytes(data[:100])
     with pytest.raises(CheckpointError, match=r"last\.pt: unreadable checkpoint"):
         safe_load(last)
     messages: list[str] = []
@@ -191,6 +193,7 @@ def test_truncated_checkpoint_is_rejected_and_the_previous_one_used(tmp_path, mo
     )
     assert resumed.resumed_from.endswith("last.prev.pt")
     assert (tmp_path / "last.pt.damaged").is_file()  # set aside: the next save cannot push the good one out
+    assert not list(tmp_path.glob(".*.tmp"))
     assert resumed.partitions == reference.partitions
     assert_same_weights(reference.model.state_dict(), resumed.model.state_dict(), "truncated last.pt")
 
