@@ -1,0 +1,74 @@
+"""The speed benchmark's bookkeeping: the plain baseline layer, summaries, ratios and the Markdown report."""
+
+from __future__ import annotations
+
+import torch
+
+from featmux.benchmarks.speed import (
+    PlainEmbeddingBag,
+    _ratios,
+    _schema,
+    _summarise_training,
+    dense_flops_per_sample,
+    render_markdown,
+)
+from featmux.models import build_model
+from featmux.sparse import SparseFeatures
+
+
+def test_plain_embedding_bag_reads_per_field_rows():
+    layer = PlainEmbeddingBag(_schema(2).categorical, 3, [4, 5])
+    ids = torch.tensor([[0, 0], [3, 4]])
+    out = layer(SparseFeatures(ids))
+    assert out.shape == (2, 2, 3)
+    torch.testing.assert_close(out[1, 1], layer.bag.weight[4 + 4])
+    model = build_model("deepfm", layer, 0, {"hidden": [8]})
+    assert dense_flops_per_sample(model) == 6 * (6 * 8 + 8 * 1)
+
+
+def _run(contender: str, seconds: list[float], aucs: list[float], test: float) -> dict:
+    history = [
+        {"train_seconds": s, "valid_auc": a, "test_auc": test, "test_logloss": 0.4}
+        for s, a in zip(seconds, aucs, strict=True)
+    ]
+    return {
+        "dataset": "synthetic",
+        "model": "deepfm",
+        "contender": contender,
+        "history": history,
+        "train_rows": 1000,
+        "peak_rss_bytes": 2**30,
+        "threads": 2,
+        "loadavg_start": [0.5, 0.5, 0.5],
+        "loadavg_end": [0.6, 0.6, 0.6],
+    }
+
+
+def test_ratios_use_the_faster_peer_and_a_common_auc_target():
+    runs = [
+        _run("featmux", [1.0, 2.0], [0.70, 0.75], 0.74),
+        _run("deepctr", [4.0, 8.0], [0.71, 0.73], 0.72),
+        _run("rechub", [5.0, 10.0], [0.69, 0.74], 0.73),
+        _run("plain", [2.0, 4.0], [0.70, 0.74], 0.73),
+        {"dataset": "synthetic", "model": "deepfm", "contender": "featmux-bf16", "error": "boom"},
+    ]
+    training = _summarise_training(runs)
+    by = {r["contender"]: r for r in training}
+    assert by["featmux"]["samples_per_s"] == 1000.0  # 2 epochs x 1000 rows in 2 s
+    assert by["deepctr"]["target_valid_auc"] == 0.73  # the lowest best valid AUC of the group
+    assert by["featmux"]["seconds_to_target"] == 2.0 and by["deepctr"]["seconds_to_target"] == 8.0
+    (ratio,) = _ratios(training)
+    assert ratio["best_peer"] == "deepctr" and ratio["speedup_vs_best_peer"] == 4.0
+    assert ratio["speedup_vs_plain"] == 2.0
+    assert ratio["time_to_auc_speedup_vs_best_peer"] == 4.0
+    assert abs(ratio["auc_delta_vs_best_peer_test"] - 0.01) < 1e-12
+    report = {
+        "created": "now",
+        "machine": {"cpu": "cpu", "cpu_flags": ["avx2"], "cores": 2, "torch": "2", "threads": 2,
+                    "loadavg": [0.1, 0.1, 0.1], "bf16_native": False},
+        "gemm_peak_gflops": 100.0,
+        "training": training,
+        "ratios": [ratio],
+    }  # fmt: skip
+    text = render_markdown(report)
+    assert "4.00x" in text and "error: boom" in text
