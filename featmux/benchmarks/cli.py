@@ -50,6 +50,9 @@ def run(
     model: Annotated[list[str] | None, typer.Option(help="Only these model labels.")] = None,
     method: Annotated[list[str] | None, typer.Option(help="Only these method labels.")] = None,
     seed: Annotated[list[int] | None, typer.Option(help="Only these seeds.")] = None,
+    budget: Annotated[
+        list[str] | None, typer.Option(help="Only these budgets (collisionless cells always run).")
+    ] = None,
     max_cells: Annotated[int | None, typer.Option(help="Stop after running this many cells.")] = None,
     isolate: Annotated[
         bool, typer.Option(help="Run each cell in a fresh subprocess (crash isolation, own peak RSS).")
@@ -73,7 +76,7 @@ def run(
     """Run a benchmark grid: one JSON result per cell; a rerun skips finished cells."""
     try:
         grid = BenchmarkGrid.from_yaml(config)
-        cells = select_cells(grid.cells(), dataset or (), model or (), method or (), seed or ())
+        cells = select_cells(grid.cells(), dataset or (), model or (), method or (), seed or (), budget or ())
     except (ValidationError, ValueError, OSError) as err:
         _fail(f"invalid benchmark grid {config}:\n{err}")
     root = repo_root(config)

@@ -255,8 +255,12 @@ def select_cells(
     models: Sequence[str] = (),
     methods: Sequence[str] = (),
     seeds: Sequence[int] = (),
+    budgets: Sequence[str] = (),
 ) -> list[Cell]:
-    """The cells matching every non-empty filter (labels as in the grid)."""
+    """The cells matching every non-empty filter (labels as in the grid).
+
+    The budget filter leaves collisionless cells in: their size is fixed, they are every budget's reference.
+    """
     return [
         c
         for c in cells
@@ -264,6 +268,7 @@ def select_cells(
         and (not models or c.model in models)
         and (not methods or c.method in methods)
         and (not seeds or c.seed in seeds)
+        and (not budgets or c.budget in budgets or c.method == "collisionless")
     ]
 
 
