@@ -293,3 +293,13 @@ def test_nan_inputs_are_reported_with_the_partition_and_rows(tmp_path, monkeypat
     skipped = run_online(config(dataset_options=options, on_nonfinite="skip"))
     assert skipped.partitions[-1].skipped_batches == 4  # row 17 of every partition
     assert all(torch.isfinite(p).all() for p in skipped.model.parameters())
+
+
+@pytest.mark.real_data
+def test_criteo_file_cut_into_day_like_blocks(shared_data):
+    data = shared_data / "criteo" / "wide_resdnn" / "train.csv"  # Kaggle TSV rows, no header
+    cfg = {"dataset": "criteo", "data": data, "dataset_options": {}, "partitions": 3, "partition_rows": 2_400}
+    result = run_online(OnlineConfig(**{**BASE, **cfg, "embedding": "unified", "budget": "1/4"}))
+    assert [p.rows for p in result.partitions] == [2_400] * 3
+    assert 0 < result.partitions[1].unseen_share < 1  # real ids: a long tail of new values
+    assert result.partitions[2].auc > 0.6
