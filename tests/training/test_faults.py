@@ -1,8 +1,8 @@
 """Fault tolerance: SIGKILL at a random step, damaged checkpoints, NaN/Inf losses.
 
-The SIGKILL test runs training in a real subprocess, kills it with SIGKILL when it reports a randomly
-drawn step (it may be in the middle of a checkpoint write), kills the resumed run again, resumes once
-more, and requires weights and results bit-identical to an uninterrupted run.
+The SIGKILL test runs training in a real subprocess and kills it with SIGKILL when it reports a randomly
+drawn step (it may be in the middle of a checkpoint write); on the online stream it kills the resumed run
+again; the last resume must end with weights and results bit-identical to an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -134,7 +134,8 @@ def test_sigkill_at_a_random_step_then_resume_gives_identical_weights(kind, tmp_
     reported = run_and_kill(kind, config, first)
     if reported > config["checkpoint_every_steps"]:  # a checkpoint was written (it may be the previous)
         assert any((tmp_path / "run" / name).exists() for name in ("last.pt", "last.prev.pt")), context
-    run_and_kill(kind, config, second)  # the resumed run is killed too
+    if kind == "online":
+        run_and_kill(kind, config, second)  # the resumed run is killed too
     if kind == "online":
         resumed = run_online(OnlineConfig(**config))
         assert resumed.resumed_from is not None, context
