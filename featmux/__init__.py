@@ -36,6 +36,7 @@ from featmux.sparse import Bag, SparseFeatures
 from featmux.training.checkpoint import load_model, save_model
 from featmux.training.config import OptimizerKind, TrainConfig
 from featmux.training.experiment import ExperimentConfig, run_experiment
+from featmux.training.online import OnlineConfig, run_online
 from featmux.training.trainer import Trainer, evaluate
 
 __version__ = "0.1.0"
@@ -53,6 +54,7 @@ __all__ = [
     "HashingEmbedding",
     "NumericFeature",
     "NumericTransform",
+    "OnlineConfig",
     "OptimizerKind",
     "Pooling",
     "Schema",
@@ -69,5 +71,6 @@ __all__ = [
     "evaluate",
     "load_model",
     "run_experiment",
+    "run_online",
     "save_model",
 ]

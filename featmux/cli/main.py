@@ -22,7 +22,7 @@ from featmux.analysis.cli import analyze_app
 from featmux.benchmarks.cli import bench_app
 from featmux.data.errors import DataError
 from featmux.embeddings import EmbeddingMethod
-from featmux.training.config import OptimizerKind
+from featmux.training.config import NonFinitePolicy, OptimizerKind
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Memory-efficient categorical embeddings for CTR models."
@@ -96,8 +96,47 @@ def train(
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
+    distributed: Annotated[
+        bool, typer.Option(help="Shard the tables with TorchRec; launch with torchrun (needs --torchrec).")
+    ] = False,
+    sharding: Annotated[
+        str | None,
+        typer.Option(help="Distributed: sharding types for every table, e.g. table_wise,column_wise."),
+    ] = None,
+    shard_table: Annotated[
+        list[str] | None, typer.Option(help="Distributed: per-table constraint, e.g. unified_t0=row_wise.")
+    ] = None,
+    table_optimizer: Annotated[
+        str,
+        typer.Option(help="Distributed: fused table optimizer (sgd, adagrad, rowwise_adagrad; adam on GPU)."),
+    ] = "adagrad",
+    table_learning_rate: Annotated[float, typer.Option(help="Distributed: table learning rate.")] = 0.01,
+    online: Annotated[
+        bool, typer.Option(help="Online training over time-ordered partitions, progressive validation.")
+    ] = False,
+    partition_rows: Annotated[int | None, typer.Option(help="Online: cut the stream every N rows.")] = None,
+    partition_column: Annotated[
+        str | None, typer.Option(help="Online: a new partition wherever this column's value changes.")
+    ] = None,
+    partitions: Annotated[int | None, typer.Option(help="Online: stop after this many partitions.")] = None,
+    vocabulary_partitions: Annotated[
+        int | None, typer.Option(help="Online: collisionless vocabulary frozen after this many partitions.")
+    ] = None,
+    passes: Annotated[int | None, typer.Option(help="Online: training passes over each partition.")] = None,
+    resume: Annotated[bool, typer.Option(help="Online: continue the run in --checkpoint-dir.")] = False,
+    checkpoint_every_steps: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
+    on_nonfinite: Annotated[
+        NonFinitePolicy | None, typer.Option(help="A NaN/Inf loss stops the run, or skips its batch.")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Online: save the AUC-per-partition plot here (PNG).")
+    ] = None,
 ) -> None:
-    """Train and evaluate a CTR model; prints a results table."""
+    """Train and evaluate a CTR model; prints a results table.
+
+    With --distributed, run under torchrun, e.g.
+    `torchrun --nproc-per-node 2 $(which featmux) train --distributed --sharding column_wise ...`.
+    """
     from featmux.training.experiment import ExperimentConfig, run_experiment
 
     flags: dict[str, Any] = {
@@ -128,6 +167,19 @@ def train(
     if model_option:
         overrides["model_options"] = _parse_mapping(model_option, "--model-option")
     overrides["skip_bad_rows"] = skip_bad_rows
+    extra = {"checkpoint_every_steps": checkpoint_every_steps, "on_nonfinite": on_nonfinite}
+    overrides |= {k: v for k, v in extra.items() if v is not None}
+    if online:
+        stream = {
+            "partition_rows": partition_rows,
+            "partition_column": partition_column,
+            "partitions": partitions,
+            "vocabulary_partitions": vocabulary_partitions,
+            "passes": passes,
+        }
+        overrides |= {k: v for k, v in stream.items() if v is not None} | {"resume": resume}
+        _train_online(config, overrides, out, plot)
+        return
     overrides["progress"] = progress and sys.stderr.isatty()
     try:
         cfg = ExperimentConfig.from_yaml(config, **overrides) if config else ExperimentConfig(**overrides)
@@ -136,16 +188,70 @@ def train(
     except ValueError as err:
         _fail(f"invalid configuration: {err}")
     try:
-        result = run_experiment(cfg, log=lambda m: console.print(f"[dim]{m}[/]"))
+        if distributed:
+            result = _run_distributed(cfg, sharding, shard_table or [], table_optimizer, table_learning_rate)
+        else:
+            result = run_experiment(cfg, log=lambda m: console.print(f"[dim]{m}[/]"))
     except DataError as err:
         _fail(f"bad input data: {err}\n(use --skip-bad-rows to skip and count malformed rows)")
     except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
+    if distributed and result.get("distributed", {}).get("rank", 0) != 0:
+        return  # every rank has the same result; rank 0 reports it
     _print_result(result)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
         console.print(f"results written to {out}")
+
+
+def _train_online(
+    config: Path | None, overrides: dict[str, Any], out: Path | None, plot: Path | None
+) -> None:
+    from featmux.training.checkpoint import CheckpointError
+    from featmux.training.online import OnlineConfig, plot_progressive, progressive_table, run_online
+    from featmux.training.trainer import NonFiniteLossError
+
+    batch_only = sorted(set(overrides) - set(OnlineConfig.model_fields))
+    if batch_only:
+        flags = ", ".join("--" + k.replace("_", "-") for k in batch_only)
+        _fail(f"{flags} do(es) not apply to --online (online runs use --passes and --partitions)")
+    try:
+        cfg = OnlineConfig.from_yaml(config, **overrides) if config else OnlineConfig(**overrides)
+    except ValidationError as err:
+        _fail("invalid configuration:\n" + _validation_message(err))
+    except ValueError as err:
+        _fail(f"invalid configuration: {err}")
+    try:
+        result = run_online(cfg, log=lambda m: console.print(f"[dim]{m}[/]"))
+    except DataError as err:
+        _fail(f"bad input data: {err}\n(use --skip-bad-rows to skip and count malformed rows)")
+    except (CheckpointError, NonFiniteLossError, FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    Console().print(progressive_table([result]))
+    if plot is not None:
+        plot_progressive([result], plot, f"progressive validation: {cfg.embedding.value} on {cfg.dataset}")
+        console.print(f"plot written to {plot}")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result.as_dict(), indent=2))
+        console.print(f"results written to {out}")
+
+
+def _run_distributed(
+    cfg: Any, sharding: str | None, shard_table: list[str], table_optimizer: str, table_learning_rate: float
+) -> dict[str, Any]:
+    try:
+        from featmux.distributed import DistributedOptions, run_distributed_training
+    except ImportError as err:
+        _fail(f"{err}\n(install TorchRec with: bash scripts/install.sh --torchrec)")
+    options = DistributedOptions.parse(
+        sharding=sharding,
+        shard_table=shard_table,
+        table_optimizer=table_optimizer,
+        table_learning_rate=table_learning_rate,
+    )
+    return run_distributed_training(cfg, options, log=lambda m: console.print(f"[dim]{m}[/]"))
 
 
 def _validation_message(err: ValidationError) -> str:

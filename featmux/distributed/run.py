@@ -181,6 +181,7 @@ def run_distributed_training(
         "environment": environment(),
         "config": json.loads(config.model_dump_json()),
         "distributed": {
+            "rank": env.rank,
             "world_size": env.world_size,
             "backend": env.backend.value,
             "table_optimizer": options.sharding.optimizer.kind.value,

@@ -16,6 +16,7 @@ def text(result) -> str:
     """The output with rich's line wrapping undone."""
     return " ".join(result.output.split())
 
+
 FAST = ["--epochs", "1", "--threads", "1", "--no-progress", "--embedding-dim", "4"]
 
 
@@ -126,9 +127,7 @@ def test_bad_rows_stop_with_location_or_are_skipped(tmp_path, monkeypatch):
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 2
-    assert (
-        "clicks.csv:38" in text(result) and "label" in text(result) and "--skip-bad-rows" in text(result)
-    )
+    assert "clicks.csv:38" in text(result) and "label" in text(result) and "--skip-bad-rows" in text(result)
     result = runner.invoke(app, [*args, "--skip-bad-rows"])
     assert result.exit_code == 0, result.output
     assert "skipped 1 bad row" in text(result)
@@ -152,3 +151,37 @@ def test_data_inspect(shared_data):
     )
     assert result.exit_code == 0, result.output
     assert "28,860 rows" in text(result) and "item" in text(result)
+
+
+def test_train_online_progressive_validation(tmp_path):
+    out, plot = tmp_path / "online.json", tmp_path / "online.png"
+    args = [
+        "train",
+        "--online",
+        "--dataset-option",
+        "cardinalities=[10, 100, 1000]",
+        "--partition-rows",
+        "2000",
+        "--partitions",
+        "3",
+        "--embedding-dim",
+        "4",
+        "--model-option",
+        "hidden=[8]",
+        "--threads",
+        "1",
+        "--checkpoint-dir",
+        str(tmp_path / "run"),
+        "--plot",
+        str(plot),
+        "--out",
+        str(out),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert len(data["partitions"]) == 3 and plot.stat().st_size > 0
+    # the same directory again without --resume is refused rather than overwritten
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "resume" in text(again)
+    assert runner.invoke(app, ["train", "--online", "--epochs", "2"]).exit_code == 2
