@@ -999,7 +999,8 @@ class OnlineBenchmark(BaseModel):
         avazu_stream: generate this Avazu-format stream first (then point `settings.data` at it).
 
     Example:
-        >>> OnlineBenchmark.from_yaml("benchmarks/configs/online_synthetic.yaml").configs(Path("runs/x"))
+        >>> bench = OnlineBenchmark.from_yaml("benchmarks/configs/online/online_synthetic.yaml")
+        >>> bench.configs(Path("runs/x"))
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -78,8 +78,10 @@ def test_two_gloo_processes_match_one_and_resume(frappe_small, tmp_path):
     for rank in first:
         assert all(v == 0.0 for v in rank["lookups"].values()), rank["lookups"]
     full = first[0]["full"]
-    same = ("losses", "history", "valid_auc", "test_auc", "steps", "distributed")
+    same = ("losses", "history", "valid_auc", "test_auc", "steps")
     assert all(full[k] == first[1]["full"][k] for k in same)  # every rank reports the same
+    assert [r["full"]["distributed"].pop("rank") for r in first] == [0, 1]
+    assert full["distributed"] == first[1]["full"]["distributed"]
     assert full["distributed"]["world_size"] == 2 and full["distributed"]["tables"] == [
         "unified_t0",
         "unified_t1",
