@@ -20,30 +20,12 @@ from rich.console import Console
 from rich.table import Table
 
 from featmux.analysis.orthogonality import DEFAULT_RANK_TOL, FirstLayer
+from featmux.cli.common import console, fail, parse_mapping
 from featmux.embeddings import EmbeddingMethod
 
 analyze_app = typer.Typer(
     no_args_is_help=True, help="Analyse embedding layers: collisions, orthogonality, budget plans."
 )
-console = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(2)
-
-
-def _mapping(values: list[str] | None, what: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in values or []:
-        if "=" not in item:
-            _fail(f"{what} {item!r} must look like key=value")
-        key, raw = item.split("=", 1)
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
-    return out
 
 
 def _pct(x: float | None) -> str:
@@ -72,7 +54,7 @@ def _prepare(dataset: str, data: Path | None, options: dict[str, Any], cache_dir
     try:
         return prepare(dataset, data, options, cache_dir, log=lambda m: console.print(f"[dim]{m}[/]"))
     except (DataError, FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+        fail(str(err))
 
 
 @analyze_app.command("collisions")
@@ -119,13 +101,15 @@ def collisions(
     }
     overrides = {k: v for k, v in flags.items() if v is not None}
     if dataset_option:
-        overrides["dataset_options"] = _mapping(dataset_option, "--dataset-option")
+        overrides["dataset_options"] = parse_mapping(dataset_option, "--dataset-option")
     if feature_chunks:
-        overrides["chunks"] = {k: int(v) for k, v in _mapping(feature_chunks, "--feature-chunks").items()}
+        overrides["chunks"] = {
+            k: int(v) for k, v in parse_mapping(feature_chunks, "--feature-chunks").items()
+        }
     try:
         cfg = ExperimentConfig.from_yaml(config, **overrides) if config else ExperimentConfig(**overrides)
     except (ValidationError, ValueError, OSError) as err:
-        _fail(f"invalid configuration:\n{err}")
+        fail(f"invalid configuration:\n{err}")
     prepared = _prepare(cfg.dataset, cfg.data, cfg.dataset_options, cfg.cache_dir)
     if checkpoint is not None:
         from featmux.training.checkpoint import load_model
@@ -135,11 +119,11 @@ def collisions(
         try:
             layer = build_embedding(prepared.schema.categorical, cfg.embedding_spec(), prepared.vocabulary)
         except ValueError as err:
-            _fail(str(err))
+            fail(str(err))
     try:
         report = collision_stats(layer, prepared.vocabulary, cfg.min_count)
     except (TypeError, KeyError) as err:
-        _fail(f"cannot analyse this layer on {cfg.dataset}: {err}")
+        fail(f"cannot analyse this layer on {cfg.dataset}: {err}")
     table = Table(
         title=f"{report.method} on {cfg.dataset}: {layer.num_parameters():,} parameters, "
         f"{report.occupied_rows:,}/{report.rows:,} rows used by {report.occupants:,} occupants"
@@ -189,7 +173,7 @@ def orthogonality(
     try:
         report = checkpoint_orthogonality(checkpoint, layer, rank_tol)
     except (CheckpointError, FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+        fail(str(err))
     console.print(
         f"{len(report.features)} features, first layer {report.out_dim} wide: mean cos^2 of principal "
         f"angles {report.mean_score:.4f} (random subspaces of the same ranks: {report.mean_baseline:.4f})"
@@ -215,13 +199,13 @@ def orthogonality(
         _write(out, report.pairs())
 
 
-def _load_mapping(path: Path, what: str) -> dict[str, Any]:
+def _loadparse_mapping(path: Path, what: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as err:
-        _fail(f"cannot read {what} {path}: {err}")
+        fail(f"cannot read {what} {path}: {err}")
     if not isinstance(data, dict):
-        _fail(f"{path}: expected a mapping of feature name -> {what}")
+        fail(f"{path}: expected a mapping of feature name -> {what}")
     return data
 
 
@@ -253,17 +237,17 @@ def plan(
 
     counts = None
     if cardinalities is not None:
-        cards = {str(k): int(v) for k, v in _load_mapping(cardinalities, "cardinality").items()}
+        cards = {str(k): int(v) for k, v in _loadparse_mapping(cardinalities, "cardinality").items()}
     elif dataset is not None:
-        prepared = _prepare(dataset, data, _mapping(dataset_option, "--dataset-option"), cache_dir)
+        prepared = _prepare(dataset, data, parse_mapping(dataset_option, "--dataset-option"), cache_dir)
         vocab = prepared.vocabulary
         cards = vocab.cardinalities(min_count)
         counts = {n: vocab[n].counts[vocab[n].counts >= min_count] for n in cards}
     else:
-        _fail("give --cardinalities FILE or --dataset (and --data)")
+        fail("give --cardinalities FILE or --dataset (and --data)")
     weights = None
     if importance is not None:
-        weights = {str(k): float(v) for k, v in _load_mapping(importance, "importance").items()}
+        weights = {str(k): float(v) for k, v in _loadparse_mapping(importance, "importance").items()}
     try:
         config = PlannerConfig(
             budget_bytes=parse_memory(memory),
@@ -277,7 +261,7 @@ def plan(
         )
         result = plan_unified(cards, config, weights, counts)
     except ValueError as err:
-        _fail(str(err))
+        fail(str(err))
     console.print(
         f"budget {config.budget_bytes:,} bytes -> {result.parameters:,} parameters "
         f"({result.memory_bytes:,} bytes with buffers): {result.shared_rows:,} shared rows in "

@@ -28,14 +28,9 @@ from featmux.benchmarks.runner import (
     run_benchmark,
     select_cells,
 )
+from featmux.cli.common import console, fail
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmark grids: budget-vs-AUC Pareto studies.")
-console = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(2)
 
 
 @bench_app.command("run")
@@ -78,7 +73,7 @@ def run(
         grid = BenchmarkGrid.from_yaml(config)
         cells = select_cells(grid.cells(), dataset or (), model or (), method or (), seed or (), budget or ())
     except (ValidationError, ValueError, OSError) as err:
-        _fail(f"invalid benchmark grid {config}:\n{err}")
+        fail(f"invalid benchmark grid {config}:\n{err}")
     root = repo_root(config)
     out_dir = out if out is not None else root / "runs" / "bench" / grid.name
     if dry_run:
@@ -107,7 +102,7 @@ def run(
             lock=lock,
         )
     except StaleResultsError as err:
-        _fail(str(err))
+        fail(str(err))
     except Exception as err:  # a cell's error: recorded in <out>/failed, the finished cells are kept
         console.print(f"[bold red]cell failed:[/] {type(err).__name__}: {err}")
         console.print(f"details in {out_dir / 'failed'}; rerun to resume, or use --keep-going")
@@ -147,7 +142,7 @@ def report(
     try:
         files = write_report(results, out, treatment, baseline, plots)
     except (ValueError, OSError) as err:
-        _fail(str(err))
+        fail(str(err))
     for check in claim_checks(aggregate(load_results(results)), treatment, baseline):
         console.print(f"[bold]{check.dataset} / {check.model}[/]: {check.summary()}")
     console.print(f"report: {files.markdown}\ntable: {files.csv}")

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from featmux.analysis.cli import analyze_app
 from featmux.benchmarks.cli import bench_app
+from featmux.cli.common import console, fail, parse_mapping, validation_message
 from featmux.data.errors import DataError
 from featmux.embeddings import EmbeddingMethod
 from featmux.training.config import NonFinitePolicy, OptimizerKind
@@ -31,25 +32,6 @@ data_app = typer.Typer(no_args_is_help=True, help="Look at datasets.")
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
 app.add_typer(analyze_app, name="analyze")
-console = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(2)
-
-
-def _parse_mapping(values: list[str] | None, what: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in values or []:
-        if "=" not in item:
-            _fail(f"{what} {item!r} must look like key=value")
-        key, raw = item.split("=", 1)
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
-    return out
 
 
 @app.command()
@@ -163,9 +145,9 @@ def train(
     }
     overrides = {k: v for k, v in flags.items() if v is not None}
     if dataset_option:
-        overrides["dataset_options"] = _parse_mapping(dataset_option, "--dataset-option")
+        overrides["dataset_options"] = parse_mapping(dataset_option, "--dataset-option")
     if model_option:
-        overrides["model_options"] = _parse_mapping(model_option, "--model-option")
+        overrides["model_options"] = parse_mapping(model_option, "--model-option")
     overrides["skip_bad_rows"] = skip_bad_rows
     extra = {"checkpoint_every_steps": checkpoint_every_steps, "on_nonfinite": on_nonfinite}
     overrides |= {k: v for k, v in extra.items() if v is not None}
@@ -184,18 +166,18 @@ def train(
     try:
         cfg = ExperimentConfig.from_yaml(config, **overrides) if config else ExperimentConfig(**overrides)
     except ValidationError as err:
-        _fail("invalid configuration:\n" + _validation_message(err))
+        fail("invalid configuration:\n" + validation_message(err))
     except ValueError as err:
-        _fail(f"invalid configuration: {err}")
+        fail(f"invalid configuration: {err}")
     try:
         if distributed:
             result = _run_distributed(cfg, sharding, shard_table or [], table_optimizer, table_learning_rate)
         else:
             result = run_experiment(cfg, log=lambda m: console.print(f"[dim]{m}[/]"))
     except DataError as err:
-        _fail(f"bad input data: {err}\n(use --skip-bad-rows to skip and count malformed rows)")
+        fail(f"bad input data: {err}\n(use --skip-bad-rows to skip and count malformed rows)")
     except (FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+        fail(str(err))
     if distributed and result.get("distributed", {}).get("rank", 0) != 0:
         return  # every rank has the same result; rank 0 reports it
     _print_result(result)
@@ -215,19 +197,19 @@ def _train_online(
     batch_only = sorted(set(overrides) - set(OnlineConfig.model_fields))
     if batch_only:
         flags = ", ".join("--" + k.replace("_", "-") for k in batch_only)
-        _fail(f"{flags} do(es) not apply to --online (online runs use --passes and --partitions)")
+        fail(f"{flags} do(es) not apply to --online (online runs use --passes and --partitions)")
     try:
         cfg = OnlineConfig.from_yaml(config, **overrides) if config else OnlineConfig(**overrides)
     except ValidationError as err:
-        _fail("invalid configuration:\n" + _validation_message(err))
+        fail("invalid configuration:\n" + validation_message(err))
     except ValueError as err:
-        _fail(f"invalid configuration: {err}")
+        fail(f"invalid configuration: {err}")
     try:
         result = run_online(cfg, log=lambda m: console.print(f"[dim]{m}[/]"))
     except DataError as err:
-        _fail(f"bad input data: {err}\n(use --skip-bad-rows to skip and count malformed rows)")
+        fail(f"bad input data: {err}\n(use --skip-bad-rows to skip and count malformed rows)")
     except (CheckpointError, NonFiniteLossError, FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+        fail(str(err))
     Console().print(progressive_table([result]))
     if plot is not None:
         plot_progressive([result], plot, f"progressive validation: {cfg.embedding.value} on {cfg.dataset}")
@@ -244,7 +226,7 @@ def _run_distributed(
     try:
         from featmux.distributed import DistributedOptions, run_distributed_training
     except ImportError as err:
-        _fail(f"{err}\n(install TorchRec with: bash scripts/install.sh --torchrec)")
+        fail(f"{err}\n(install TorchRec with: bash scripts/install.sh --torchrec)")
     options = DistributedOptions.parse(
         sharding=sharding,
         shard_table=shard_table,
@@ -252,14 +234,6 @@ def _run_distributed(
         table_learning_rate=table_learning_rate,
     )
     return run_distributed_training(cfg, options, log=lambda m: console.print(f"[dim]{m}[/]"))
-
-
-def _validation_message(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "config"
-        lines.append(f"  {where}: {e['msg'].removeprefix('Value error, ')}")
-    return "\n".join(lines)
 
 
 def _fmt(value: Any) -> str:
@@ -306,10 +280,10 @@ def data_inspect(
     from featmux.data.sources import open_source
 
     try:
-        source = open_source(dataset, path, **_parse_mapping(dataset_option, "--dataset-option"))
+        source = open_source(dataset, path, **parse_mapping(dataset_option, "--dataset-option"))
         summaries = inspect_source(source, split=split, top=top, max_rows=max_rows)
     except (DataError, FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+        fail(str(err))
     table = Table(title=f"{dataset} {split} split: {path or ''} ({summaries[0].rows:,} rows)")
     for col in ("column", "kind", "distinct", "missing", "top values (count) / range"):
         table.add_column(col, overflow="fold")

@@ -18,117 +18,34 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field
 
 from featmux.data.prepare import PreparedData, prepare
 from featmux.embeddings import (
-    Budget,
-    EmbeddingMethod,
-    EmbeddingSpec,
     build_embedding,
-    check_features,
     collisionless_parameters,
 )
-from featmux.features import Schema
-from featmux.models import MODELS, CTRModel, build_model
-from featmux.models.base import config_from_dict
+from featmux.models import CTRModel, build_model
 from featmux.training.checkpoint import save_model
-from featmux.training.config import NonFinitePolicy, OptimizerKind, TrainConfig
+from featmux.training.config import TrainConfig
+from featmux.training.run_config import RunConfig
 from featmux.training.trainer import Trainer, evaluate
 
 
-class ExperimentConfig(BaseModel):
-    """Everything one training run needs; unknown keys are errors (a typo never becomes a default).
+class ExperimentConfig(RunConfig):
+    """Everything one batch training run needs: `RunConfig` plus epochs and early stopping.
 
     Example:
         >>> ExperimentConfig(dataset="movielens", data="ml-1m", embedding="hashing", budget="1/4")
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    dataset: str = "synthetic"
-    data: Path | None = None
-    dataset_options: dict[str, Any] = Field(default_factory=dict)
-    model: str = "dcnv2"
-    model_options: dict[str, Any] = Field(default_factory=dict)
-    embedding: EmbeddingMethod = EmbeddingMethod.UNIFIED
-    embedding_dim: int = Field(16, ge=1)
-    budget: str | None = None
-    min_count: int = Field(1, ge=1)
-    num_tables: int = Field(1, ge=1)
-    chunks: dict[str, int] = Field(default_factory=dict)
-    default_chunks: int = Field(1, ge=1)
-    private_max_cardinality: int = Field(0, ge=0)
     epochs: int = Field(5, ge=1)
-    batch_size: int = Field(4096, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
-    embedding_l2: float = Field(0.0, ge=0)
-    optimizer: OptimizerKind = OptimizerKind.ADAM
     patience: int = Field(2, ge=1)
     lr_decay: float = Field(0.1, gt=0, le=1)
     eval_every_steps: int | None = Field(None, ge=1)
     max_steps: int | None = Field(None, ge=1)
-    seed: int = 0
-    threads: int | None = Field(None, ge=1)
     cache_dir: Path | None = None
-    checkpoint_dir: Path | None = None
-    checkpoint_every_steps: int | None = Field(None, ge=1)
-    skip_bad_rows: bool = False
-    on_nonfinite: NonFinitePolicy = NonFinitePolicy.STOP  # a NaN/Inf loss stops the run, or skips its batch
     progress: bool = True
-
-    @field_validator("budget")
-    @classmethod
-    def _budget(cls, value: str | None) -> str | None:
-        if value is not None:
-            Budget.parse(value)  # raises with a message saying what to write
-        return value
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str) -> str:
-        key = value.lower().replace("-", "").replace("_", "")
-        if key not in MODELS:
-            raise ValueError(f"unknown model {value!r}; choose one of {sorted(MODELS)}")
-        return key
-
-    @model_validator(mode="after")
-    def _method_options(self) -> ExperimentConfig:
-        spec = self.embedding_spec()  # cross-field checks live in EmbeddingSpec
-        check_options(spec, self.model, self.model_options)
-        return self
-
-    def check_schema(self, schema: Schema) -> None:
-        """Options naming features must name features of the data (checked before any data is read).
-
-        Args:
-            schema: the data source's schema.
-
-        Raises:
-            ValueError: naming the unknown features and listing the valid ones.
-        """
-        check_features(self.embedding_spec(), schema.categorical)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> ExperimentConfig:
-        """Load a YAML file of config keys; `overrides` (e.g. from CLI flags) win."""
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of config keys")
-        return cls(**{**data, **overrides})
-
-    def embedding_spec(self) -> EmbeddingSpec:
-        return EmbeddingSpec(
-            method=self.embedding,
-            embedding_dim=self.embedding_dim,
-            budget=Budget.parse(self.budget) if self.budget is not None else None,
-            min_count=self.min_count,
-            num_tables=self.num_tables,
-            chunks=self.chunks,
-            default_chunks=self.default_chunks,
-            private_max_cardinality=self.private_max_cardinality,
-        )
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
@@ -146,26 +63,6 @@ class ExperimentConfig(BaseModel):
             threads=self.threads,
             progress=self.progress,
             on_nonfinite=self.on_nonfinite,
-        )
-
-
-def check_options(spec: EmbeddingSpec, model: str, model_options: dict[str, Any]) -> None:
-    """Up-front checks of options whose errors would otherwise surface only after the data is encoded.
-
-    Args:
-        spec: the embedding to build.
-        model: a key of `MODELS`.
-        model_options: the model's config keys (unknown keys and invalid values fail here).
-
-    Raises:
-        ValueError: saying what to change.
-    """
-    config_from_dict(MODELS[model][1], model_options)
-    budget = spec.budget
-    if spec.method is EmbeddingMethod.HASHING and budget is not None and (budget.fraction or 0) > 1:
-        raise ValueError(
-            f"budget {budget} is larger than the collisionless size: per-feature hashing caps every "
-            "feature at its vocabulary, so the excess could not be used; give a budget of at most 1"
         )
 
 

@@ -55,23 +55,21 @@ import numpy as np
 import polars as pl
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from featmux.data.cache import chunk_to_batch
 from featmux.data.encoded import EncodedChunk, encode_frame
 from featmux.data.errors import BadRowPolicy, BadRows
 from featmux.data.synthetic import SyntheticConfig, iter_synthetic
 from featmux.embeddings import (
-    Budget,
     EmbeddingMethod,
-    EmbeddingSpec,
     Vocabulary,
     build_embedding,
     check_features,
     collisionless_parameters,
 )
 from featmux.features import Schema
-from featmux.models import MODELS, CTRModel, build_model
+from featmux.models import CTRModel, build_model
 from featmux.training.checkpoint import (
     CheckpointError,
     build_from_spec,
@@ -79,9 +77,10 @@ from featmux.training.checkpoint import (
     previous_path,
     save_model,
 )
-from featmux.training.config import NonFinitePolicy, OptimizerKind, TrainConfig
-from featmux.training.experiment import check_options, environment
+from featmux.training.config import TrainConfig
+from featmux.training.experiment import environment
 from featmux.training.metrics import Metrics, binary_metrics
+from featmux.training.run_config import RunConfig
 from featmux.training.trainer import RESUMABLE_KEYS, Trainer
 
 SYNTHETIC = "synthetic"
@@ -104,7 +103,7 @@ _VOLATILE = frozenset(
 _NO_SPLITS = (1.0, 0.0, 0.0)  # read a whole file as the train split (no hash-carved valid/test rows)
 
 
-class OnlineConfig(BaseModel):
+class OnlineConfig(RunConfig):
     """One online-training run: the stream, how it is cut into partitions, the model and the training.
 
     Unknown keys are errors. The embedding, model and optimizer options mean what they mean in
@@ -132,11 +131,7 @@ class OnlineConfig(BaseModel):
         >>> OnlineConfig(dataset="avazu", data="hours/", embedding="hashing", budget="1/4")
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     dataset: str = SYNTHETIC
-    data: Path | None = None
-    dataset_options: dict[str, Any] = Field(default_factory=dict)
     partition_rows: int | None = Field(None, ge=1)
     partition_column: str | None = None
     partition_glob: str = "*"
@@ -144,48 +139,13 @@ class OnlineConfig(BaseModel):
     vocabulary_partitions: int = Field(1, ge=1)
     passes: int = Field(1, ge=1)
     shuffle: bool = True
-    model: str = "dcnv2"
-    model_options: dict[str, Any] = Field(default_factory=dict)
-    embedding: EmbeddingMethod = EmbeddingMethod.UNIFIED
-    embedding_dim: int = Field(16, ge=1)
-    budget: str | None = None
-    min_count: int = Field(1, ge=1)
-    num_tables: int = Field(1, ge=1)
-    chunks: dict[str, int] = Field(default_factory=dict)
-    default_chunks: int = Field(1, ge=1)
-    private_max_cardinality: int = Field(0, ge=0)
     batch_size: int = Field(1024, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
-    embedding_l2: float = Field(0.0, ge=0)
-    optimizer: OptimizerKind = OptimizerKind.ADAM
     max_grad_norm: float | None = Field(10.0, gt=0)
     eval_batch_size: int = Field(16384, ge=1)
-    seed: int = 0
-    threads: int | None = Field(None, ge=1)
-    checkpoint_dir: Path | None = None
-    checkpoint_every_steps: int | None = Field(None, ge=1)
     resume: bool = False
-    on_nonfinite: NonFinitePolicy = NonFinitePolicy.STOP
-    skip_bad_rows: bool = False
-
-    @field_validator("budget")
-    @classmethod
-    def _budget(cls, value: str | None) -> str | None:
-        if value is not None:
-            Budget.parse(value)  # raises with a message saying what to write
-        return value
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str) -> str:
-        key = value.lower().replace("-", "").replace("_", "")
-        if key not in MODELS:
-            raise ValueError(f"unknown model {value!r}; choose one of {sorted(MODELS)}")
-        return key
 
     @model_validator(mode="after")
     def _stream(self) -> OnlineConfig:
-        check_options(self.embedding_spec(), self.model, self.model_options)  # embedding/model option checks
         if self.partition_rows is not None and self.partition_column is not None:
             raise ValueError("give partition_rows or partition_column, not both")
         if self.dataset == SYNTHETIC:
@@ -205,19 +165,6 @@ class OnlineConfig(BaseModel):
             )
         return self
 
-    @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> OnlineConfig:
-        """Load a YAML mapping of config keys; `overrides` (e.g. CLI flags) win.
-
-        Args:
-            path: the YAML file.
-            **overrides: keys that replace the file's.
-        """
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of config keys")
-        return cls(**{**data, **overrides})
-
     def synthetic_config(self) -> SyntheticConfig:
         """The synthetic generator's config (dataset_options are its fields)."""
         names = {f.name for f in dataclasses.fields(SyntheticConfig)}
@@ -227,19 +174,6 @@ class OnlineConfig(BaseModel):
                 f"synthetic: unknown dataset_options {unknown}; valid options are {sorted(names)}"
             )
         return SyntheticConfig(**self.dataset_options)
-
-    def embedding_spec(self) -> EmbeddingSpec:
-        """The embedding layer to build (at the budget, measured against the frozen vocabulary)."""
-        return EmbeddingSpec(
-            method=self.embedding,
-            embedding_dim=self.embedding_dim,
-            budget=Budget.parse(self.budget) if self.budget is not None else None,
-            min_count=self.min_count,
-            num_tables=self.num_tables,
-            chunks=self.chunks,
-            default_chunks=self.default_chunks,
-            private_max_cardinality=self.private_max_cardinality,
-        )
 
     def train_config(self) -> TrainConfig:
         """The per-step training options."""

@@ -1,0 +1,131 @@
+"""Settings shared by batch experiments and online runs: the data, the embedding at a budget, the model.
+
+`ExperimentConfig` (batch: epochs, early stopping) and `OnlineConfig` (a stream cut into partitions)
+both extend `RunConfig`, so a flag or YAML key means the same thing in both. Unknown keys are errors:
+a typo never silently becomes a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from featmux.embeddings import Budget, EmbeddingMethod, EmbeddingSpec, check_features
+from featmux.features import Schema
+from featmux.models import MODELS
+from featmux.models.base import config_from_dict
+from featmux.training.config import NonFinitePolicy, OptimizerKind
+
+
+class RunConfig(BaseModel):
+    """The data source, the embedding layer and its budget, the model and the optimizer.
+
+    Example:
+        >>> ExperimentConfig(dataset="movielens", data="ml-1m", embedding="hashing", budget="1/4")
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str = "synthetic"
+    data: Path | None = None
+    dataset_options: dict[str, Any] = Field(default_factory=dict)
+    model: str = "dcnv2"
+    model_options: dict[str, Any] = Field(default_factory=dict)
+    embedding: EmbeddingMethod = EmbeddingMethod.UNIFIED
+    embedding_dim: int = Field(16, ge=1)
+    budget: str | None = None
+    min_count: int = Field(1, ge=1)
+    num_tables: int = Field(1, ge=1)
+    chunks: dict[str, int] = Field(default_factory=dict)
+    default_chunks: int = Field(1, ge=1)
+    private_max_cardinality: int = Field(0, ge=0)
+    batch_size: int = Field(4096, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    embedding_l2: float = Field(0.0, ge=0)
+    optimizer: OptimizerKind = OptimizerKind.ADAM
+    seed: int = 0
+    threads: int | None = Field(None, ge=1)
+    checkpoint_dir: Path | None = None
+    checkpoint_every_steps: int | None = Field(None, ge=1)
+    skip_bad_rows: bool = False
+    on_nonfinite: NonFinitePolicy = NonFinitePolicy.STOP  # a NaN/Inf loss stops the run, or skips its batch
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, value: str | None) -> str | None:
+        if value is not None:
+            Budget.parse(value)  # raises with a message saying what to write
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        key = value.lower().replace("-", "").replace("_", "")
+        if key not in MODELS:
+            raise ValueError(f"unknown model {value!r}; choose one of {sorted(MODELS)}")
+        return key
+
+    @model_validator(mode="after")
+    def _embedding_and_model_options(self) -> Self:
+        check_options(self.embedding_spec(), self.model, self.model_options)
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> Self:
+        """Load a YAML mapping of config keys; `overrides` (e.g. CLI flags) win.
+
+        Args:
+            path: the YAML file.
+            **overrides: keys that replace the file's.
+        """
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys")
+        return cls(**{**data, **overrides})
+
+    def embedding_spec(self) -> EmbeddingSpec:
+        """The embedding layer to build."""
+        return EmbeddingSpec(
+            method=self.embedding,
+            embedding_dim=self.embedding_dim,
+            budget=Budget.parse(self.budget) if self.budget is not None else None,
+            min_count=self.min_count,
+            num_tables=self.num_tables,
+            chunks=self.chunks,
+            default_chunks=self.default_chunks,
+            private_max_cardinality=self.private_max_cardinality,
+        )
+
+    def check_schema(self, schema: Schema) -> None:
+        """Options naming features must name features of the data (checked before any data is read).
+
+        Args:
+            schema: the data source's schema.
+
+        Raises:
+            ValueError: naming the unknown features and listing the valid ones.
+        """
+        check_features(self.embedding_spec(), schema.categorical)
+
+
+def check_options(spec: EmbeddingSpec, model: str, model_options: dict[str, Any]) -> None:
+    """Up-front checks of options whose errors would otherwise surface only after the data is encoded.
+
+    Args:
+        spec: the embedding to build.
+        model: a key of `MODELS`.
+        model_options: the model's config keys (unknown keys and invalid values fail here).
+
+    Raises:
+        ValueError: saying what to change.
+    """
+    config_from_dict(MODELS[model][1], model_options)
+    budget = spec.budget
+    if spec.method is EmbeddingMethod.HASHING and budget is not None and (budget.fraction or 0) > 1:
+        raise ValueError(
+            f"budget {budget} is larger than the collisionless size: per-feature hashing caps every "
+            "feature at its vocabulary, so the excess could not be used; give a budget of at most 1"
+        )
