@@ -10,7 +10,6 @@ a `distributed` block (world size, backend, sharding plan, table optimizer).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from featmux.distributed.sharding import ShardingConfig
 from featmux.distributed.train import DistributedTrainer, TableInit
 from featmux.embeddings import build_embedding, collisionless_parameters
 from featmux.models import build_model
-from featmux.training.experiment import ExperimentConfig, environment
+from featmux.training.experiment import ExperimentConfig, experiment_result
 
 
 @dataclass(frozen=True)
@@ -155,31 +154,10 @@ def run_distributed_training(
     test = trainer.evaluate(data.test) if data.test is not None else None
     if checkpoint_dir is not None and options.export:
         trainer.export_model(checkpoint_dir / "model.pt")
+    dense = sum(p.numel() for p in trainer.dense_parameters)
     return {
-        "dataset": config.dataset,
-        "model": config.model,
-        "embedding": config.embedding.value,
-        "budget": config.budget or "1",
-        "seed": config.seed,
-        "test_auc": test.auc if test else None,
-        "test_logloss": test.logloss if test else None,
-        "valid_auc": fit.best_valid.auc if fit.best_valid else None,
-        "valid_logloss": fit.best_valid.logloss if fit.best_valid else None,
-        "embedding_params": embedding.num_parameters(),
-        "embedding_bytes": embedding.memory_bytes(),
-        "collisionless_params": full,
-        "budget_fraction": embedding.num_parameters() / full,
-        "dense_params": sum(p.numel() for p in trainer.dense_parameters),
-        "train_seconds": fit.train_seconds,
-        "samples_per_second": fit.samples_per_second,
-        "prepare_seconds": prepare_seconds,
-        "steps": fit.steps,
-        "best_step": fit.best_step,
-        "rows": {"train": len(data.train), "valid": len(data.valid or ()), "test": len(data.test or ())},
-        "history": fit.history,
+        **experiment_result(config, data, embedding, dense, fit, test, prepare_seconds),
         "losses": fit.losses,
-        "environment": environment(),
-        "config": json.loads(config.model_dump_json()),
         "distributed": {
             "rank": env.rank,
             "world_size": env.world_size,

@@ -22,12 +22,14 @@ from pydantic import Field
 
 from featmux.data.prepare import PreparedData, prepare
 from featmux.embeddings import (
+    FeatureEmbedding,
     build_embedding,
     collisionless_parameters,
 )
 from featmux.models import CTRModel, build_model
 from featmux.training.checkpoint import save_model
 from featmux.training.config import TrainConfig
+from featmux.training.metrics import Metrics
 from featmux.training.run_config import RunConfig
 from featmux.training.trainer import Trainer, evaluate
 
@@ -110,7 +112,34 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
     test = evaluate(model, data.test, trainer.config.eval_batch_size) if data.test is not None else None
     if config.checkpoint_dir is not None:
         save_model(Path(config.checkpoint_dir) / "model.pt", model, data.schema)
-    result: dict[str, Any] = {
+    dense = sum(p.numel() for p in model.dense_parameters())
+    return experiment_result(config, data, emb, dense, fit, test, prepare_seconds)
+
+
+def experiment_result(
+    config: RunConfig,
+    data: PreparedData,
+    embedding: FeatureEmbedding,
+    dense_params: int,
+    fit: Any,
+    test: Metrics | None,
+    prepare_seconds: float,
+) -> dict[str, Any]:
+    """The JSON-able record of a finished run (what `featmux train --out` writes).
+
+    Args:
+        config: the run's settings.
+        data: its prepared splits and vocabulary.
+        embedding: the trained embedding layer (parameters are counted from it).
+        dense_params: parameters outside the embedding tables.
+        fit: the trainer's `FitResult` (or the distributed trainer's).
+        test: test metrics at the best checkpoint (None without a test split).
+        prepare_seconds: time spent reading and encoding the data.
+    """
+    schema, vocabulary = data.schema, data.vocabulary
+    full = collisionless_parameters(schema.categorical, vocabulary, config.embedding_dim, config.min_count)
+    best = fit.best_valid
+    return {
         "dataset": config.dataset,
         "model": config.model,
         "embedding": config.embedding.value,
@@ -118,25 +147,24 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
         "seed": config.seed,
         "test_auc": test.auc if test else None,
         "test_logloss": test.logloss if test else None,
-        "valid_auc": fit.best_valid.auc if fit.best_valid else None,
-        "valid_logloss": fit.best_valid.logloss if fit.best_valid else None,
-        "embedding_params": emb.num_parameters(),
-        "embedding_bytes": emb.memory_bytes(),
+        "valid_auc": best.auc if best else None,
+        "valid_logloss": best.logloss if best else None,
+        "embedding_params": embedding.num_parameters(),
+        "embedding_bytes": embedding.memory_bytes(),
         "collisionless_params": full,
-        "budget_fraction": emb.num_parameters() / full,
-        "dense_params": sum(p.numel() for p in model.dense_parameters()),
+        "budget_fraction": embedding.num_parameters() / full,
+        "dense_params": dense_params,
         "train_seconds": fit.train_seconds,
         "samples_per_second": fit.samples_per_second,
         "prepare_seconds": prepare_seconds,
         "steps": fit.steps,
-        "epochs": fit.epochs,
+        "epochs": getattr(fit, "epochs", None),
         "best_step": fit.best_step,
         "rows": {"train": len(data.train), "valid": len(data.valid or ()), "test": len(data.test or ())},
         "history": fit.history,
         "environment": environment(),
         "config": json.loads(config.model_dump_json()),
     }
-    return result
 
 
 def environment() -> dict[str, Any]:
