@@ -8,7 +8,7 @@ it never imports featmux. One process trains one (library, model, dataset) and w
 SPEC holds: library ("deepctr" | "rechub"), model ("deepfm" | "dcnv2"), data (a directory with
 {train,valid,test}.npz holding `ids` int64 [n, F] (per-field indices in [0, V_f)) and `labels` float32
 [n], and meta.json with `vocab_sizes`), embedding_dim, hidden, cross_layers, batch_size, learning_rate,
-epochs, threads, seed, init_std.
+epochs, threads, seed, init_std, batch_norm (DeepCTR-Torch `dnn_use_bn`; torch-rechub always has it).
 
 Each epoch is one call of the library's own training code (DeepCTR-Torch `model.fit(epochs=1)`,
 torch-rechub `CTRTrainer.train_one_epoch`), timed alone; validation and test AUC are computed after it
@@ -76,7 +76,7 @@ def _deepctr(spec: dict[str, Any], vocab: list[int], splits: dict[str, Any]) -> 
         "init_std": spec["init_std"],
         "seed": spec["seed"],
         "dnn_dropout": 0.0,
-        "dnn_use_bn": False,
+        "dnn_use_bn": bool(spec.get("batch_norm", False)),
         "task": "binary",
         "device": "cpu",
     }

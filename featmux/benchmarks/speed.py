@@ -129,6 +129,7 @@ class SpeedConfig:
         threads: torch intra-op threads of every contender.
         seed: data order and initialisation.
         bf16: also train featmux with bf16 autocast (an option; measured, with its AUC).
+        batch_norm: batch norm in every contender's MLP (torch-rechub's MLP always has it).
         pipeline_rows: rows of the generated Criteo and Avazu text files.
         lock: the measurement lock file (None: no lock).
         peers_python: the interpreter of the peers' venv.
@@ -152,6 +153,7 @@ class SpeedConfig:
     threads: int = 2
     seed: int = 0
     bf16: bool = True
+    batch_norm: bool = False
     pipeline_rows: int = 1_000_000
     lock: Path | None = DEFAULT_LOCK
     peers_python: Path = field(default_factory=lambda: repo_root() / ".venv-peers" / "bin" / "python")
@@ -320,9 +322,10 @@ def encoded_splits(data: Path) -> dict[str, EncodedDataset]:
 
 
 def _model_options(spec: dict[str, Any]) -> dict[str, Any]:
+    options = {"hidden": list(spec["hidden"]), "batch_norm": bool(spec.get("batch_norm", False))}
     if spec["model"] == "deepfm":
-        return {"hidden": list(spec["hidden"])}
-    return {"hidden": list(spec["hidden"]), "cross_layers": spec["cross_layers"], "structure": "parallel"}
+        return options
+    return {**options, "cross_layers": spec["cross_layers"], "structure": "parallel"}
 
 
 def _run_featmux(spec: dict[str, Any]) -> dict[str, Any]:
@@ -847,6 +850,7 @@ def _training_specs(config: SpeedConfig) -> list[tuple[str, dict[str, Any]]]:
                 "threads": config.threads,
                 "seed": config.seed,
                 "init_std": INIT_STD,
+                "batch_norm": config.batch_norm,
             }
             for library in config.libraries:
                 spec = {**base, "library": library}
@@ -1187,6 +1191,9 @@ def speed_command(
     pipeline_rows: Annotated[int, typer.Option(help="Rows of the generated Criteo/Avazu files.")] = 1_000_000,
     threads: Annotated[int, typer.Option(help="torch threads of every contender.")] = 2,
     bf16: Annotated[bool, typer.Option(help="Also train featmux with bf16 autocast on Frappe.")] = True,
+    batch_norm: Annotated[
+        bool, typer.Option(help="Batch norm in every MLP (torch-rechub always has it).")
+    ] = False,
     lock: Annotated[str, typer.Option(help="Measurement lock file ('' for none).")] = str(DEFAULT_LOCK),
     peers_python: Annotated[Path | None, typer.Option(help="Python of the peers' venv.")] = None,
 ) -> None:
@@ -1208,6 +1215,7 @@ def speed_command(
         synthetic_rows=(synthetic_train_rows, held_out, held_out),
         threads=threads,
         bf16=bf16,
+        batch_norm=batch_norm,
         pipeline_rows=pipeline_rows,
         lock=Path(lock) if lock else None,
         **({"peers_python": peers_python} if peers_python is not None else {}),
