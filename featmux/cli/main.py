@@ -20,6 +20,7 @@ from rich.table import Table
 
 from featmux.analysis.cli import analyze_app
 from featmux.benchmarks.cli import bench_app
+from featmux.benchmarks.speed import speed_command
 from featmux.cli.common import console, fail, parse_mapping, validation_message
 from featmux.data.errors import DataError
 from featmux.embeddings import EmbeddingMethod
@@ -30,6 +31,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Look at datasets.")
 app.add_typer(data_app, name="data")
+bench_app.command("speed")(speed_command)
 app.add_typer(bench_app, name="bench")
 app.add_typer(analyze_app, name="analyze")
 
