@@ -4,12 +4,23 @@ unless FEATMUX_REQUIRE_DATA=1 (set by .ci/run), which turns such a skip into a f
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from featmux.embeddings import Vocabulary
+from featmux.features import CategoricalFeature, ValueEncoding
+from featmux.sparse import Bag, SparseFeatures
+
 REPO = Path(__file__).resolve().parents[1]
+
+# `from helpers import ...` in any test module (--import-mode=importlib puts no test directory on sys.path)
+HERE = str(Path(__file__).resolve().parent)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
 
 
 def _data_root() -> Path:
@@ -33,3 +44,46 @@ def shared_data() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return root
+
+
+# -- small embedding inputs (tests/embeddings, tests/speed; tests/distributed has its own) -----------------
+FEATURES = (
+    CategoricalFeature("user", ValueEncoding.INT),
+    CategoricalFeature("item", ValueEncoding.INT),
+    CategoricalFeature("device", ValueEncoding.INT),
+    CategoricalFeature("genres", ValueEncoding.INT, multivalent=True),
+)
+CARDINALITY = {"user": 1000, "item": 300, "device": 4, "genres": 18}
+
+
+@pytest.fixture
+def cardinality():
+    return dict(CARDINALITY)
+
+
+@pytest.fixture
+def features():
+    return FEATURES
+
+
+@pytest.fixture
+def vocabulary():
+    vocab = Vocabulary([f.name for f in FEATURES])
+    for name, n in CARDINALITY.items():
+        vocab.update(name, np.arange(n, dtype=np.int64))
+    return vocab
+
+
+@pytest.fixture
+def sparse():
+    g = torch.Generator().manual_seed(1)
+    ids = torch.stack(
+        [
+            torch.randint(0, 1200, (6,), generator=g),
+            torch.randint(0, 300, (6,), generator=g),
+            torch.randint(0, 4, (6,), generator=g),
+        ],
+        dim=1,
+    )
+    bag = Bag(torch.tensor([1, 2, 3, 4, 5, 17, 2]), torch.tensor([0, 2, 2, 3, 6, 6, 7]))  # row 1 and 4 empty
+    return SparseFeatures(ids, (bag,))

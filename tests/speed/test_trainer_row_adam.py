@@ -4,47 +4,24 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
+from helpers import PLANTED_SCHEMA, planted_chunk
 
 from featmux.data.cache import EncodedDataset
-from featmux.data.encoded import EncodedBag, EncodedChunk
 from featmux.embeddings import Budget, EmbeddingMethod, EmbeddingSpec, build_embedding
-from featmux.features import CategoricalFeature, NumericFeature, Schema, ValueEncoding
 from featmux.models import build_model
 from featmux.training.config import OptimizerKind, TrainConfig
 from featmux.training.trainer import Trainer
 
-SCHEMA = Schema(
-    "label",
-    (
-        CategoricalFeature("a", ValueEncoding.INT),
-        CategoricalFeature("b", ValueEncoding.INT),
-        CategoricalFeature("tags", ValueEncoding.INT, multivalent=True),
-    ),
-    (NumericFeature("x"),),
-)
-
-
-def _chunk(n: int, seed: int) -> EncodedChunk:
-    rng = np.random.default_rng(seed)
-    a, b = rng.integers(0, 50, n), rng.integers(0, 50, n)
-    lengths = rng.integers(0, 4, n)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    tags = rng.integers(0, 50, offsets[-1])
-    x = rng.normal(size=n).astype(np.float32)
-    effect = np.random.default_rng(99).normal(0, 1.5, size=(2, 50))  # planted per-value effects
-    logit = effect[0][a] + effect[1][b] + x - 0.5
-    labels = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float32)
-    ids = np.stack([a, b], 1).astype(np.int64)
-    return EncodedChunk(ids, (EncodedBag(tags.astype(np.int64), offsets),), x[:, None], labels)
+SCHEMA = PLANTED_SCHEMA
 
 
 @pytest.fixture
 def data(tmp_path):
-    train = EncodedDataset.write(tmp_path / "train", SCHEMA, [_chunk(2000, 1)], shard_rows=700)
-    valid = EncodedDataset.write(tmp_path / "valid", SCHEMA, [_chunk(500, 2)])
+    """Planted-logit rows whose tags carry no signal; train in 3 shards."""
+    train = EncodedDataset.write(tmp_path / "train", SCHEMA, [planted_chunk(2000, 1, 0.0)], shard_rows=700)
+    valid = EncodedDataset.write(tmp_path / "valid", SCHEMA, [planted_chunk(500, 2, 0.0)])
     return train, valid
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import interrupted
 
 from featmux.data.cache import EncodedDataset
 from featmux.training.checkpoint import CheckpointError, load_model, safe_load
@@ -154,30 +155,10 @@ def test_sigkill_at_a_random_step_then_resume_gives_identical_weights(kind, tmp_
     assert not list((tmp_path / "run").glob(".*.tmp")), "a temporary file was left behind"
 
 
-class Interrupt(Exception):
-    pass
-
-
-def interrupted_online(config: OnlineConfig, after_steps: int, monkeypatch) -> None:
-    step = Trainer.train_step
-    calls = {"n": 0}
-
-    def wrapped(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] > after_steps:
-            raise Interrupt
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "train_step", wrapped)
-    with pytest.raises(Interrupt):
-        run_online(config)
-    monkeypatch.setattr(Trainer, "train_step", step)
-
-
 def test_truncated_checkpoint_is_rejected_and_the_previous_one_used(tmp_path, monkeypatch):
     reference = run_online(OnlineConfig(**ONLINE))
     config = OnlineConfig(**{**ONLINE, "checkpoint_dir": tmp_path, "resume": True})
-    interrupted_online(config, 60, monkeypatch)  # checkpoints at steps 56 (last) and 49 (previous)
+    interrupted(lambda: run_online(config), 60, monkeypatch)  # checkpoints at steps 56 (last), 49 (previous)
     last = tmp_path / "last.pt"
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 3])
@@ -212,7 +193,7 @@ def _flip_inside_weights(path: Path, weight: torch.Tensor) -> None:
 def test_corrupted_checkpoint_is_caught_by_its_checksum(tmp_path, monkeypatch):
     reference = run_online(OnlineConfig(**ONLINE))
     config = OnlineConfig(**{**ONLINE, "checkpoint_dir": tmp_path, "resume": True})
-    interrupted_online(config, 60, monkeypatch)
+    interrupted(lambda: run_online(config), 60, monkeypatch)
     last = tmp_path / "last.pt"
     table = next(v for k, v in safe_load(last)["state"].items() if k.endswith("weight") and v.dim() == 2)
     _flip_inside_weights(last, table)
@@ -226,7 +207,7 @@ def test_corrupted_checkpoint_is_caught_by_its_checksum(tmp_path, monkeypatch):
 
 def test_no_usable_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
     config = OnlineConfig(**{**ONLINE, "checkpoint_dir": tmp_path, "resume": True})
-    interrupted_online(config, 30, monkeypatch)
+    interrupted(lambda: run_online(config), 30, monkeypatch)
     for name in ("last.pt", "last.prev.pt"):
         (tmp_path / name).write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"no usable checkpoint.*last\.pt.*last\.prev\.pt.*Delete them"):

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import interrupted
 
 from featmux.data.errors import BadRows, DataError
 from featmux.data.synthetic import SyntheticConfig
@@ -27,7 +28,6 @@ from featmux.training.online import (
     run_online_benchmark,
     write_avazu_stream,
 )
-from featmux.training.trainer import Trainer
 
 SYNTHETIC = {
     "cardinalities": [5, 20, 100, 300],
@@ -152,28 +152,13 @@ def test_checkpoints_results_and_resume_of_a_finished_run(tmp_path):
         run_online(config(checkpoint_dir=tmp_path / "run", resume=True, learning_rate=5e-3))
 
 
-class Interrupt(Exception):
-    pass
-
-
 def test_resume_mid_partition_gives_identical_results(tmp_path, monkeypatch):
     reference = run_online(config(embedding="hashing", budget="1/4"))
     cfg = config(
         embedding="hashing", budget="1/4", checkpoint_dir=tmp_path, checkpoint_every_steps=3, resume=True
     )
-    step = Trainer.train_step
-    calls = {"n": 0}
-
-    def interrupted(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 14:  # partition 1, batch 5: between checkpoints
-            raise Interrupt
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "train_step", interrupted)
-    with pytest.raises(Interrupt):
-        run_online(cfg)
-    monkeypatch.setattr(Trainer, "train_step", step)
+    # the 14th step (partition 1, batch 5) is interrupted: between checkpoints
+    interrupted(lambda: run_online(cfg), 13, monkeypatch)
     resumed = run_online(cfg)
     assert resumed.resumed_from is not None
     assert resumed.partitions == reference.partitions

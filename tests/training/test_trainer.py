@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import Interrupt
 
 from featmux.embeddings import Budget, EmbeddingMethod, EmbeddingSpec, build_embedding
 from featmux.models import build_model
@@ -47,10 +48,6 @@ def test_early_stopping_restores_best_weights(planted):
     assert result.epochs < 40
     assert evaluate(model, valid).auc == pytest.approx(result.best_valid.auc)
     assert result.best_valid.auc == max(h["valid_auc"] for h in result.history)
-
-
-class Interrupt(Exception):
-    pass
 
 
 def _interrupting(trainer: Trainer, after: int) -> Trainer:
