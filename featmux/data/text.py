@@ -23,7 +23,7 @@ import io
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypedDict
 
 import numpy as np
 import polars as pl
@@ -92,6 +92,31 @@ class TextFormat:
 
 # line numbers (int64 [n]) -> bool [n], the lines to read; e.g. the rows of one split of a file
 LineFilter = Callable[[np.ndarray], np.ndarray]
+
+
+class ReadOptions(TypedDict, total=False):
+    """The keyword options of every streaming reader (`iter_text`, and each dataset's `*_chunks`).
+
+    Args:
+        chunk_rows: at most this many rows per chunk (default `DEFAULT_CHUNK_ROWS`).
+        bad_rows: where malformed rows go (default: raise a `DataError` at the first).
+        block_bytes: bytes of a text file read at a time (default `DEFAULT_BLOCK_BYTES`).
+        line_filter: selects the lines to read by line number, e.g. one split of the file (default: all).
+
+    Example:
+        >>> criteo_chunks("train.txt", chunk_rows=100_000, bad_rows=BadRows(BadRowPolicy.SKIP))
+    """
+
+    chunk_rows: int
+    bad_rows: BadRows | None
+    block_bytes: int
+    line_filter: LineFilter | None
+
+
+def options_bad_rows(options: ReadOptions) -> BadRows:
+    """The `bad_rows` of `options`, or the default: a new `BadRows()` (raise at the first bad row)."""
+    bad_rows = options.get("bad_rows")
+    return bad_rows if bad_rows is not None else BadRows()
 
 
 class TextChunk(NamedTuple):

@@ -9,19 +9,30 @@ number") so that skipped rows group by reason.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Unpack
 
 import numpy as np
 import polars as pl
 
 from featmux.data.errors import BadRows
-from featmux.data.text import Check, TextChunk, reject_rows
+from featmux.data.text import (
+    Check,
+    ReadOptions,
+    TextChunk,
+    TextFormat,
+    iter_text,
+    options_bad_rows,
+    reject_rows,
+)
 from featmux.features import CategoricalFeature, Schema, ValueEncoding
 
 LABEL_MESSAGE = "label must be 0 or 1"
 _HEX = r"^[0-9a-fA-F]{1,16}$"  # fingerprints are 64-bit: at most 16 hex digits
+
+# a format's own work on a raw chunk before it is converted: the frame to convert, and row checks of its own
+Prepare = Callable[[pl.DataFrame], tuple[pl.DataFrame, list[Check]]]
 
 
 class Conversion(NamedTuple):
@@ -187,25 +198,6 @@ def conversions(
     return out
 
 
-def conform(
-    frame: pl.DataFrame, schema: Schema, label_mapping: dict[str, int] | None = None, strip: bool = True
-) -> tuple[pl.DataFrame, list[Check]]:
-    """Convert the schema's columns of `frame` to their promised types (other columns are dropped).
-
-    Args:
-        frame: raw columns, at least the schema's.
-        schema: what the columns are.
-        label_mapping: text label -> 0/1 (default: the numbers 0 and 1).
-        strip: remove whitespace around text values first (off for formats that never pad, it costs a copy).
-
-    Returns:
-        The typed frame (columns in `schema_columns` order; invalid cells are null) and the checks
-        flagging rows with an invalid label, categorical or numeric value, in column order.
-    """
-    frame = clean_text(frame, schema_columns(schema), strip)
-    return apply(frame, conversions(schema, dict(frame.schema), label_mapping))
-
-
 def to_int(values: pl.Series, field: str) -> tuple[pl.Series, Check]:
     """`int_conversion` of one Series (named `field`; text is stripped first)."""
     frame = clean_text(values.rename(field).to_frame(), [field], strip=True)
@@ -228,15 +220,62 @@ def conform_chunks(
     label_mapping: dict[str, int] | None = None,
     lines_are_rows: bool = False,
     strip: bool = True,
+    prepare: Prepare | None = None,
 ) -> Iterator[TextChunk]:
-    """`conform` every chunk and drop (report) its invalid rows."""
+    """Convert the schema's columns of every chunk to their promised types and drop (report) invalid rows.
+
+    Other columns are dropped; the frames have the `schema_columns` order. `prepare` (if given) first turns
+    each raw frame into the one to convert; its checks are reported right after the label's, before those
+    of the schema's columns (they say why a feature is missing).
+
+    Args:
+        chunks: raw columns (at least the schema's) with their line numbers.
+        schema: what the columns are.
+        path: the file, named in errors.
+        bad_rows: where invalid rows go.
+        label_mapping: text label -> 0/1 (default: the numbers 0 and 1).
+        lines_are_rows: the chunks' `lines` are 0-based row indices (Parquet).
+        strip: remove whitespace around text values first (off for formats that never pad, it costs a copy).
+        prepare: the format's own work on each raw frame.
+    """
     built: dict[tuple, list[Conversion]] = {}  # expressions are built once per raw dtypes, not per chunk
     columns = schema_columns(schema)
     for chunk in chunks:
-        frame = clean_text(chunk.frame, columns, strip)
+        frame, own = prepare(chunk.frame) if prepare is not None else (chunk.frame, [])
+        frame = clean_text(frame, columns, strip)
         dtypes = dict(frame.schema)
         key = tuple(dtypes.items())
         if key not in built:
             built[key] = conversions(schema, dtypes, label_mapping)
         frame, checks = apply(frame, built[key])
+        checks = [*checks[:1], *own, *checks[1:]]  # checks[0] is the label's
         yield reject_rows(TextChunk(frame, chunk.lines), checks, path, bad_rows, lines_are_rows)
+
+
+def text_chunks(
+    path: str | Path,
+    fmt: TextFormat,
+    schema: Schema,
+    *,
+    label_mapping: dict[str, int] | None = None,
+    strip: bool = True,
+    prepare: Prepare | None = None,
+    **options: Unpack[ReadOptions],
+) -> Iterator[TextChunk]:
+    """Typed rows of a delimited text file with their line numbers: `iter_text`, then `conform_chunks`.
+
+    Args:
+        path: the file.
+        fmt: its layout.
+        schema: the columns to read and their types.
+        label_mapping: text label -> 0/1 (default: the numbers 0 and 1).
+        strip: remove whitespace around text values first (off for formats that never pad).
+        prepare: the format's own work on each raw chunk (see `conform_chunks`).
+        **options: the `ReadOptions` (chunk_rows, bad_rows, block_bytes, line_filter).
+
+    Returns:
+        An iterator of `TextChunk`s with the schema's columns (`schema_columns` order); chunk sizes vary.
+    """
+    bad_rows = options_bad_rows(options)
+    text = iter_text(path, fmt, **{**options, "bad_rows": bad_rows})
+    return conform_chunks(text, schema, path, bad_rows, label_mapping, strip=strip, prepare=prepare)

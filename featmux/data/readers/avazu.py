@@ -13,23 +13,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Unpack
 
 import polars as pl
 
 from featmux.data.errors import BadRows
-from featmux.data.readers._convert import conform, schema_columns
+from featmux.data.readers._convert import text_chunks
 from featmux.data.text import (
-    DEFAULT_BLOCK_BYTES,
     DEFAULT_CHUNK_ROWS,
     Check,
-    LineFilter,
+    ReadOptions,
     TextChunk,
     TextFormat,
     frames,
-    iter_text,
     peek_line,
     rechunk,
-    reject_rows,
 )
 from featmux.features import CategoricalFeature, Schema, ValueEncoding
 
@@ -75,7 +73,7 @@ def avazu_format(path: str | Path) -> TextFormat:
     return TextFormat(",", header=header, names=COLUMNS)
 
 
-def _expand_hour(frame: pl.DataFrame) -> tuple[pl.DataFrame, Check]:
+def _expand_hour(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[Check]]:
     hour = frame.get_column("hour").str.strip_chars()
     well_formed = hour.str.contains(r"^\d{8}$").fill_null(False)
     date = hour.str.slice(0, 6).str.to_date("%y%m%d", strict=False)
@@ -87,42 +85,24 @@ def _expand_hour(frame: pl.DataFrame) -> tuple[pl.DataFrame, Check]:
         weekday.alias("weekday"),
         (weekday >= 6).cast(pl.Int64).alias("is_weekend"),
     )
-    return expanded, Check("hour", "hour must be YYMMDDHH", ~valid.to_numpy())
+    return expanded, [Check("hour", "hour must be YYMMDDHH", ~valid.to_numpy())]
 
 
-def avazu_chunks(
-    path: str | Path,
-    *,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    bad_rows: BadRows | None = None,
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
-    line_filter: LineFilter | None = None,
-) -> Iterator[TextChunk]:
+def avazu_chunks(path: str | Path, **options: Unpack[ReadOptions]) -> Iterator[TextChunk]:
     """Typed Avazu rows with their line numbers (chunks of at most `chunk_rows`, sizes vary).
 
     Args:
         path: an Avazu CSV, with or without header.
-        chunk_rows: at most this many rows per chunk.
-        bad_rows: where malformed rows go (default: raise at the first).
-        block_bytes: bytes read at a time.
-        line_filter: selects the lines to read by line number (e.g. one split of the file).
+        **options: the `ReadOptions` (chunk_rows, bad_rows, block_bytes, line_filter).
 
     Returns:
         An iterator of `TextChunk`s with the columns of `avazu_schema()`.
     """
-    bad_rows = bad_rows if bad_rows is not None else BadRows()
-    schema = avazu_schema()
-    fmt = avazu_format(path)
-    for chunk in iter_text(
-        path, fmt, chunk_rows=chunk_rows, bad_rows=bad_rows, block_bytes=block_bytes, line_filter=line_filter
-    ):
-        expanded, hour_check = _expand_hour(chunk.frame)
-        frame, checks = conform(expanded, schema, strip=False)
-        # label first, then hour (it feeds the first three features), then the other columns
-        checks = [checks[0], hour_check, *checks[1:]]
-        yield reject_rows(
-            TextChunk(frame.select(schema_columns(schema)), chunk.lines), checks, path, bad_rows
-        )
+    # a generator, so the file is opened (its header sniffed) only when reading starts; the hour check
+    # comes right after the label's: it feeds the first three features
+    yield from text_chunks(
+        path, avazu_format(path), avazu_schema(), strip=False, prepare=_expand_hour, **options
+    )
 
 
 def read_avazu(

@@ -14,19 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Unpack
 
 import polars as pl
 
 from featmux.data.errors import BadRows
-from featmux.data.readers._convert import conform_chunks
+from featmux.data.readers._convert import text_chunks
 from featmux.data.text import (
-    DEFAULT_BLOCK_BYTES,
     DEFAULT_CHUNK_ROWS,
-    LineFilter,
+    ReadOptions,
     TextChunk,
     TextFormat,
     frames,
-    iter_text,
     peek_line,
     rechunk,
 )
@@ -62,34 +61,18 @@ def criteo_format(path: str | Path) -> TextFormat:
     return TextFormat(separator, header=header, names=COLUMNS)
 
 
-def criteo_chunks(
-    path: str | Path,
-    *,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    bad_rows: BadRows | None = None,
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
-    line_filter: LineFilter | None = None,
-) -> Iterator[TextChunk]:
+def criteo_chunks(path: str | Path, **options: Unpack[ReadOptions]) -> Iterator[TextChunk]:
     """Typed Criteo rows with their line numbers (chunks of at most `chunk_rows`, sizes vary).
 
     Args:
         path: a Criteo file in either layout.
-        chunk_rows: at most this many rows per chunk.
-        bad_rows: where malformed rows go (default: raise at the first).
-        block_bytes: bytes read at a time.
-        line_filter: selects the lines to read by line number (e.g. one split of the file).
+        **options: the `ReadOptions` (chunk_rows, bad_rows, block_bytes, line_filter).
 
     Returns:
         An iterator of `TextChunk`s with the columns of `criteo_schema()`.
     """
-    bad_rows = bad_rows if bad_rows is not None else BadRows()
-    fmt = criteo_format(path)
-    text = iter_text(
-        path, fmt, chunk_rows=chunk_rows, bad_rows=bad_rows, block_bytes=block_bytes, line_filter=line_filter
-    )
-    return conform_chunks(
-        text, criteo_schema(), path, bad_rows, strip=False
-    )  # Kaggle fields are never padded
+    # Kaggle fields are never padded
+    return text_chunks(path, criteo_format(path), criteo_schema(), strip=False, **options)
 
 
 def read_criteo(

@@ -11,23 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Unpack
 
 import polars as pl
 
 from featmux.data.errors import BadRows
-from featmux.data.readers._convert import conform
-from featmux.data.text import (
-    DEFAULT_BLOCK_BYTES,
-    DEFAULT_CHUNK_ROWS,
-    Check,
-    LineFilter,
-    TextChunk,
-    TextFormat,
-    frames,
-    iter_text,
-    rechunk,
-    reject_rows,
-)
+from featmux.data.readers._convert import text_chunks
+from featmux.data.text import DEFAULT_CHUNK_ROWS, Check, ReadOptions, TextChunk, TextFormat, frames, rechunk
 from featmux.features import CategoricalFeature, Schema, ValueEncoding
 
 LABEL = "label"
@@ -42,45 +32,29 @@ def frappe_schema() -> Schema:
     return Schema(LABEL, tuple(CategoricalFeature(name, ValueEncoding.INT) for name in FIELDS))
 
 
-def frappe_chunks(
-    path: str | Path,
-    *,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    bad_rows: BadRows | None = None,
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
-    line_filter: LineFilter | None = None,
-) -> Iterator[TextChunk]:
+def _indices(raw: pl.DataFrame) -> tuple[pl.DataFrame, list[Check]]:
+    """The libFM index of each `index:1` field, and a check per field flagging the other values."""
+    indices = raw.select(LABEL, *(pl.col(name).str.extract(_PAIR, 1) for name in FIELDS))
+    checks = [
+        Check(name, "expected index:1", (indices[name].is_null() & raw[name].is_not_null()).to_numpy())
+        for name in FIELDS
+    ]
+    return indices, checks
+
+
+def frappe_chunks(path: str | Path, **options: Unpack[ReadOptions]) -> Iterator[TextChunk]:
     """Typed Frappe rows with their line numbers (chunks of at most `chunk_rows`, sizes vary).
 
     Args:
         path: a Frappe libFM file.
-        chunk_rows: at most this many rows per chunk.
-        bad_rows: where malformed rows go (default: raise at the first).
-        block_bytes: bytes read at a time.
-        line_filter: selects the lines to read by line number (e.g. one split of the file).
+        **options: the `ReadOptions` (chunk_rows, bad_rows, block_bytes, line_filter).
 
     Returns:
         An iterator of `TextChunk`s with the columns of `frappe_schema()`.
     """
-    bad_rows = bad_rows if bad_rows is not None else BadRows()
-    schema = frappe_schema()
-    for chunk in iter_text(
-        path,
-        FORMAT,
-        chunk_rows=chunk_rows,
-        bad_rows=bad_rows,
-        block_bytes=block_bytes,
-        line_filter=line_filter,
-    ):
-        raw = chunk.frame
-        indices = raw.select(LABEL, *(pl.col(name).str.extract(_PAIR, 1) for name in FIELDS))
-        pair_checks = [
-            Check(name, "expected index:1", (indices[name].is_null() & raw[name].is_not_null()).to_numpy())
-            for name in FIELDS
-        ]
-        frame, checks = conform(indices, schema, LABELS, strip=False)
-        checks = [checks[0], *pair_checks, *checks[1:]]
-        yield reject_rows(TextChunk(frame, chunk.lines), checks, path, bad_rows)
+    return text_chunks(
+        path, FORMAT, frappe_schema(), label_mapping=LABELS, strip=False, prepare=_indices, **options
+    )
 
 
 def read_frappe(

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum, unique
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 import polars as pl
@@ -25,14 +26,14 @@ import polars as pl
 from featmux.data.errors import BadRows, DataError
 from featmux.data.readers._convert import apply, int_conversion, to_int
 from featmux.data.text import (
-    DEFAULT_BLOCK_BYTES,
     DEFAULT_CHUNK_ROWS,
     Check,
-    LineFilter,
+    ReadOptions,
     TextChunk,
     TextFormat,
     frames,
     iter_text,
+    options_bad_rows,
     peek_line,
     rechunk,
     reject_rows,
@@ -283,28 +284,23 @@ def ratings_format(path: str | Path) -> TextFormat:
 def movielens_chunks(
     files: MovieLensFiles,
     *,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    bad_rows: BadRows | None = None,
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
-    line_filter: LineFilter | None = None,
     users: pl.DataFrame | None = None,
     items: pl.DataFrame | None = None,
+    **options: Unpack[ReadOptions],
 ) -> Iterator[TextChunk]:
     """CTR rows (rating 3 dropped) with the line numbers of their ratings (chunk sizes vary).
 
     Args:
         files: the dataset's files (see `detect_movielens`).
-        chunk_rows: at most this many rows per chunk.
-        bad_rows: where malformed rows go (default: raise at the first).
-        block_bytes: bytes of the ratings file read at a time.
-        line_filter: selects the ratings to read by line number (e.g. one split of the file).
         users: the user table if already loaded (`load_users`); default: loaded here.
         items: the movie table if already loaded (`load_items`); default: loaded here.
+        **options: the `ReadOptions` of the ratings file (chunk_rows, bad_rows, block_bytes,
+            line_filter); bad_rows also takes the side tables' bad rows.
 
     Returns:
         An iterator of `TextChunk`s with the columns of `movielens_schema()`.
     """
-    bad_rows = bad_rows if bad_rows is not None else BadRows()
+    bad_rows = options_bad_rows(options)
     users = (users if users is not None else load_users(files, bad_rows)).with_columns(
         pl.lit(True).alias("_user")
     )
@@ -316,10 +312,7 @@ def movielens_chunks(
     path = files.ratings
     fmt = ratings_format(path)
     parse = [int_conversion(name, pl.String) for name in _RATING_COLUMNS]
-    text = iter_text(
-        path, fmt, chunk_rows=chunk_rows, bad_rows=bad_rows, block_bytes=block_bytes, line_filter=line_filter
-    )
-    for chunk in text:
+    for chunk in iter_text(path, fmt, **{**options, "bad_rows": bad_rows}):
         typed, (user_check, item_check, _, time_check) = apply(chunk.frame, parse)
         bad_rating = ~typed.get_column("rating").is_between(1, 5).fill_null(False).to_numpy()
         rating_check = Check("rating", "rating must be an integer from 1 to 5", bad_rating)

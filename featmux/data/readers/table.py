@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 import polars as pl
@@ -23,15 +24,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featmux.data.errors import BadRows, DataError
-from featmux.data.readers._convert import conform_chunks, missing_columns, schema_columns
+from featmux.data.readers._convert import conform_chunks, missing_columns, schema_columns, text_chunks
 from featmux.data.text import (
-    DEFAULT_BLOCK_BYTES,
     DEFAULT_CHUNK_ROWS,
     LineFilter,
+    ReadOptions,
     TextChunk,
     TextFormat,
     frames,
-    iter_text,
+    options_bad_rows,
     read_header,
     rechunk,
     row_location,
@@ -157,14 +158,7 @@ def _parquet_batches(
 
 
 def table_chunks(
-    path: str | Path,
-    schema: Schema,
-    *,
-    fmt: TextFormat | None = None,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    bad_rows: BadRows | None = None,
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
-    line_filter: LineFilter | None = None,
+    path: str | Path, schema: Schema, *, fmt: TextFormat | None = None, **options: Unpack[ReadOptions]
 ) -> Iterator[TextChunk]:
     """Typed rows of a CSV or Parquet table with their line numbers (Parquet: 0-based row indices).
 
@@ -172,10 +166,8 @@ def table_chunks(
         path: a CSV (any name) or Parquet file (detected by its magic bytes).
         schema: the columns to read and their types.
         fmt: the CSV layout (default: `csv_format()`, comma with header); ignored for Parquet.
-        chunk_rows: at most this many rows per chunk.
-        bad_rows: where malformed rows go (default: raise at the first).
-        block_bytes: bytes of a CSV read at a time.
-        line_filter: selects the rows to read by line number (Parquet: 0-based row index), e.g. a split.
+        **options: the `ReadOptions` (chunk_rows, bad_rows, block_bytes, line_filter); for Parquet,
+            line_filter selects by 0-based row index and block_bytes is not used.
 
     Returns:
         An iterator of `TextChunk`s with the schema's columns (`schema_columns` order).
@@ -184,7 +176,6 @@ def table_chunks(
         DataError: a schema column is missing, or a row is malformed (under `BadRowPolicy.RAISE`).
     """
     path = Path(path)
-    bad_rows = bad_rows if bad_rows is not None else BadRows()
     if is_parquet(path):
         try:
             handle = pq.ParquetFile(path)
@@ -194,17 +185,15 @@ def table_chunks(
         missing = missing_columns(names, schema)
         if missing:
             raise DataError(path, None, missing[0], f"column missing from the file (it has {names})")
-        batches = _parquet_batches(handle, schema, chunk_rows, line_filter, path)
-        return conform_chunks(batches, schema, path, bad_rows, lines_are_rows=True)
+        chunk_rows = options.get("chunk_rows", DEFAULT_CHUNK_ROWS)
+        batches = _parquet_batches(handle, schema, chunk_rows, options.get("line_filter"), path)
+        return conform_chunks(batches, schema, path, options_bad_rows(options), lines_are_rows=True)
     fmt = fmt if fmt is not None else csv_format()
     missing = missing_columns(read_header(path, fmt), schema)
     if missing:
         line = 1 if fmt.header else None
         raise DataError(path, line, missing[0], "column missing from the header")
-    text = iter_text(
-        path, fmt, chunk_rows=chunk_rows, bad_rows=bad_rows, block_bytes=block_bytes, line_filter=line_filter
-    )
-    return conform_chunks(text, schema, path, bad_rows)
+    return text_chunks(path, fmt, schema, **options)
 
 
 def read_table(
