@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from featmux.benchmarks.measure import DEFAULT_TARGET, measured, write_json_atomic
+from featmux.atomic import write_json_atomic
+from featmux.benchmarks.measure import DEFAULT_TARGET, measured
 
 
 def load_target(spec: str) -> Callable[..., dict[str, Any]]:

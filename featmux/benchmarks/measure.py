@@ -1,4 +1,4 @@
-"""Per-cell measurements (wall time, peak resident memory) and atomic JSON files.
+"""Per-cell measurements: wall time and peak resident memory.
 
 Peak RSS: on Linux the process's high-water mark (VmHWM, which `getrusage` also reports) can be reset
 by writing 5 to /proc/self/clear_refs, so even cells run one after another in one process each get
@@ -9,12 +9,9 @@ peaks there too. The peak covers the whole process during the cell: interpreter,
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import resource
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,23 +62,3 @@ def measured(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     result["peak_rss_bytes"] = peak_rss_bytes()
     result["peak_rss_scope"] = scope
     return result
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON to `path` atomically: temporary file in the same directory, fsync, rename.
-
-    A reader (or a resumed run) sees either the old file, or no file, or the complete new one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -37,8 +37,9 @@ from enum import Enum, unique
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from featmux.atomic import write_json_atomic
 from featmux.benchmarks.grid import BenchmarkGrid, Cell
-from featmux.benchmarks.measure import DEFAULT_TARGET, measured, write_json_atomic
+from featmux.benchmarks.measure import DEFAULT_TARGET, measured
 
 if TYPE_CHECKING:
     from featmux.training.experiment import ExperimentConfig

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 import typer
 from torch import nn
 
-from featmux.benchmarks.measure import write_json_atomic
+from featmux.atomic import write_json_atomic
 from featmux.data.cache import EncodedDataset
 from featmux.data.encoded import EncodedChunk
 from featmux.embeddings import (

@@ -14,9 +14,7 @@ byte would load silently. Every featmux checkpoint therefore carries a digest of
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 
 import torch
 
+from featmux.atomic import atomic_open
 from featmux.embeddings import embedding_from_config
 from featmux.features import Schema
 from featmux.models import CTRModel, build_model
@@ -37,19 +36,9 @@ class CheckpointError(RuntimeError):
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save `obj` to `path` atomically (temporary file + fsync + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save `obj` to `path` atomically (temporary file + fsync + rename, `featmux.atomic`)."""
+    with atomic_open(path) as f:
+        torch.save(obj, f)
 
 
 def _reason(err: Exception) -> str:

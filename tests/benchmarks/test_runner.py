@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from featmux.atomic import write_json_atomic
 from featmux.benchmarks.grid import BenchmarkGrid
-from featmux.benchmarks.measure import measured, write_json_atomic
+from featmux.benchmarks.measure import measured
 from featmux.benchmarks.runner import (
     CellState,
     EtaEstimator,
