@@ -184,6 +184,47 @@ class EncodedDataset:
         n = len(self)
         return n // batch_size if drop_last else -(-n // batch_size)
 
+    def batch_pieces(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch: int = 0,
+        start_batch: int = 0,
+    ) -> Iterator[list[tuple[int, np.ndarray]]]:
+        """The rows of each batch of `batches` as (shard, row indices) pieces, without loading any shard.
+
+        Shuffling permutes the shard order and the rows inside each shard (a shard-local shuffle keeps
+        memory bounded), drawn from (seed, epoch). `start_batch` skips that many batches. The last
+        batch may be short.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(self.num_shards) if shuffle else np.arange(self.num_shards)
+        perms = [rng.permutation(self.shard_rows[s]) if shuffle else None for s in order]
+        skip = start_batch * batch_size
+        pieces: list[tuple[int, np.ndarray]] = []
+        held = 0
+        for shard_id, perm in zip(order, perms, strict=True):
+            size = self.shard_rows[shard_id]
+            if skip >= size:
+                skip -= size
+                continue
+            index = (perm if perm is not None else np.arange(size))[skip:]
+            skip = 0
+            pos = 0
+            while pos < index.size:
+                take = min(batch_size - held, index.size - pos)
+                pieces.append((int(shard_id), index[pos : pos + take]))
+                held += take
+                pos += take
+                if held == batch_size:
+                    yield pieces
+                    pieces, held = [], 0
+        if held:
+            yield pieces
+
     def batches(
         self,
         batch_size: int,
@@ -193,40 +234,22 @@ class EncodedDataset:
         start_batch: int = 0,
         drop_last: bool = False,
     ) -> Iterator[Batch]:
-        """Batches over the whole dataset, deterministic given (seed, epoch).
+        """Batches over the whole dataset, deterministic given (seed, epoch) (see `batch_pieces`).
 
-        Shuffling permutes the shard order and the rows inside each shard (a shard-local shuffle keeps
-        memory bounded). `start_batch` skips that many batches without loading their shards, which is
-        how a resumed run continues mid-epoch.
+        A shard is loaded when its first rows are needed and held while later batches take from it;
+        `start_batch` skips batches without loading their shards, which is how a resumed run continues
+        mid-epoch.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        rng = np.random.default_rng([seed, epoch])
-        order = rng.permutation(self.num_shards) if shuffle else np.arange(self.num_shards)
-        perms = [rng.permutation(self.shard_rows[s]) if shuffle else None for s in order]
-        skip = start_batch * batch_size
-        pieces: list[EncodedChunk] = []
-        held = 0
-        for shard_id, perm in zip(order, perms, strict=True):
-            size = self.shard_rows[shard_id]
-            if skip >= size:
-                skip -= size
-                continue
-            chunk = self.shard(int(shard_id))
-            index = perm if perm is not None else np.arange(size)
-            index = index[skip:]
-            skip = 0
-            pos = 0
-            while pos < index.size:
-                take = min(batch_size - held, index.size - pos)
-                pieces.append(chunk.take(index[pos : pos + take]))
-                held += take
-                pos += take
-                if held == batch_size:
-                    yield chunk_to_batch(EncodedChunk.concat(pieces))
-                    pieces, held = [], 0
-        if held and not drop_last:
-            yield chunk_to_batch(EncodedChunk.concat(pieces))
+        loaded: tuple[int, EncodedChunk] | None = None  # shards are consumed in order: hold the current one
+        for pieces in self.batch_pieces(batch_size, shuffle, seed, epoch, start_batch):
+            if drop_last and sum(index.size for _, index in pieces) < batch_size:
+                return
+            parts = []
+            for shard_id, index in pieces:
+                if loaded is None or loaded[0] != shard_id:
+                    loaded = (shard_id, self.shard(shard_id))
+                parts.append(loaded[1].take(index))
+            yield chunk_to_batch(EncodedChunk.concat(parts))
 
     def fit_vocabulary(self) -> Vocabulary:
         """Value counts of every categorical feature over the whole dataset (one streaming pass)."""

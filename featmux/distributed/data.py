@@ -1,7 +1,7 @@
 """Each rank's share of the data stream: the same global batches as a single process, split by rank.
 
-Global batch g is exactly the batch `EncodedDataset.batches(G, shuffle, seed, epoch)` yields (same
-shard order, same row permutation), so a W-rank run sees the data of a one-process run with batch G.
+Global batch g is exactly the batch `EncodedDataset.batches(G, shuffle, seed, epoch)` yields (both cut
+the rows by `EncodedDataset.batch_pieces`), so a W-rank run sees the data of a one-process run with batch G.
 Rank r takes the contiguous rows [r * b, (r + 1) * b) of it, b = ceil(n_g / W), and only those rows are
 gathered, converted to tensors, hashed and looked up on rank r. Every rank gets the same number of
 batches of the same size b (TorchRec's collectives need every rank in every step): a short last
@@ -37,43 +37,6 @@ class RankBatch:
     @property
     def real_rows(self) -> int:
         return int(self.mask.sum())
-
-
-def global_batch_pieces(
-    dataset: EncodedDataset,
-    batch_size: int,
-    shuffle: bool = False,
-    seed: int = 0,
-    epoch: int = 0,
-    start_batch: int = 0,
-) -> Iterator[list[tuple[int, np.ndarray]]]:
-    """The rows of each global batch as (shard, row indices) pieces, in `EncodedDataset.batches` order."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    rng = np.random.default_rng([seed, epoch])  # same draws, same order as EncodedDataset.batches
-    order = rng.permutation(dataset.num_shards) if shuffle else np.arange(dataset.num_shards)
-    perms = [rng.permutation(dataset.shard_rows[s]) if shuffle else None for s in order]
-    skip = start_batch * batch_size
-    pieces: list[tuple[int, np.ndarray]] = []
-    held = 0
-    for shard_id, perm in zip(order, perms, strict=True):
-        size = dataset.shard_rows[shard_id]
-        if skip >= size:
-            skip -= size
-            continue
-        index = (perm if perm is not None else np.arange(size))[skip:]
-        skip = 0
-        pos = 0
-        while pos < index.size:
-            take = min(batch_size - held, index.size - pos)
-            pieces.append((int(shard_id), index[pos : pos + take]))
-            held += take
-            pos += take
-            if held == batch_size:
-                yield pieces
-                pieces, held = [], 0
-    if held:
-        yield pieces
 
 
 def _rank_piece_rows(pieces: list[tuple[int, np.ndarray]], lo: int, hi: int) -> list[tuple[int, np.ndarray]]:
@@ -118,7 +81,7 @@ def rank_batches(
         raise ValueError(f"rank {rank} outside world of {world_size}")
     local = -(-batch_size // world_size)
     loaded: dict[int, EncodedChunk] = {}
-    for pieces in global_batch_pieces(dataset, batch_size, shuffle, seed, epoch, start_batch):
+    for pieces in dataset.batch_pieces(batch_size, shuffle, seed, epoch, start_batch):
         n = sum(index.size for _, index in pieces)
         b = min(local, -(-n // world_size))  # the last global batch may be short
         mine = _rank_piece_rows(pieces, rank * b, min((rank + 1) * b, n))
