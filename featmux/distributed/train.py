@@ -59,6 +59,7 @@ from featmux.models import CTRModel, build_model  # noqa: E402
 from featmux.training.checkpoint import model_spec, save_model  # noqa: E402
 from featmux.training.config import TrainConfig  # noqa: E402
 from featmux.training.metrics import Metrics, binary_metrics  # noqa: E402
+from featmux.training.trainer import FitSummary, TrainProgress  # noqa: E402
 
 CHECKPOINT_FORMAT = 1
 
@@ -79,45 +80,20 @@ class TableInit(Enum):
 
 
 @dataclass
-class DistributedState:
+class DistributedState(TrainProgress):
     """Where training stands (identical on every rank); saved in each checkpoint's featmux.json."""
 
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    step: int = 0
-    best_auc: float = float("-inf")
-    best_step: int = -1
-    bad_evals: int = 0
-    learning_rate: float = 0.0
     table_learning_rate: float = 0.0
-    train_seconds: float = 0.0
-    train_rows: int = 0
     losses: list[float] = field(default_factory=list)  # global mean training loss of every step
-    history: list[dict[str, float]] = field(default_factory=list)
-    stopped: bool = False
 
 
 @dataclass(frozen=True)
-class DistributedFitResult:
-    """What `DistributedTrainer.fit` measured (identical on every rank).
+class DistributedFitResult(FitSummary):
+    """What `DistributedTrainer.fit` measured (identical on every rank): the `FitSummary` fields, with
+    train_seconds on rank 0's clock and samples_per_second in global rows, and `losses`, the global
+    mean training loss of each step."""
 
-    Args:
-        best_valid: validation metrics at the best evaluation (None without validation data).
-        best_step: step of the best evaluation.
-        steps: optimizer steps taken.
-        losses: global mean training loss of each step.
-        train_seconds: time in training steps (data included, evaluation excluded), rank 0's clock.
-        samples_per_second: global rows per second of training.
-        history: one record per evaluation.
-    """
-
-    best_valid: Metrics | None
-    best_step: int
-    steps: int
     losses: list[float]
-    train_seconds: float
-    samples_per_second: float
-    history: list[dict[str, float]]
 
 
 def _is_meta(embedding: TorchRecEmbedding) -> bool:
@@ -479,19 +455,15 @@ class DistributedTrainer:
                 self.save_checkpoint(last)
         self._flush_losses(rows)
         self._restore_best(valid)
-        best = None
-        if valid is not None and s.best_step >= 0:
-            rec = next(r for r in s.history if r["step"] == s.best_step)
-            best = Metrics(rec["valid_auc"], rec["valid_logloss"], int(rec["valid_rows"]))
         seconds = torch.tensor([s.train_seconds], dtype=torch.float64, device=env.device)
         dist.broadcast(seconds, src=0)  # one clock for every rank's report
         return DistributedFitResult(
-            best_valid=best,
+            best_valid=s.best_valid(),
             best_step=s.best_step,
             steps=s.step,
             losses=list(s.losses),
             train_seconds=float(seconds.item()),
-            samples_per_second=s.train_rows / seconds.item() if seconds.item() > 0 else float("nan"),
+            samples_per_second=s.rows_per_second(seconds.item()),
             history=list(s.history),
         )
 

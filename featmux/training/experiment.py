@@ -31,7 +31,7 @@ from featmux.training.checkpoint import save_model
 from featmux.training.config import TrainConfig
 from featmux.training.metrics import Metrics
 from featmux.training.run_config import RunConfig
-from featmux.training.trainer import Trainer, evaluate
+from featmux.training.trainer import FitSummary, Trainer, evaluate
 
 
 class ExperimentConfig(RunConfig):
@@ -121,7 +121,7 @@ def experiment_result(
     data: PreparedData,
     embedding: FeatureEmbedding,
     dense_params: int,
-    fit: Any,
+    fit: FitSummary,
     test: Metrics | None,
     prepare_seconds: float,
 ) -> dict[str, Any]:
@@ -132,7 +132,7 @@ def experiment_result(
         data: its prepared splits and vocabulary.
         embedding: the trained embedding layer (parameters are counted from it).
         dense_params: parameters outside the embedding tables.
-        fit: the trainer's `FitResult` (or the distributed trainer's).
+        fit: what the trainer measured (`FitResult`, or the distributed trainer's `DistributedFitResult`).
         test: test metrics at the best checkpoint (None without a test split).
         prepare_seconds: time spent reading and encoding the data.
     """

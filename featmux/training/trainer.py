@@ -68,8 +68,8 @@ def evaluate(model: CTRModel, dataset: EncodedDataset, batch_size: int = 16384) 
 
 
 @dataclass
-class TrainState:
-    """Where training stands; saved in every resumable checkpoint."""
+class TrainProgress:
+    """Where a training run stands, as every trainer keeps it (saved in its resumable checkpoints)."""
 
     epoch: int = 0
     batch_in_epoch: int = 0
@@ -80,8 +80,25 @@ class TrainState:
     learning_rate: float = 0.0
     train_seconds: float = 0.0
     train_rows: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float]] = field(default_factory=list)  # one record per evaluation
     stopped: bool = False
+
+    def best_valid(self) -> Metrics | None:
+        """Validation metrics of the best evaluation (None before one, or without validation data)."""
+        rec = next((r for r in self.history if r["step"] == self.best_step), None)
+        if rec is None or "valid_auc" not in rec:
+            return None
+        return Metrics(rec["valid_auc"], rec["valid_logloss"], int(rec["valid_rows"]))
+
+    def rows_per_second(self, seconds: float) -> float:
+        """Training rows per second over `seconds` of training (NaN before any)."""
+        return self.train_rows / seconds if seconds > 0 else float("nan")
+
+
+@dataclass
+class TrainState(TrainProgress):
+    """Where `Trainer` stands; saved in every resumable checkpoint."""
+
     skipped_batches: int = 0  # batches with a non-finite loss, skipped under NonFinitePolicy.SKIP
 
 
@@ -101,16 +118,31 @@ class NonFiniteLossError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class FitResult:
-    """What `Trainer.fit` measured."""
+class FitSummary:
+    """What every trainer's `fit` measured.
+
+    Args:
+        best_valid: validation metrics at the best evaluation (None without validation data).
+        best_step: step of the best evaluation.
+        steps: optimizer steps taken.
+        train_seconds: time in training steps (data loading included, evaluation excluded).
+        samples_per_second: training rows per second.
+        history: one record per evaluation.
+    """
 
     best_valid: Metrics | None
     best_step: int
     steps: int
-    epochs: float
     train_seconds: float
     samples_per_second: float
     history: list[dict[str, float]]
+
+
+@dataclass(frozen=True)
+class FitResult(FitSummary):
+    """What `Trainer.fit` measured: the `FitSummary` fields and `epochs`, the epochs trained (fractional)."""
+
+    epochs: float
 
 
 RESUMABLE_KEYS = ("spec", "state", "optimizers", "train_state", "torch_rng")
@@ -471,16 +503,12 @@ class Trainer:
         bar.close()
         if self._best_state is not None:
             self.model.load_state_dict(self._best_state)
-        best = None
-        if valid is not None and s.best_step >= 0:
-            rec = next(r for r in s.history if r["step"] == s.best_step)
-            best = Metrics(rec["valid_auc"], rec["valid_logloss"], int(rec["valid_rows"]))
         return FitResult(
-            best_valid=best,
+            best_valid=s.best_valid(),
             best_step=s.best_step,
             steps=s.step,
             epochs=s.epoch + s.batch_in_epoch / max(1, self._batches),
             train_seconds=s.train_seconds,
-            samples_per_second=s.train_rows / s.train_seconds if s.train_seconds > 0 else float("nan"),
+            samples_per_second=s.rows_per_second(s.train_seconds),
             history=list(s.history),
         )
