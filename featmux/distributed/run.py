@@ -26,7 +26,7 @@ from featmux.distributed.sharding import ShardingConfig
 from featmux.distributed.train import DistributedTrainer, TableInit
 from featmux.embeddings import build_embedding, collisionless_parameters
 from featmux.models import build_model
-from featmux.training.experiment import ExperimentConfig, experiment_result
+from featmux.training.experiment import ExperimentConfig, event_logger, experiment_result
 
 
 @dataclass(frozen=True)
@@ -146,8 +146,9 @@ def run_distributed_training(
         f"{env.world_size} rank(s) on {env.backend.value}"
     )
     checkpoint_dir = Path(config.checkpoint_dir) if config.checkpoint_dir is not None else None
+    on_event = event_logger(say, with_epoch=False)
     trainer = DistributedTrainer(
-        model, config.train_config(), options.sharding, schema, checkpoint_dir, _logger(say)
+        model, config.train_config(), options.sharding, schema, checkpoint_dir, on_event
     )
     say("sharding plan:\n" + trainer.plan_report.to_markdown())
     fit = trainer.fit(data.train, data.valid)
@@ -169,16 +170,3 @@ def run_distributed_training(
             "plan": trainer.plan_report.to_markdown(),
         },
     }
-
-
-def _logger(say: Callable[[str], None]) -> Callable[[dict[str, Any]], None]:
-    def on_event(event: dict[str, Any]) -> None:
-        if event.get("event") == "eval" and "valid_auc" in event:
-            say(
-                f"step {int(event['step'])}: valid AUC {event['valid_auc']:.5f} "
-                f"logloss {event['valid_logloss']:.5f} (best {event['best_auc']:.5f})"
-            )
-        elif event.get("event") == "resumed":
-            say(f"resumed from {event['from']} at step {event['step']}")
-
-    return on_event

@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,7 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
         f"{emb.num_slots} slots of dim {emb.embedding_dim}"
     )
     trainer = Trainer(
-        model, config.train_config(), data.schema, config.checkpoint_dir, on_event=_event_logger(say)
+        model, config.train_config(), data.schema, config.checkpoint_dir, on_event=event_logger(say)
     )
     fit = trainer.fit(data.train, data.valid)
     test = evaluate(model, data.test, trainer.config.eval_batch_size) if data.test is not None else None
@@ -114,6 +115,24 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
         save_model(Path(config.checkpoint_dir) / "model.pt", model, data.schema)
     dense = sum(p.numel() for p in model.dense_parameters())
     return experiment_result(config, data, emb, dense, fit, test, prepare_seconds)
+
+
+def run_identity(config: RunConfig) -> dict[str, Any]:
+    """The fields that open every run's result record: which run it is.
+
+    Args:
+        config: the run's settings.
+
+    Returns:
+        dataset, model, embedding (its value), budget ("1" without one: the collisionless size) and seed.
+    """
+    return {
+        "dataset": config.dataset,
+        "model": config.model,
+        "embedding": config.embedding.value,
+        "budget": config.budget or "1",
+        "seed": config.seed,
+    }
 
 
 def experiment_result(
@@ -140,11 +159,7 @@ def experiment_result(
     full = collisionless_parameters(schema.categorical, vocabulary, config.embedding_dim, config.min_count)
     best = fit.best_valid
     return {
-        "dataset": config.dataset,
-        "model": config.model,
-        "embedding": config.embedding.value,
-        "budget": config.budget or "1",
-        "seed": config.seed,
+        **run_identity(config),
         "test_auc": test.auc if test else None,
         "test_logloss": test.logloss if test else None,
         "valid_auc": best.auc if best else None,
@@ -178,11 +193,19 @@ def environment() -> dict[str, Any]:
     }
 
 
-def _event_logger(say: Any) -> Any:
+def event_logger(say: Callable[[str], None], with_epoch: bool = True) -> Callable[[dict[str, Any]], None]:
+    """A trainer's `on_event` callback that says each evaluation (and each resume) in one line.
+
+    Args:
+        say: receives the lines.
+        with_epoch: name the (fractional) epoch of each evaluation besides its step.
+    """
+
     def on_event(event: dict[str, Any]) -> None:
         if event.get("event") == "eval" and "valid_auc" in event:
+            epoch = f" epoch {event['epoch']:.2f}" if with_epoch else ""
             say(
-                f"step {int(event['step'])} epoch {event['epoch']:.2f}: valid AUC {event['valid_auc']:.5f} "
+                f"step {int(event['step'])}{epoch}: valid AUC {event['valid_auc']:.5f} "
                 f"logloss {event['valid_logloss']:.5f} (best {event['best_auc']:.5f})"
             )
         elif event.get("event") == "resumed":

@@ -29,16 +29,13 @@ COLLISIONLESS_PARAMS = 4000
 def _fake_result(config: Any) -> dict[str, Any]:
     """A deterministic stand-in for run_experiment's result, derived from the config."""
     from featmux.embeddings import Budget
+    from featmux.training.experiment import run_identity
 
     fraction = 1.0 if config.budget is None else Budget.parse(config.budget).fraction
     params = round(COLLISIONLESS_PARAMS * fraction)
     bonus = {"collisionless": 0.02, "hashing": 0.0, "unified": 0.01}[config.embedding.value]
     return {
-        "dataset": config.dataset,
-        "model": config.model,
-        "embedding": config.embedding.value,
-        "budget": config.budget or "1",
-        "seed": config.seed,
+        **run_identity(config),
         "test_auc": 0.7 + bonus + 0.001 * config.seed,
         "test_logloss": 0.5 - bonus,
         "embedding_params": params,
