@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from featmux.analysis.orthogonality import DEFAULT_RANK_TOL, FirstLayer
-from featmux.cli.common import console, fail, parse_mapping
+from featmux.cli.common import config_overrides, console, fail, parse_mapping
 from featmux.embeddings import EmbeddingMethod
 
 analyze_app = typer.Typer(
@@ -99,9 +99,7 @@ def collisions(
         "min_count": min_count,
         "cache_dir": cache_dir,
     }
-    overrides = {k: v for k, v in flags.items() if v is not None}
-    if dataset_option:
-        overrides["dataset_options"] = parse_mapping(dataset_option, "--dataset-option")
+    overrides = config_overrides(flags, dataset_option)
     if feature_chunks:
         overrides["chunks"] = {
             k: int(v) for k, v in parse_mapping(feature_chunks, "--feature-chunks").items()

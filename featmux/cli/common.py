@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 import typer
@@ -30,6 +31,15 @@ def parse_mapping(values: list[str] | None, what: str) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key.strip()] = raw
     return out
+
+
+def config_overrides(flags: Mapping[str, Any], dataset_option: list[str] | None) -> dict[str, Any]:
+    """The run-config keys given on the command line: `flags` (config key -> flag value) without the
+    flags left unset (None), and `dataset_options` from the `--dataset-option key=value` flags."""
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    if dataset_option:
+        overrides["dataset_options"] = parse_mapping(dataset_option, "--dataset-option")
+    return overrides
 
 
 def validation_message(err: ValidationError) -> str:

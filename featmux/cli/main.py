@@ -21,7 +21,7 @@ from rich.table import Table
 from featmux.analysis.cli import analyze_app
 from featmux.benchmarks.cli import bench_app
 from featmux.benchmarks.speed import speed_command
-from featmux.cli.common import console, fail, parse_mapping, validation_message
+from featmux.cli.common import config_overrides, console, fail, parse_mapping, validation_message
 from featmux.data.errors import DataError
 from featmux.embeddings import EmbeddingMethod
 from featmux.training.config import NonFinitePolicy, OptimizerKind
@@ -145,9 +145,7 @@ def train(
         "checkpoint_dir": checkpoint_dir,
         "cache_dir": cache_dir,
     }
-    overrides = {k: v for k, v in flags.items() if v is not None}
-    if dataset_option:
-        overrides["dataset_options"] = parse_mapping(dataset_option, "--dataset-option")
+    overrides = config_overrides(flags, dataset_option)
     if model_option:
         overrides["model_options"] = parse_mapping(model_option, "--model-option")
     overrides["skip_bad_rows"] = skip_bad_rows
