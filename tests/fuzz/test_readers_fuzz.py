@@ -19,6 +19,7 @@ this is part of the normal pytest run (a few seconds per reader).
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 import tempfile
 from collections.abc import Callable, Iterator
@@ -180,16 +181,23 @@ def field(text: str) -> str | None:
     return None if text == "" else text  # empty fields are missing
 
 
-def avazu_oracle(line: bytes) -> Any:
+def split_line(line: bytes, sep: str, count: int) -> list[str | None] | str:
+    """The `count` fields of a UTF-8 line (`field` each), or its outcome: BLANK, or BAD (invalid UTF-8, or
+    another number of fields)."""
     text = decode(line)
     if text is None:
         return BAD
     if text == "":
         return BLANK
-    raw = text.split(",")
-    if len(raw) != 24:
-        return BAD
-    values = dict(zip(AVAZU_COLUMNS, (field(v) for v in raw), strict=True))
+    raw = [field(v) for v in text.split(sep)]
+    return raw if len(raw) == count else BAD
+
+
+def avazu_oracle(line: bytes) -> Any:
+    raw = split_line(line, ",", 24)
+    if isinstance(raw, str):
+        return raw
+    values = dict(zip(AVAZU_COLUMNS, raw, strict=True))
     click = as_label(values["click"])
     hour = (values["hour"] or "").strip()
     try:
@@ -228,14 +236,9 @@ def avazu_line() -> st.SearchStrategy[bytes]:
 
 
 def criteo_oracle(line: bytes) -> Any:
-    text = decode(line)
-    if text is None:
-        return BAD
-    if text == "":
-        return BLANK
-    raw = [field(v) for v in text.split("\t")]
-    if len(raw) != 40:
-        return BAD
+    raw = split_line(line, "\t", 40)
+    if isinstance(raw, str):
+        return raw
     row = [as_label(raw[0])] + [as_hex(v) for v in raw[14:]] + [as_float(v) for v in raw[1:14]]
     return BAD if BAD in row else tuple(row)
 
@@ -249,14 +252,9 @@ FRAPPE_LABELS = {"1": 1, "-1": 0, "+1": 1, "0": 0}
 
 
 def frappe_oracle(line: bytes) -> Any:
-    text = decode(line)
-    if text is None:
-        return BAD
-    if text == "":
-        return BLANK
-    raw = [field(v) for v in text.split(" ")]
-    if len(raw) != 11:
-        return BAD
+    raw = split_line(line, " ", 11)
+    if isinstance(raw, str):
+        return raw
     row: list[Any] = [FRAPPE_LABELS.get(raw[0] or "", BAD)]
     for pair in raw[1:]:
         if pair is None:
@@ -308,12 +306,24 @@ def movielens_line() -> st.SearchStrategy[bytes]:
 # -- the property -------------------------------------------------------------------------------------------
 
 
+Read = Callable[[Path, BadRows], Iterator[TextChunk]]  # (file, bad rows) -> the reader's chunks
+
+
+def reading(chunks: Callable[..., Iterator[TextChunk]], chunk_rows: int, block: int) -> Read:
+    """`chunks(path, ...)` (a reader's `*_chunks`) as a `Read`: `chunk_rows` rows, `block` bytes at a time."""
+
+    def read(path: Path, bad: BadRows) -> Iterator[TextChunk]:
+        return chunks(path, chunk_rows=chunk_rows, bad_rows=bad, block_bytes=block)
+
+    return read
+
+
 def rows(chunk: TextChunk) -> Iterator[tuple[int, tuple]]:
     yield from zip(chunk.lines.tolist(), chunk.frame.rows(), strict=True)
 
 
 def check(
-    read: Callable[[Path, BadRows], Iterator[TextChunk]],
+    read: Read,
     schema: Any,
     data: bytes,
     seen: list[bytes],
@@ -355,34 +365,19 @@ block_sizes = st.sampled_from([64, 257, 4096, 1 << 20])
 @FUZZ
 @given(text_file(avazu_line(), ",".join(AVAZU_COLUMNS).encode()), block_sizes)
 def test_avazu_reader(file, block):
-    data, seen, header = file
-
-    def read(path: Path, bad: BadRows) -> Iterator[TextChunk]:
-        return avazu_chunks(path, chunk_rows=7, bad_rows=bad, block_bytes=block)
-
-    check(read, avazu_schema(), data, seen, header, avazu_oracle)
+    check(reading(avazu_chunks, 7, block), avazu_schema(), *file, avazu_oracle)
 
 
 @FUZZ
 @given(text_file(criteo_line(), None), block_sizes)
 def test_criteo_reader(file, block):
-    data, seen, header = file
-
-    def read(path: Path, bad: BadRows) -> Iterator[TextChunk]:
-        return criteo_chunks(path, chunk_rows=7, bad_rows=bad, block_bytes=block)
-
-    check(read, criteo_schema(), data, seen, header, criteo_oracle)
+    check(reading(criteo_chunks, 7, block), criteo_schema(), *file, criteo_oracle)
 
 
 @FUZZ
 @given(text_file(frappe_line(), None), block_sizes)
 def test_frappe_reader(file, block):
-    data, seen, header = file
-
-    def read(path: Path, bad: BadRows) -> Iterator[TextChunk]:
-        return frappe_chunks(path, chunk_rows=7, bad_rows=bad, block_bytes=block)
-
-    check(read, frappe_schema(), data, seen, header, frappe_oracle)
+    check(reading(frappe_chunks, 7, block), frappe_schema(), *file, frappe_oracle)
 
 
 def movielens_side_tables(folder: Path) -> tuple[Path, Path]:
@@ -423,10 +418,7 @@ TABLE_SCHEMA = table_schema(
     "click", categorical=["ad", "site"], numeric=["price"], multivalent=["tags"], encodings={"site": "int"}
 )
 TABLE_HEADER = b"click,ad,site,price,tags\n"
-
-
-def table_read(path: Path, bad: BadRows) -> Iterator[TextChunk]:
-    return table_chunks(path, TABLE_SCHEMA, chunk_rows=5, bad_rows=bad, block_bytes=128)
+table_read = reading(functools.partial(table_chunks, schema=TABLE_SCHEMA), 5, 128)
 
 
 def movielens_read(path: Path, bad: BadRows) -> Iterator[TextChunk]:
@@ -435,7 +427,7 @@ def movielens_read(path: Path, bad: BadRows) -> Iterator[TextChunk]:
     return movielens_chunks(files, chunk_rows=5, bad_rows=bad, block_bytes=128)
 
 
-def side_table_read(which: str, variant: MovieLensVariant) -> Callable[[Path, BadRows], Iterator[TextChunk]]:
+def side_table_read(which: str, variant: MovieLensVariant) -> Read:
     """A MovieLens read whose users or movies table is the fuzzed file (the ratings stay valid)."""
 
     def read(path: Path, bad: BadRows) -> Iterator[TextChunk]:
@@ -459,29 +451,29 @@ def side_table_read(which: str, variant: MovieLensVariant) -> Callable[[Path, Ba
 
 
 ML100K_ITEM = b"1|Toy Story (1995)|01-Jan-1995||http://x|0|0|0|1|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0\n"
-READERS: dict[str, tuple[Callable[[Path, BadRows], Iterator[TextChunk]], Any, bytes]] = {
+READERS: dict[str, tuple[Read, Any, bytes]] = {
     "avazu": (
-        lambda p, b: avazu_chunks(p, chunk_rows=5, bad_rows=b, block_bytes=128),
+        reading(avazu_chunks, 5, 128),
         avazu_schema(),
         b"1,0,14102100,1005,0,1fbe01fe,f3845767,28905ebd,ecad2386,7801e8d9,07d7df22,a99f214a,ddd2926e,"
         b"44956a24,1,2,15706,320,50,1722,0,35,-1,79\n",
     ),
     "criteo": (
-        lambda p, b: criteo_chunks(p, chunk_rows=5, bad_rows=b, block_bytes=128),
+        reading(criteo_chunks, 5, 128),
         criteo_schema(),
         b"0\t1\t1\t5\t0\t1382\t4\t15\t2\t181\t1\t2\t\t2\t68fd1e64\t80e26c9b\tfb936136\t7b4723c4\t25c83c98\t"
         b"7e0ccccf\tde7995b8\t1f89b562\ta73ee510\ta8cd5504\tb2cb9c98\t37c9c164\t2824a5f6\t1adce6ef\t8ba8b39a\t"
         b"891b62e7\te5ba7672\tf54016b9\t21ddcdc9\tb1252a9d\t07b5194c\t\t3a171ecb\tc5c50484\te8b83407\t9727dd16\n",
     ),
     "frappe": (
-        lambda p, b: frappe_chunks(p, chunk_rows=5, bad_rows=b, block_bytes=128),
+        reading(frappe_chunks, 5, 128),
         frappe_schema(),
         b"1 451:1 4149:1 5041:1 5046:1 5053:1 5055:1 5058:1 5060:1 5069:1 5149:1\r\n",
     ),
     "movielens": (movielens_read, movielens_schema(), b"1::1::5::978300760\n2::5::1::978302109\n"),
     "table": (table_read, TABLE_SCHEMA, TABLE_HEADER + b'1,"a,b",7,2.5,x|y\n0,c,,,\n'),
     "criteo-csv": (
-        lambda p, b: criteo_chunks(p, chunk_rows=5, bad_rows=b, block_bytes=128),
+        reading(criteo_chunks, 5, 128),
         criteo_schema(),
         b"label,"
         + ",".join([f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)]).encode()
@@ -513,7 +505,7 @@ READERS: dict[str, tuple[Callable[[Path, BadRows], Iterator[TextChunk]], Any, by
 }
 
 
-def expect_clean(read: Callable[[Path, BadRows], Iterator[TextChunk]], schema: Any, path: Path) -> None:
+def expect_clean(read: Read, schema: Any, path: Path) -> None:
     for policy in BadRowPolicy:
         try:
             for chunk in read(path, BadRows(policy)):
