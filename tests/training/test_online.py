@@ -18,8 +18,6 @@ from featmux.training.checkpoint import CheckpointError, load_model
 from featmux.training.online import (
     OnlineBenchmark,
     OnlineConfig,
-    _encode,
-    _progressive,
     iter_partitions,
     load_online_results,
     plot_progressive,
@@ -28,6 +26,7 @@ from featmux.training.online import (
     run_online_benchmark,
     write_avazu_stream,
 )
+from featmux.training.online.loop import _encode, _progressive
 
 SYNTHETIC = {
     "cardinalities": [5, 20, 100, 300],
@@ -258,10 +257,10 @@ def test_skip_bad_rows_in_a_partition(tmp_path):
 
 
 def test_nan_inputs_are_reported_with_the_partition_and_rows(tmp_path, monkeypatch):
-    from featmux.training import online
+    from featmux.training.online import loop
     from featmux.training.trainer import NonFiniteLossError
 
-    encode = online._encode
+    encode = loop._encode
 
     def poisoned(frames, schema):
         chunk = encode(frames, schema)
@@ -269,7 +268,7 @@ def test_nan_inputs_are_reported_with_the_partition_and_rows(tmp_path, monkeypat
             chunk.dense[17, 0] = float("nan")
         return chunk
 
-    monkeypatch.setattr(online, "_encode", poisoned)
+    monkeypatch.setattr(loop, "_encode", poisoned)
     options = {**SYNTHETIC, "num_numeric": 1, "numeric_missing": 0.0}
     with pytest.raises(NonFiniteLossError, match=r"partition 0 \(rows 0-3999\), pass 0, batch \d") as err:
         run_online(config(dataset_options=options, checkpoint_dir=tmp_path))

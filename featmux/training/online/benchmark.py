@@ -1,0 +1,166 @@
+"""Several embedding methods over one stream, from a benchmark YAML (`run_online_benchmark`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from featmux.data.synthetic import SyntheticConfig
+from featmux.embeddings import EmbeddingMethod
+from featmux.training.experiment import environment
+from featmux.training.online.avazu_stream import write_avazu_stream
+from featmux.training.online.config import OnlineConfig
+from featmux.training.online.loop import run_online
+from featmux.training.online.report import write_online_report
+from featmux.training.online.results import OnlineResult, write_json
+
+
+class AvazuStreamSpec(BaseModel):
+    """An Avazu-format stream to generate before the runs (see `write_avazu_stream`).
+
+    Args:
+        directory: where the hour files go (relative to the repository root).
+        partitions: hours.
+        partition_rows: rows per hour.
+        first_hour: `YYMMDDHH`.
+        synthetic: `SyntheticConfig` fields (21 cardinalities, churn, drift, seed).
+
+    Example:
+        >>> AvazuStreamSpec(directory="runs/avazu-hours", partitions=12, partition_rows=100_000)
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    directory: Path
+    partitions: int = Field(ge=1)
+    partition_rows: int = Field(ge=1)
+    first_hour: str = "14102100"
+    synthetic: dict[str, Any] = Field(default_factory=dict)
+
+
+class OnlineBenchmark(BaseModel):
+    """Several embedding methods over one stream (a YAML file; unknown keys are errors).
+
+    Args:
+        name: names the result files.
+        description: what the benchmark shows.
+        methods: embedding methods to compare.
+        budgets: budgets of hashing and unified ("1" = the frozen collisionless size); collisionless
+            has one size.
+        settings: `OnlineConfig` keys shared by every run (paths relative to the repository root).
+        avazu_stream: generate this Avazu-format stream first (then point `settings.data` at it).
+
+    Example:
+        >>> bench = OnlineBenchmark.from_yaml("benchmarks/configs/online/online_synthetic.yaml")
+        >>> bench.configs(Path("runs/x"))
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    methods: list[EmbeddingMethod] = Field(default_factory=lambda: list(EmbeddingMethod))
+    budgets: list[str] = Field(default_factory=lambda: ["1"])
+    settings: dict[str, Any] = Field(default_factory=dict)
+    avazu_stream: AvazuStreamSpec | None = None
+    root: Path = Path(".")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> OnlineBenchmark:
+        """Load a benchmark YAML; relative paths in it are taken from the repository root above it."""
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping")
+        return cls(**data, root=_repo_root(Path(path)))
+
+    def configs(self, work: Path) -> list[OnlineConfig]:
+        """One validated `OnlineConfig` per (method, budget), checkpointing under `work`."""
+        out = []
+        settings = dict(self.settings)
+        if settings.get("data") is not None and not Path(settings["data"]).is_absolute():
+            settings["data"] = self.root / settings["data"]
+        for method in self.methods:
+            budgets = ["1"] if method is EmbeddingMethod.COLLISIONLESS else self.budgets
+            for budget in budgets:
+                tag = f"{method.value}-{budget.replace('/', '_')}"
+                out.append(
+                    OnlineConfig(
+                        **settings,
+                        embedding=method,
+                        budget=None if method is EmbeddingMethod.COLLISIONLESS else budget,
+                        checkpoint_dir=work / self.name / tag,
+                        resume=True,
+                    )
+                )
+        return out
+
+
+def _repo_root(path: Path) -> Path:
+    start = path.resolve().parent
+    return next((d for d in (start, *start.parents) if (d / "pyproject.toml").is_file()), start)
+
+
+def run_online_benchmark(
+    path: str | Path,
+    out: str | Path,
+    work: str | Path = "runs/online",
+    log: Callable[[str], None] | None = None,
+) -> list[OnlineResult]:
+    """Run every method of a benchmark YAML over its stream; write `<name>.json`, `.md` and `.png`.
+
+    Runs checkpoint under `work` and resume: an interrupted benchmark continues where it stopped.
+
+    Args:
+        path: the benchmark YAML (see `OnlineBenchmark`).
+        out: where the results go.
+        work: checkpoints and generated streams (not results).
+        log: progress lines.
+
+    Returns:
+        One result per (method, budget).
+    """
+    say = log or (lambda _m: None)
+    bench = OnlineBenchmark.from_yaml(path)
+    if bench.avazu_stream is not None:
+        spec = bench.avazu_stream
+        directory = spec.directory if spec.directory.is_absolute() else bench.root / spec.directory
+        marker = directory / ".stream.json"
+        wanted = spec.model_dump(mode="json")
+        if not (marker.is_file() and json.loads(marker.read_text()) == wanted):
+            say(f"writing the Avazu-format stream to {directory}")
+            write_avazu_stream(
+                directory,
+                SyntheticConfig(**spec.synthetic),
+                spec.partitions,
+                spec.partition_rows,
+                spec.first_hour,
+            )
+            write_json(marker, wanted)
+    results, seconds = [], []
+    for config in bench.configs(Path(work)):
+        say(f"== {config.embedding.value} budget {config.budget or '1'}")
+        started = time.perf_counter()
+        result = run_online(config, log=say)
+        seconds.append(time.perf_counter() - started)
+        say(f"   mean progressive AUC {result.mean_auc():.5f} ({seconds[-1]:.0f} s)")
+        results.append(result)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_json = out / f"{bench.name}.json"
+    write_json(
+        results_json,
+        {
+            "benchmark": bench.model_dump(mode="json", exclude={"root"}),
+            "command": f"python -m featmux.training.online {path} {out}",
+            "environment": environment(),
+            "results": [r.as_dict() | {"wall_seconds": t} for r, t in zip(results, seconds, strict=True)],
+        },
+    )
+    write_online_report(results_json)
+    return results
