@@ -13,7 +13,7 @@ from featmux.training.trainer import Trainer, evaluate, predict
 
 def make_model(schema, train, method=EmbeddingMethod.UNIFIED, seed=0, model="deepfm"):
     torch.manual_seed(seed)
-    budget = None if method is EmbeddingMethod.COLLISIONLESS else Budget(fraction=4.0)
+    budget = None if method is EmbeddingMethod.COLLISIONLESS else Budget(fraction=1.0)
     emb = build_embedding(schema.categorical, EmbeddingSpec(method, 8, budget), train.fit_vocabulary())
     return build_model(model, emb, len(schema.numeric), {"hidden": [32, 16]} if model != "fm" else None)
 
