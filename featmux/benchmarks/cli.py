@@ -40,6 +40,7 @@ def run(
         Path | None, typer.Option(help="Results directory (default runs/bench/<grid name>).")
     ] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads per cell.")] = None,
+    device: Annotated[str | None, typer.Option(help="Train every cell on this device (cpu, cuda).")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Encoded-data cache directory.")] = None,
     dataset: Annotated[list[str] | None, typer.Option(help="Only these dataset labels.")] = None,
     model: Annotated[list[str] | None, typer.Option(help="Only these model labels.")] = None,
@@ -84,6 +85,8 @@ def run(
         overrides["threads"] = threads
     if cache_dir is not None:
         overrides["cache_dir"] = cache_dir
+    if device is not None:
+        overrides["device"] = device
     executor = SubprocessExecutor(timeout=timeout) if isolate else InProcessExecutor()
     try:
         summary = run_benchmark(

@@ -55,8 +55,9 @@ GRID_KEYS = frozenset(
 )
 """ExperimentConfig fields set by the grid, never by `settings`."""
 
-VOLATILE_KEYS = frozenset({"threads", "progress", "cache_dir", "checkpoint_dir"})
-"""ExperimentConfig fields that do not change a cell's result; left out of its fingerprint."""
+VOLATILE_KEYS = frozenset({"threads", "progress", "cache_dir", "checkpoint_dir", "device"})
+"""ExperimentConfig fields that do not change a cell's result (beyond float rounding: `device`); left out
+of its fingerprint."""
 
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _STRICT = ConfigDict(extra="forbid", frozen=True)

@@ -298,7 +298,7 @@ def run_benchmark(
         cells: a subset of `grid.cells()` to run (default: all).
         executor: runs one cell (default `InProcessExecutor()`).
         overrides: ExperimentConfig values applied to every cell that do not change results (threads,
-            cache_dir, progress); they are not part of the cells' fingerprints.
+            cache_dir, progress, device); they are not part of the cells' fingerprints.
         stale: what to do with results whose settings changed.
         keep_going: after a cell raises, record it and go on (default: record it and stop).
         max_cells: stop after running this many cells (None: all).
@@ -322,7 +322,7 @@ def run_benchmark(
     all_cells = grid.cells()
     chosen = list(all_cells if cells is None else cells)
     extra = {"progress": False, **(overrides or {})}
-    changing = sorted(set(extra) - {"threads", "progress", "cache_dir"})
+    changing = sorted(set(extra) - {"threads", "progress", "cache_dir", "device"})
     if changing:
         raise ValueError(f"overrides {changing} would change results; put them in the grid instead")
     states = cell_states(chosen, out)

@@ -71,6 +71,7 @@ def train(
     max_steps: Annotated[int | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
+    device: Annotated[str | None, typer.Option(help="Train on this device: cpu or cuda.")] = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="Resumable checkpoints go here.")] = None,
     cache_dir: Annotated[
         Path | None, typer.Option(help="Encoded-data cache (default ~/.cache/featmux).")
@@ -142,6 +143,7 @@ def train(
         "max_steps": max_steps,
         "seed": seed,
         "threads": threads,
+        "device": device,
         "checkpoint_dir": checkpoint_dir,
         "cache_dir": cache_dir,
     }

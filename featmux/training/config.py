@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum, unique
 
+import torch
+
 
 @unique
 class OptimizerKind(Enum):
@@ -46,8 +48,10 @@ class TrainConfig:
         progress: show a progress bar.
         on_nonfinite: what a batch with a NaN/Inf loss does: STOP the run (default) or SKIP the batch.
             Either way it never updates the weights, and it is reported with its location.
-        autocast_bf16: run the forward pass under CPU bf16 autocast (matmuls in bfloat16; worth it only
-            on CPUs with native bf16, e.g. AVX-512 BF16 or AMX; weights and optimizer stay float32).
+        autocast_bf16: run the forward pass under bf16 autocast (matmuls in bfloat16; on CPU worth it only
+            with native bf16, e.g. AVX-512 BF16 or AMX; weights and optimizer stay float32).
+        device: where the model and its optimizer state live, e.g. "cpu" or "cuda" (batches are read on
+            the CPU and moved there). Runs on CUDA are not bit-for-bit deterministic.
     """
 
     epochs: int = 10
@@ -67,8 +71,10 @@ class TrainConfig:
     progress: bool = True
     on_nonfinite: NonFinitePolicy = NonFinitePolicy.STOP
     autocast_bf16: bool = False
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         object.__setattr__(self, "optimizer", OptimizerKind(self.optimizer))
         object.__setattr__(self, "on_nonfinite", NonFinitePolicy(self.on_nonfinite))
         positive = {
@@ -89,3 +95,20 @@ class TrainConfig:
             raise ValueError(f"embedding_l2 must be >= 0, got {self.embedding_l2}")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+
+
+def check_device(device: str) -> str:
+    """`device` if torch can use it here, else a ValueError saying what to give instead.
+
+    Args:
+        device: a torch device string such as "cpu", "cuda" or "cuda:1".
+    """
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device {device!r} is not a torch device ({err}); use 'cpu' or 'cuda'") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: no CUDA GPU is visible to torch here; use device 'cpu'")
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r}: featmux trains on 'cpu' or 'cuda'")
+    return device

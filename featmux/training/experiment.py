@@ -66,6 +66,7 @@ class ExperimentConfig(RunConfig):
             threads=self.threads,
             progress=self.progress,
             on_nonfinite=self.on_nonfinite,
+            device=self.device,
         )
 
 
@@ -114,7 +115,10 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
     if config.checkpoint_dir is not None:
         save_model(Path(config.checkpoint_dir) / "model.pt", model, data.schema)
     dense = sum(p.numel() for p in model.dense_parameters())
-    return experiment_result(config, data, emb, dense, fit, test, prepare_seconds)
+    result = experiment_result(config, data, emb, dense, fit, test, prepare_seconds)
+    if trainer.device.type == "cuda":
+        result["peak_gpu_bytes"] = torch.cuda.max_memory_allocated(trainer.device)
+    return result
 
 
 def run_identity(config: RunConfig) -> dict[str, Any]:
@@ -190,6 +194,7 @@ def environment() -> dict[str, Any]:
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
 
 

@@ -132,9 +132,9 @@ class RowAdam(_RowOptimizer):
     ) -> None:
         state = self.state[weight]
         if not state:
-            state["step"] = torch.zeros((), dtype=torch.float32)
+            state["step"] = torch.zeros((), dtype=torch.float32)  # a CPU scalar, as in torch.optim.Adam
             # m and v of a row side by side: one gather and one scatter serve both
-            state["moments"] = torch.zeros(weight.shape[0], 2, weight.shape[1], dtype=weight.dtype)
+            state["moments"] = weight.new_zeros(weight.shape[0], 2, weight.shape[1])
         state["step"] += 1
         t = float(state["step"])
         beta1, beta2 = group["betas"]
@@ -190,7 +190,7 @@ class RowWiseAdagrad(_RowOptimizer):
     ) -> None:
         state = self.state[weight]
         if not state:
-            state["sum"] = torch.full((weight.shape[0],), group["initial_accumulator"], dtype=weight.dtype)
+            state["sum"] = weight.new_full((weight.shape[0],), group["initial_accumulator"])
         w = weight.index_select(0, rows)  # [U, D]
         if group["weight_decay"]:
             grad = grad.add(w, alpha=group["weight_decay"])

@@ -17,7 +17,7 @@ from featmux.embeddings import Budget, EmbeddingMethod, EmbeddingSpec, check_fea
 from featmux.features import Schema
 from featmux.models import MODELS
 from featmux.models.base import config_from_dict
-from featmux.training.config import NonFinitePolicy, OptimizerKind
+from featmux.training.config import NonFinitePolicy, OptimizerKind, check_device
 
 
 class RunConfig(BaseModel):
@@ -48,6 +48,7 @@ class RunConfig(BaseModel):
     optimizer: OptimizerKind = OptimizerKind.ADAM
     seed: int = 0
     threads: int | None = Field(None, ge=1)
+    device: str = "cpu"  # where the model trains: "cpu" or "cuda"
     checkpoint_dir: Path | None = None
     checkpoint_every_steps: int | None = Field(None, ge=1)
     skip_bad_rows: bool = False
@@ -59,6 +60,11 @@ class RunConfig(BaseModel):
         if value is not None:
             Budget.parse(value)  # raises with a message saying what to write
         return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        return check_device(value)
 
     @field_validator("model")
     @classmethod

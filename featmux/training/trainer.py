@@ -49,12 +49,14 @@ from featmux.training.optim import RowAdam
 def predict(
     model: CTRModel, dataset: EncodedDataset, batch_size: int = 16384
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, logits) over a whole dataset, in its stored order."""
+    """(labels, logits) over a whole dataset, in its stored order, computed where the model lives."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     labels, logits = [], []
     for batch in dataset.batches(batch_size):
-        logits.append(model(batch.sparse, batch.dense).float().numpy())
+        on_device = batch.to(device)
+        logits.append(model(on_device.sparse, on_device.dense).float().cpu().numpy())
         labels.append(batch.labels.numpy())
     model.train(was_training)
     if not labels:
@@ -193,6 +195,8 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.on_event = on_event
         self.state = TrainState(learning_rate=config.learning_rate)
+        self.device = torch.device(config.device)
+        model.to(self.device)  # before the optimizers are built: their state follows the weights
         self._tables = model.embedding.table_parameters()
         self._best_state: dict[str, torch.Tensor] | None = None
         sparse = config.optimizer is OptimizerKind.SPARSE_ADAM
@@ -317,7 +321,7 @@ class Trainer:
     def _step(self, batch: Batch) -> float:
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.autocast_bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.autocast_bf16):
             logits = self.model(batch.sparse, batch.dense)
         loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels)
         if not torch.isfinite(loss):  # no update from a NaN/Inf loss; `train_step` reports it
@@ -346,6 +350,7 @@ class Trainer:
             NonFiniteLossError: a non-finite loss under `NonFinitePolicy.STOP`, or weights that are
                 themselves non-finite (skipping cannot help then).
         """
+        batch = batch.to(self.device)
         finite_inputs = batch.dense.numel() == 0 or bool(torch.isfinite(batch.dense).all())
         loss = self._step(batch) if finite_inputs else float("nan")  # NaN inputs never reach the model
         if not math.isfinite(loss):
@@ -362,7 +367,7 @@ class Trainer:
             logits = self.model(batch.sparse, batch.dense)
             self.model.train(was_training)
             per_row = F.binary_cross_entropy_with_logits(logits, batch.labels, reduction="none")
-        bad = torch.nonzero(~torch.isfinite(per_row)).flatten().numpy()
+        bad = torch.nonzero(~torch.isfinite(per_row)).flatten().cpu().numpy()
         causes = []
         if batch.dense.numel():
             bad_inputs = int((~torch.isfinite(batch.dense)).any(dim=1).sum())

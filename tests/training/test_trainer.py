@@ -119,5 +119,28 @@ def test_best_model_file_rebuilds_without_training_code(planted, tmp_path):
 def test_config_validation():
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="not a torch device"):
+        TrainConfig(device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            TrainConfig(device="cuda")
     with pytest.raises(ValueError, match="lr_decay"):
         TrainConfig(lr_decay=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")
+@pytest.mark.parametrize("optimizer", [OptimizerKind.ADAM, OptimizerKind.ROW_ADAM])
+def test_cuda_training_matches_cpu(planted, optimizer, tmp_path):
+    schema, train, valid = planted
+    results = {}
+    for device in ("cpu", "cuda"):
+        model = make_model(schema, train)
+        cfg = TrainConfig(**{**CONFIG.__dict__, "optimizer": optimizer, "device": device})
+        trainer = Trainer(model, cfg, schema, checkpoint_dir=tmp_path / device)
+        results[device] = trainer.fit(train, valid).best_valid.auc
+        assert next(model.parameters()).device.type == device
+        resumed = Trainer(make_model(schema, train), cfg, schema, checkpoint_dir=tmp_path / device)
+        resumed.fit(train, valid)  # picks up the finished run's checkpoint: nothing left to train
+        assert resumed.state.step == trainer.state.step
+    assert results["cuda"] > 0.75
+    assert results["cuda"] == pytest.approx(results["cpu"], abs=0.01)

@@ -18,6 +18,7 @@ SYNTHETIC = "synthetic"
 _VOLATILE = frozenset(
     {
         "threads",
+        "device",
         "checkpoint_dir",
         "resume",
         "partitions",
@@ -116,6 +117,7 @@ class OnlineConfig(RunConfig):
             threads=self.threads,
             progress=False,
             on_nonfinite=self.on_nonfinite,
+            device=self.device,
         )
 
     def fingerprint(self) -> dict[str, Any]:
