@@ -41,6 +41,7 @@ class CellRecord:
         embedding_params, embedding_bytes: size of the embedding layer.
         train_seconds, samples_per_second: training speed.
         peak_rss_bytes: peak resident memory of the cell (None if not measured).
+        device: where it trained: "cpu", or the GPU's name.
         source: the file it came from.
     """
 
@@ -57,6 +58,7 @@ class CellRecord:
     train_seconds: float | None
     samples_per_second: float | None
     peak_rss_bytes: int | None
+    device: str = "cpu"
     source: str = ""
 
     @classmethod
@@ -80,8 +82,18 @@ class CellRecord:
             train_seconds=_float(result.get("train_seconds")),
             samples_per_second=_float(result.get("samples_per_second")),
             peak_rss_bytes=int(peak) if peak is not None else None,
+            device=_device(result),
             source=source,
         )
+
+
+def _device(result: dict[str, Any]) -> str:
+    """ "cpu", or the GPU's name (short: "NVIDIA H100 80GB HBM3" -> "H100") for a result trained on CUDA."""
+    if str(result.get("config", {}).get("device", "cpu")).split(":")[0] != "cuda":
+        return "cpu"
+    name = str(result.get("environment", {}).get("gpu") or "cuda")
+    words = name.removeprefix("NVIDIA ").split()
+    return words[0] if words else "cuda"
 
 
 def _float(value: Any) -> float | None:
@@ -151,6 +163,7 @@ class ReportRow:
         embedding_params, embedding_bytes: mean over seeds (equal across seeds for a given budget).
         test_auc, test_logloss, train_seconds, samples_per_second: mean ± std over seeds.
         peak_rss_bytes: the largest peak RSS of its cells (None if not measured).
+        devices: where its cells trained, each device once, e.g. ("cpu", "H200").
     """
 
     dataset: str
@@ -166,6 +179,7 @@ class ReportRow:
     train_seconds: Stat
     samples_per_second: Stat
     peak_rss_bytes: int | None
+    devices: tuple[str, ...] = ("cpu",)
 
     @property
     def group(self) -> tuple[str, str]:
@@ -200,6 +214,7 @@ def aggregate(records: Sequence[CellRecord]) -> list[ReportRow]:
                 train_seconds=Stat.of(r.train_seconds for r in rs),
                 samples_per_second=Stat.of(r.samples_per_second for r in rs),
                 peak_rss_bytes=max(peaks) if peaks else None,
+                devices=tuple(sorted({r.device for r in rs})),
             )
         )
     return sorted(rows, key=lambda r: (r.dataset, r.model, _method_rank(r.method), -r.embedding_params))
@@ -326,14 +341,15 @@ def markdown_table(rows: Sequence[ReportRow]) -> str:
     """The results table (one row per dataset x model x method x budget)."""
     head = (
         "| dataset | model | method | budget | emb. params | emb. bytes | seeds | test AUC | test logloss "
-        "| train s | samples/s | peak RSS |\n"
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| train s | samples/s | peak RSS | device |\n"
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     lines = [
         f"| {r.dataset} | {r.model} | {r.method} | {r.budget} | {_int(r.embedding_params)} "
         f"| {_bytes(r.embedding_bytes)} | {len(r.seeds)} | {r.test_auc.format(4)} "
         f"| {r.test_logloss.format(4)} "
-        f"| {r.train_seconds.format(1)} | {_speed(r.samples_per_second)} | {_bytes(r.peak_rss_bytes)} |"
+        f"| {r.train_seconds.format(1)} | {_speed(r.samples_per_second)} | {_bytes(r.peak_rss_bytes)} "
+        f"| {', '.join(r.devices)} |"
         for r in rows
     ]
     return head + "\n".join(lines) + "\n"
@@ -376,6 +392,11 @@ def markdown_report(
         "`num_parameters()` / `memory_bytes()`; kB, MB, GB are 10^3, 10^6, 10^9 bytes.\n\n## Results\n\n"
     )
     parts.append(markdown_table(rows))
+    if len({d for r in rows for d in r.devices}) > 1:
+        parts.append(
+            "\nCells trained on different devices (column `device`): AUC and logloss compare across "
+            "them, train seconds and samples/s only within one device.\n"
+        )
     treatment = checks[0].treatment if checks else "unified"
     baseline = checks[0].baseline if checks else "hashing"
     parts.append(f"\n## Claim check: {treatment} vs {baseline}\n\n")
@@ -394,7 +415,7 @@ def markdown_report(
 CSV_COLUMNS = (
     "dataset", "model", "method", "embedding", "budget", "seeds", "embedding_params", "embedding_bytes",
     "test_auc_mean", "test_auc_std", "test_logloss_mean", "test_logloss_std", "train_seconds_mean",
-    "train_seconds_std", "samples_per_second_mean", "samples_per_second_std", "peak_rss_bytes",
+    "train_seconds_std", "samples_per_second_mean", "samples_per_second_std", "peak_rss_bytes", "devices",
 )  # fmt: skip
 
 
@@ -415,6 +436,7 @@ def csv_text(rows: Sequence[ReportRow]) -> str:
                 v(r.test_auc.mean), v(r.test_auc.std), v(r.test_logloss.mean), v(r.test_logloss.std),
                 v(r.train_seconds.mean), v(r.train_seconds.std),
                 v(r.samples_per_second.mean), v(r.samples_per_second.std), v(r.peak_rss_bytes),
+                " ".join(r.devices),
             ]
         )  # fmt: skip
     return buffer.getvalue()

@@ -169,3 +169,21 @@ def test_plain_experiment_results_and_duplicates(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({"hello": 1}))
     with pytest.raises(ValueError, match="not a featmux result"):
         load_results(tmp_path)
+
+
+def test_device_of_each_cell_is_reported():
+    gpu = {
+        **result("unified", "1/4", 1),
+        "config": {"device": "cuda:0"},
+        "environment": {"gpu": "NVIDIA H100 80GB HBM3"},
+    }
+    records = [
+        CellRecord.from_result(result("unified", "1/4", 0)),
+        CellRecord.from_result(gpu),
+        CellRecord.from_result({**result("hashing", "1/4", 0), "config": {"device": "cpu"}}),
+    ]
+    assert [r.device for r in records] == ["cpu", "H100", "cpu"]
+    rows = {r.method: r for r in aggregate(records)}
+    assert rows["unified"].devices == ("H100", "cpu") and rows["hashing"].devices == ("cpu",)
+    assert markdown_table(list(rows.values())).splitlines()[2].endswith("| cpu |")
+    assert next(csv.DictReader(io.StringIO(csv_text(list(rows.values())))))["devices"] == "cpu"
