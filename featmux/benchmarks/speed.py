@@ -33,6 +33,7 @@ import math
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -305,15 +306,26 @@ def _schema(num_fields: int) -> Schema:
 
 
 def encoded_splits(data: Path) -> dict[str, EncodedDataset]:
-    """The exported arrays as featmux shard caches (ids used as INT fingerprints), written once."""
+    """The exported arrays as featmux shard caches (ids used as INT fingerprints).
+
+    A cache is rebuilt whenever its source array changed (e.g. re-exported with other row counts), so
+    featmux always trains on the very rows the peers read.
+    """
     out = {}
     for split in ("train", "valid", "test"):
+        source = data / f"{split}.npz"
         target = data / "featmux" / split
-        if not (target / "meta.json").is_file():
-            with np.load(data / f"{split}.npz") as z:
+        stamp_file = data / "featmux" / f"{split}.source"
+        stat = source.stat()
+        stamp = f"{stat.st_size} {stat.st_mtime_ns}"
+        fresh = (target / "meta.json").is_file() and stamp_file.is_file() and stamp_file.read_text() == stamp
+        if not fresh:
+            shutil.rmtree(target, ignore_errors=True)
+            with np.load(source) as z:
                 ids, labels = z["ids"], z["labels"]
             chunk = EncodedChunk(ids, (), np.zeros((ids.shape[0], 0), np.float32), labels)
             EncodedDataset.write(target, _schema(ids.shape[1]), [chunk])
+            stamp_file.write_text(stamp)
         out[split] = EncodedDataset(target)
     return out
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from featmux.benchmarks.speed import (
     PlainEmbeddingBag,
     _ratios,
+    _save_split,
     _schema,
     _summarise_training,
     dense_flops_per_sample,
+    encoded_splits,
     render_markdown,
 )
 from featmux.models import build_model
@@ -72,3 +75,17 @@ def test_ratios_use_the_faster_peer_and_a_common_auc_target():
     }  # fmt: skip
     text = render_markdown(report)
     assert "4.00x" in text and "error: boom" in text
+
+
+def test_shard_cache_follows_re_exported_arrays(tmp_path):
+    def export(rows: int, offset: int) -> None:
+        for split in ("train", "valid", "test"):
+            ids = np.arange(rows * 2, dtype=np.int64).reshape(rows, 2) + offset
+            _save_split(tmp_path, split, ids, np.zeros(rows, np.float32))
+
+    export(10, 0)
+    assert len(encoded_splits(tmp_path)["train"]) == 10
+    export(6, 100)  # a rerun with other rows: featmux must not train on the stale cache
+    train = encoded_splits(tmp_path)["train"]
+    assert len(train) == 6
+    assert next(iter(train.chunks())).ids[0].tolist() == [100, 101]
