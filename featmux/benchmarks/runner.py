@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from featmux.atomic import write_json_atomic
-from featmux.benchmarks.grid import BenchmarkGrid, Cell
+from featmux.benchmarks.grid import VOLATILE_KEYS, BenchmarkGrid, Cell
 from featmux.benchmarks.measure import DEFAULT_TARGET, measured
 
 if TYPE_CHECKING:
@@ -322,7 +322,7 @@ def run_benchmark(
     all_cells = grid.cells()
     chosen = list(all_cells if cells is None else cells)
     extra = {"progress": False, **(overrides or {})}
-    changing = sorted(set(extra) - {"threads", "progress", "cache_dir", "device"})
+    changing = sorted(set(extra) - (VOLATILE_KEYS - {"checkpoint_dir"}))  # cells get their own checkpoint_dir
     if changing:
         raise ValueError(f"overrides {changing} would change results; put them in the grid instead")
     states = cell_states(chosen, out)

@@ -52,21 +52,13 @@ class ExperimentConfig(RunConfig):
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
+            **self.train_options(),
             epochs=self.epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            embedding_l2=self.embedding_l2,
-            optimizer=self.optimizer,
             patience=self.patience,
             lr_decay=self.lr_decay,
             eval_every_steps=self.eval_every_steps,
-            checkpoint_every_steps=self.checkpoint_every_steps,
             max_steps=self.max_steps,
-            seed=self.seed,
-            threads=self.threads,
             progress=self.progress,
-            on_nonfinite=self.on_nonfinite,
-            device=self.device,
         )
 
 

@@ -92,6 +92,20 @@ class RunConfig(BaseModel):
             raise ValueError(f"{path}: expected a mapping of config keys")
         return cls(**{**data, **overrides})
 
+    def train_options(self) -> dict[str, Any]:
+        """The `TrainConfig` options every run takes from these settings (subclasses add their own)."""
+        return {
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "embedding_l2": self.embedding_l2,
+            "optimizer": self.optimizer,
+            "checkpoint_every_steps": self.checkpoint_every_steps,
+            "seed": self.seed,
+            "threads": self.threads,
+            "on_nonfinite": self.on_nonfinite,
+            "device": self.device,
+        }
+
     def embedding_spec(self) -> EmbeddingSpec:
         """The embedding layer to build."""
         return EmbeddingSpec(

@@ -104,20 +104,12 @@ class OnlineConfig(RunConfig):
     def train_config(self) -> TrainConfig:
         """The per-step training options."""
         return TrainConfig(
+            **self.train_options(),
             epochs=self.passes,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            embedding_l2=self.embedding_l2,
-            optimizer=self.optimizer,
             lr_decay=1.0,
-            checkpoint_every_steps=self.checkpoint_every_steps,
             max_grad_norm=self.max_grad_norm,
             eval_batch_size=self.eval_batch_size,
-            seed=self.seed,
-            threads=self.threads,
             progress=False,
-            on_nonfinite=self.on_nonfinite,
-            device=self.device,
         )
 
     def fingerprint(self) -> dict[str, Any]:
