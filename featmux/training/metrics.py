@@ -21,11 +21,15 @@ class Metrics:
 
 
 def binary_metrics(labels: np.ndarray, logits: np.ndarray) -> Metrics:
-    """AUC and logloss from labels {0, 1} and logits. AUC is NaN when only one class is present."""
+    """AUC and logloss from labels {0, 1} and logits. AUC is NaN when only one class is present.
+
+    AUC is computed on the logits themselves (it depends only on their order): probabilities clipped
+    for the logloss would tie every very confident score. Only the logloss clips.
+    """
     labels = np.asarray(labels, dtype=np.float64)
-    probs = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
-    probs = np.clip(probs, 1e-7, 1 - 1e-7)
+    logits = np.asarray(logits, dtype=np.float64)
     both = 0 < labels.sum() < labels.size
-    auc = float(roc_auc_score(labels, probs)) if both else float("nan")
+    auc = float(roc_auc_score(labels, logits)) if both else float("nan")
+    probs = np.clip(1.0 / (1.0 + np.exp(-logits)), 1e-7, 1 - 1e-7)
     loss = float(log_loss(labels, probs, labels=[0.0, 1.0])) if labels.size else float("nan")
     return Metrics(auc, loss, int(labels.size))
