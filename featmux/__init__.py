@@ -10,34 +10,88 @@ The public API in a few names:
     >>> result = fm.run_experiment(fm.ExperimentConfig(dataset="frappe", data="data/frappe", budget="1/16"))
 """
 
-from featmux.embeddings import (
-    Budget,
-    CollisionlessEmbedding,
-    EmbeddingMethod,
-    EmbeddingSpec,
-    FeatureEmbedding,
-    HashingEmbedding,
-    UnifiedEmbedding,
-    UnifiedEmbeddingConfig,
-    Vocabulary,
-    build_embedding,
-    embedding_from_config,
-)
-from featmux.features import (
-    CategoricalFeature,
-    NumericFeature,
-    NumericTransform,
-    Pooling,
-    Schema,
-    ValueEncoding,
-)
-from featmux.models import CTRModel, build_model
-from featmux.sparse import Bag, SparseFeatures
-from featmux.training.checkpoint import load_model, save_model
-from featmux.training.config import OptimizerKind, TrainConfig
-from featmux.training.experiment import ExperimentConfig, run_experiment
-from featmux.training.online import OnlineConfig, run_online
-from featmux.training.trainer import Trainer, evaluate
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names are imported on first use (PEP 562): `import featmux` (and every `featmux` command, `--help`
+# included) stays fast, without loading torch until something needs it.
+_EXPORTS = {
+    "featmux.embeddings": (
+        "Budget",
+        "CollisionlessEmbedding",
+        "EmbeddingMethod",
+        "EmbeddingSpec",
+        "FeatureEmbedding",
+        "HashingEmbedding",
+        "UnifiedEmbedding",
+        "UnifiedEmbeddingConfig",
+        "Vocabulary",
+        "build_embedding",
+        "embedding_from_config",
+    ),
+    "featmux.features": (
+        "CategoricalFeature",
+        "NumericFeature",
+        "NumericTransform",
+        "Pooling",
+        "Schema",
+        "ValueEncoding",
+    ),
+    "featmux.models": ("CTRModel", "build_model"),
+    "featmux.sparse": ("Bag", "SparseFeatures"),
+    "featmux.training.checkpoint": ("load_model", "save_model"),
+    "featmux.training.config": ("OptimizerKind", "TrainConfig"),
+    "featmux.training.experiment": ("ExperimentConfig", "run_experiment"),
+    "featmux.training.online": ("OnlineConfig", "run_online"),
+    "featmux.training.trainer": ("Trainer", "evaluate"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+if TYPE_CHECKING:
+    from featmux.embeddings import (
+        Budget,
+        CollisionlessEmbedding,
+        EmbeddingMethod,
+        EmbeddingSpec,
+        FeatureEmbedding,
+        HashingEmbedding,
+        UnifiedEmbedding,
+        UnifiedEmbeddingConfig,
+        Vocabulary,
+        build_embedding,
+        embedding_from_config,
+    )
+    from featmux.features import (
+        CategoricalFeature,
+        NumericFeature,
+        NumericTransform,
+        Pooling,
+        Schema,
+        ValueEncoding,
+    )
+    from featmux.models import CTRModel, build_model
+    from featmux.sparse import Bag, SparseFeatures
+    from featmux.training.checkpoint import load_model, save_model
+    from featmux.training.config import OptimizerKind, TrainConfig
+    from featmux.training.experiment import ExperimentConfig, run_experiment
+    from featmux.training.online import OnlineConfig, run_online
+    from featmux.training.trainer import Trainer, evaluate
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'featmux' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_MODULE_OF])
+
 
 __version__ = "0.1.0"
 

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from featmux.analysis.orthogonality import DEFAULT_RANK_TOL, FirstLayer
-from featmux.cli.common import config_overrides, console, fail, parse_mapping
+from featmux.cli.common import config_overrides, console, fail, parse_mapping, say
 from featmux.embeddings import EmbeddingMethod
 
 analyze_app = typer.Typer(
@@ -52,7 +52,7 @@ def _prepare(dataset: str, data: Path | None, options: dict[str, Any], cache_dir
     from featmux.data.prepare import prepare
 
     try:
-        return prepare(dataset, data, options, cache_dir, log=lambda m: console.print(f"[dim]{m}[/]"))
+        return prepare(dataset, data, options, cache_dir, log=say)
     except (DataError, FileNotFoundError, ValueError) as err:
         fail(str(err))
 
@@ -65,7 +65,9 @@ def collisions(
     dataset: Annotated[str | None, typer.Option(help="Source name (frappe, criteo, synthetic, ...).")] = None,
     data: Annotated[Path | None, typer.Option(help="Dataset file or directory.")] = None,
     dataset_option: Annotated[list[str] | None, typer.Option(help="Source option key=value.")] = None,
-    embedding: Annotated[EmbeddingMethod | None, typer.Option(help="Embedding method.")] = None,
+    embedding: Annotated[
+        EmbeddingMethod | None, typer.Option(help="Embedding method.", case_sensitive=False)
+    ] = None,
     budget: Annotated[str | None, typer.Option(help="1/16, 0.25, rows:N or params:N.")] = None,
     embedding_dim: Annotated[int | None, typer.Option(help="D.")] = None,
     num_tables: Annotated[int | None, typer.Option(help="Unified: sub-tables T.")] = None,

@@ -28,7 +28,7 @@ from featmux.benchmarks.runner import (
     run_benchmark,
     select_cells,
 )
-from featmux.cli.common import console, fail
+from featmux.cli.common import console, fail, say
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmark grids: budget-vs-AUC Pareto studies.")
 
@@ -101,7 +101,7 @@ def run(
             max_cells=max_cells,
             checkpoints=checkpoints,
             progress=progress and sys.stderr.isatty(),
-            log=lambda m: console.print(f"[dim]{m}[/]"),
+            log=say,
             lock=lock,
         )
     except StaleResultsError as err:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Mapping
+from enum import Enum
 from typing import Any, NoReturn
 
 import typer
@@ -14,9 +16,56 @@ console = Console(stderr=True)  # messages and logs go to stderr; results tables
 
 
 def fail(message: str) -> NoReturn:
-    """Print `error: message` and exit with status 2 (bad usage or input)."""
-    console.print(f"[bold red]error:[/] {message}")
+    """Print `error: message` and exit with status 2 (bad usage or input).
+
+    The message is printed as plain text: rich markup would eat bracketed parts such as `[row 5]`.
+    """
+    console.print("error:", style="bold red", end=" ")
+    console.print(message, markup=False, highlight=False)
     raise typer.Exit(2)
+
+
+def say(message: str) -> None:
+    """Print a progress or log line (dim, on stderr), as plain text (no rich markup)."""
+    console.print(message, style="dim", markup=False, highlight=False)
+
+
+class LazyChoice:
+    """A case-insensitive choice among an Enum's values (a typer `parser`), the Enum imported only when a
+    value is parsed.
+
+    Lets `featmux --help` list commands without importing the modules (and torch) that define the
+    choices.
+
+    Args:
+        target: "module:EnumName".
+
+    Example:
+        >>> typer.Option(parser=LazyChoice("featmux.embeddings:EmbeddingMethod"), metavar="METHOD")
+    """
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def enum(self) -> type[Enum]:
+        """The Enum (imported on first use)."""
+        module, name = self.target.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    def __call__(self, value: Any) -> Any:
+        """The Enum member whose value is `value`, in any case.
+
+        Raises:
+            typer.BadParameter: naming the valid values.
+        """
+        enum = self.enum()
+        if isinstance(value, enum):
+            return value
+        text = str(value).strip().lower()
+        for member in enum:
+            if str(member.value).lower() == text:
+                return member
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(str(m.value) for m in enum)}")
 
 
 def parse_mapping(values: list[str] | None, what: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ featmux data inspect ../shared/data/frappe --dataset frappe
 
 from __future__ import annotations
 
-import json
+import functools
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,23 +17,56 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
-from featmux.analysis.cli import analyze_app
-from featmux.benchmarks.cli import bench_app
-from featmux.benchmarks.speed import speed_command
-from featmux.cli.common import config_overrides, console, fail, parse_mapping, validation_message
-from featmux.data.errors import DataError
-from featmux.embeddings import EmbeddingMethod
-from featmux.training.config import NonFinitePolicy, OptimizerKind
+from featmux.cli.common import LazyChoice, config_overrides, fail, parse_mapping, say, validation_message
+
+# sub-command groups imported only when they run: `featmux --help` loads neither torch nor scikit-learn
+_LAZY_GROUPS = {
+    "analyze": "Analyse embedding layers: collisions, orthogonality, budget plans.",
+    "bench": "Benchmark grids: budget-vs-AUC Pareto studies.",
+}
+
+
+@functools.cache
+def _lazy_group(name: str) -> TyperGroup:
+    if name == "analyze":
+        from featmux.analysis.cli import analyze_app
+
+        return typer.main.get_group(analyze_app)
+    from featmux.benchmarks.cli import bench_app
+    from featmux.benchmarks.speed import speed_command
+
+    bench_app.command("speed")(speed_command)
+    return typer.main.get_group(bench_app)
+
+
+class _LazyGroup(TyperGroup):
+    """The top-level group: `bench` and `analyze` are listed by name and help, imported when invoked."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *_LAZY_GROUPS]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in _LAZY_GROUPS:  # a stand-in for the help listing; `resolve_command` loads the real one
+            return TyperGroup(name=cmd_name, help=_LAZY_GROUPS[cmd_name])
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if name in _LAZY_GROUPS:
+            cmd = _lazy_group(name)
+        return name, cmd, rest
+
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="Memory-efficient categorical embeddings for CTR models."
+    cls=_LazyGroup,
+    add_completion=False,
+    no_args_is_help=True,
+    help="Memory-efficient categorical embeddings for CTR models.",
 )
 data_app = typer.Typer(no_args_is_help=True, help="Look at datasets.")
 app.add_typer(data_app, name="data")
-bench_app.command("speed")(speed_command)
-app.add_typer(bench_app, name="bench")
-app.add_typer(analyze_app, name="analyze")
 
 
 @app.command()
@@ -52,7 +85,14 @@ def train(
     model_option: Annotated[
         list[str] | None, typer.Option(help="Model option key=value, e.g. hidden=[400,400].")
     ] = None,
-    embedding: Annotated[EmbeddingMethod | None, typer.Option(help="Embedding method.")] = None,
+    embedding: Annotated[
+        Any,
+        typer.Option(
+            help="Embedding method: collisionless, hashing, unified, ... (any case).",
+            metavar="METHOD",
+            parser=LazyChoice("featmux.embeddings:EmbeddingMethod"),
+        ),
+    ] = None,
     budget: Annotated[str | None, typer.Option(help="1/16, 0.25, rows:N or params:N.")] = None,
     embedding_dim: Annotated[int | None, typer.Option(help="Width D of one slot.")] = None,
     num_tables: Annotated[int | None, typer.Option(help="Unified: sub-tables T.")] = None,
@@ -67,7 +107,14 @@ def train(
     batch_size: Annotated[int | None, typer.Option()] = None,
     learning_rate: Annotated[float | None, typer.Option()] = None,
     embedding_l2: Annotated[float | None, typer.Option(help="L2 on embedding rows.")] = None,
-    optimizer: Annotated[OptimizerKind | None, typer.Option()] = None,
+    optimizer: Annotated[
+        Any,
+        typer.Option(
+            help="adam, sparse_adam or row_adam.",
+            metavar="OPTIMIZER",
+            parser=LazyChoice("featmux.training.config:OptimizerKind"),
+        ),
+    ] = None,
     max_steps: Annotated[int | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
@@ -108,10 +155,21 @@ def train(
         int | None, typer.Option(help="Online: collisionless vocabulary frozen after this many partitions.")
     ] = None,
     passes: Annotated[int | None, typer.Option(help="Online: training passes over each partition.")] = None,
-    resume: Annotated[bool, typer.Option(help="Online: continue the run in --checkpoint-dir.")] = False,
+    resume: Annotated[
+        bool | None,
+        typer.Option(
+            help="Continue the run in --checkpoint-dir (default: batch runs resume, online runs do not); "
+            "--no-resume starts over, replacing the checkpoints there."
+        ),
+    ] = None,
     checkpoint_every_steps: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
     on_nonfinite: Annotated[
-        NonFinitePolicy | None, typer.Option(help="A NaN/Inf loss stops the run, or skips its batch.")
+        Any,
+        typer.Option(
+            help="A NaN/Inf loss stops the run, or skips its batch.",
+            metavar="stop|skip",
+            parser=LazyChoice("featmux.training.config:NonFinitePolicy"),
+        ),
     ] = None,
     plot: Annotated[
         Path | None, typer.Option(help="Online: save the AUC-per-partition plot here (PNG).")
@@ -122,6 +180,7 @@ def train(
     With --distributed, run under torchrun, e.g.
     `torchrun --nproc-per-node 2 $(which featmux) train --distributed --sharding column_wise ...`.
     """
+    from featmux.data.errors import DataError
     from featmux.training.experiment import ExperimentConfig, run_experiment
 
     flags: dict[str, Any] = {
@@ -161,37 +220,62 @@ def train(
             "vocabulary_partitions": vocabulary_partitions,
             "passes": passes,
         }
-        overrides |= {k: v for k, v in stream.items() if v is not None} | {"resume": resume}
+        overrides |= {k: v for k, v in stream.items() if v is not None} | {"resume": bool(resume)}
         _train_online(config, overrides, out, plot)
         return
     overrides["progress"] = progress and sys.stderr.isatty()
-    try:
-        cfg = ExperimentConfig.from_yaml(config, **overrides) if config else ExperimentConfig(**overrides)
-    except ValidationError as err:
-        fail("invalid configuration:\n" + validation_message(err))
-    except ValueError as err:
-        fail(f"invalid configuration: {err}")
+    if resume is not None:
+        overrides["resume"] = resume
+    cfg = _load_config(ExperimentConfig, config, overrides)
+    from featmux.training.checkpoint import CheckpointError
+    from featmux.training.trainer import NonFiniteLossError
+
     try:
         if distributed:
             result = _run_distributed(cfg, sharding, shard_table or [], table_optimizer, table_learning_rate)
         else:
-            result = run_experiment(cfg, log=lambda m: console.print(f"[dim]{m}[/]"))
+            result = run_experiment(cfg, log=say)
     except DataError as err:
-        fail(f"bad input data: {err}\n(use --skip-bad-rows to skip and count malformed rows)")
-    except (FileNotFoundError, ValueError) as err:
+        fail(_bad_data(err, skip_bad_rows))
+    except (CheckpointError, NonFiniteLossError, FileNotFoundError, ValueError) as err:
         fail(str(err))
     if distributed and result.get("distributed", {}).get("rank", 0) != 0:
         return  # every rank has the same result; rank 0 reports it
     _print_result(result)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2))
-        console.print(f"results written to {out}")
+    _write_out(out, result)
+
+
+def _load_config(cls: Any, path: Path | None, overrides: dict[str, Any]) -> Any:
+    """The run config from `path` (YAML) and the flags; any problem ends in one `error:` line."""
+    try:
+        return cls.from_yaml(path, **overrides) if path is not None else cls(**overrides)
+    except ValidationError as err:
+        fail("invalid configuration:\n" + validation_message(err))
+    except (ValueError, OSError) as err:  # a malformed or missing YAML file included
+        fail(f"invalid configuration: {err}")
+
+
+def _bad_data(err: Exception, skipping: bool) -> str:
+    """The message for a `DataError`; the flag is suggested only when it was not given."""
+    if skipping:  # a problem no row skip can fix (e.g. a file with no rows)
+        return f"bad input data: {err}"
+    return f"bad input data: {err}\n(use --skip-bad-rows to skip and count malformed rows)"
+
+
+def _write_out(out: Path | None, result: dict[str, Any]) -> None:
+    """Write the results JSON atomically (a killed run never leaves a half-written file)."""
+    if out is None:
+        return
+    from featmux.atomic import write_json_atomic
+
+    write_json_atomic(out, result)
+    say(f"results written to {out}")
 
 
 def _train_online(
     config: Path | None, overrides: dict[str, Any], out: Path | None, plot: Path | None
 ) -> None:
+    from featmux.data.errors import DataError
     from featmux.training.checkpoint import CheckpointError
     from featmux.training.online import OnlineConfig, plot_progressive, progressive_table, run_online
     from featmux.training.trainer import NonFiniteLossError
@@ -200,26 +284,18 @@ def _train_online(
     if batch_only:
         flags = ", ".join("--" + k.replace("_", "-") for k in batch_only)
         fail(f"{flags} do(es) not apply to --online (online runs use --passes and --partitions)")
+    cfg = _load_config(OnlineConfig, config, overrides)
     try:
-        cfg = OnlineConfig.from_yaml(config, **overrides) if config else OnlineConfig(**overrides)
-    except ValidationError as err:
-        fail("invalid configuration:\n" + validation_message(err))
-    except ValueError as err:
-        fail(f"invalid configuration: {err}")
-    try:
-        result = run_online(cfg, log=lambda m: console.print(f"[dim]{m}[/]"))
+        result = run_online(cfg, log=say)
     except DataError as err:
-        fail(f"bad input data: {err}\n(use --skip-bad-rows to skip and count malformed rows)")
+        fail(_bad_data(err, cfg.skip_bad_rows))
     except (CheckpointError, NonFiniteLossError, FileNotFoundError, ValueError) as err:
         fail(str(err))
     Console().print(progressive_table([result]))
     if plot is not None:
         plot_progressive([result], plot, f"progressive validation: {cfg.embedding.value} on {cfg.dataset}")
-        console.print(f"plot written to {plot}")
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result.as_dict(), indent=2))
-        console.print(f"results written to {out}")
+        say(f"plot written to {plot}")
+    _write_out(out, result.as_dict())
 
 
 def _run_distributed(
@@ -235,7 +311,7 @@ def _run_distributed(
         table_optimizer=table_optimizer,
         table_learning_rate=table_learning_rate,
     )
-    return run_distributed_training(cfg, options, log=lambda m: console.print(f"[dim]{m}[/]"))
+    return run_distributed_training(cfg, options, log=say)
 
 
 def _fmt(value: Any) -> str:
@@ -278,6 +354,7 @@ def data_inspect(
     dataset_option: Annotated[list[str] | None, typer.Option(help="Source option key=value.")] = None,
 ) -> None:
     """Per-feature cardinalities, missing counts and most frequent values of a dataset split."""
+    from featmux.data.errors import DataError
     from featmux.data.inspect import inspect_source
     from featmux.data.sources import open_source
 

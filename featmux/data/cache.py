@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,9 +110,13 @@ class EncodedDataset:
         schema: Schema,
         chunks: Iterable[EncodedChunk],
         shard_rows: int = DEFAULT_SHARD_ROWS,
-        info: dict | None = None,
+        info: dict | Callable[[], dict] | None = None,
     ) -> EncodedDataset:
-        """Write `chunks` as shards of about `shard_rows` rows; atomic (temporary dir, then rename)."""
+        """Write `chunks` as shards of about `shard_rows` rows; atomic (temporary dir, then rename).
+
+        `info` goes to meta.json; given as a function, it is called once every chunk is written (so it
+        can describe the pass, e.g. the rows it skipped).
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -148,7 +152,7 @@ class EncodedDataset:
                 "format": CACHE_FORMAT,
                 "schema": schema.to_dict(),
                 "shard_rows": sizes,
-                "info": info or {},
+                "info": (info() if callable(info) else info) or {},
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
             if path.exists():

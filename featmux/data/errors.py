@@ -48,9 +48,23 @@ class BadRows:
     counts: Counter = field(default_factory=Counter)
     examples: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def skipping(cls, skip: bool) -> BadRows:
+        """The policy of a `skip_bad_rows` flag: skip and count (True), or stop at the first (False)."""
+        return cls(BadRowPolicy.SKIP if skip else BadRowPolicy.RAISE)
+
     @property
     def skipped(self) -> int:
         return sum(self.counts.values())
+
+    def copy(self) -> BadRows:
+        """An independent snapshot (for `since`)."""
+        return BadRows(self.policy, Counter(self.counts), dict(self.examples))
+
+    def since(self, earlier: BadRows) -> BadRows:
+        """The rows skipped after the snapshot `earlier` was taken (e.g. by one split's pass)."""
+        counts = self.counts - earlier.counts
+        return BadRows(self.policy, counts, {r: e for r, e in self.examples.items() if r in counts})
 
     def handle(self, error: DataError, count: int = 1) -> None:
         """Raise `error`, or count `count` rows skipped for its reason."""

@@ -43,7 +43,15 @@ def default_cache_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "featmux"
 
 
-def cache_key(source: Any) -> str:
+def cache_key(source: Any, bad_rows: BadRowPolicy = BadRowPolicy.RAISE) -> str:
+    """The cache directory name of a source's encoding under a bad-row policy.
+
+    The policy is part of the key: a strict run must never reuse splits encoded while skipping bad rows.
+
+    Args:
+        source: an opened `DataSource`.
+        bad_rows: stop at bad rows, or skip them.
+    """
     files = []
     for path in source.files:
         st = Path(path).stat()
@@ -54,6 +62,7 @@ def cache_key(source: Any) -> str:
         "files": files,
         "schema": source.schema.to_dict(),
         "format": CACHE_FORMAT,
+        "bad_rows": bad_rows.value,
     }
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return f"{source.name}-{digest}"
@@ -80,24 +89,36 @@ def prepare(
     from featmux.data.sources import open_source
 
     say = log or (lambda _m: None)
-    bad = BadRows(BadRowPolicy.SKIP if skip_bad_rows else BadRowPolicy.RAISE)
+    bad = BadRows.skipping(skip_bad_rows)
     source = open_source(dataset, Path(path) if path is not None else None, bad_rows=bad, **(options or {}))
+    if bad.skipped:  # side tables read when the source opens (MovieLens users and movies)
+        say(f"{dataset} side tables: {bad.summary()}")
     root = Path(cache_root) if cache_root is not None else default_cache_root()
-    cache_dir = root / cache_key(source)
+    cache_dir = root / cache_key(source, bad.policy)
     splits: dict[str, EncodedDataset | None] = {}
     for name in SPLITS:
         target = cache_dir / name
         if (target / "meta.json").is_file():
             splits[name] = EncodedDataset(target)
+            cached = splits[name].info.get("bad_rows", "no bad rows")
+            if cached != "no bad rows":
+                say(f"{name} split (cached): {cached}")
             continue
         if not source.has_split(name):
             splits[name] = None
             continue
         say(f"encoding {dataset} {name} split into {target}")
+        before = bad.copy()  # the splits share one counter: report each split's own skips, once
         frames = (encode_frame(frame, source.schema) for frame in source.split(name))
-        splits[name] = EncodedDataset.write(target, source.schema, frames, info={"bad_rows": bad.summary()})
-        if bad.skipped:
-            say(bad.summary())
+        splits[name] = EncodedDataset.write(
+            target,
+            source.schema,
+            frames,
+            info=lambda before=before: {"bad_rows": bad.since(before).summary()},
+        )
+        skipped = bad.since(before)
+        if skipped.skipped:
+            say(f"{name} split: {skipped.summary()}")
     train = splits["train"]
     if train is None or len(train) == 0:
         raise ValueError(f"{dataset}: the training split is empty")

@@ -198,7 +198,8 @@ def load_resumable(path: str | Path, required: Sequence[str] = ()) -> Restored |
         raise CheckpointError(
             "no usable checkpoint to resume from: "
             + "; ".join(damaged)
-            + f". Delete them (or use another checkpoint directory than {path.parent}) to start over."
+            + f". To start over, delete them, use another checkpoint directory than {path.parent}, or (batch "
+            "runs) pass `featmux train --no-resume`."
         )
     return None
 

@@ -49,6 +49,7 @@ class ExperimentConfig(RunConfig):
     max_steps: int | None = Field(None, ge=1)
     cache_dir: Path | None = None
     progress: bool = True
+    resume: bool = True  # continue from checkpoint_dir/last.pt if there is one; False starts over
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
@@ -80,10 +81,14 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
     say = log or (lambda _msg: None)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    from featmux.data.errors import BadRows
     from featmux.data.sources import open_source
 
-    # names in the options must exist before anything is encoded (opening a source reads no rows)
-    config.check_schema(open_source(config.dataset, config.data, **config.dataset_options).schema)
+    # names in the options must exist before anything is encoded (opening a source reads no rows, but
+    # MovieLens side tables, whose bad lines follow --skip-bad-rows too)
+    bad_rows = BadRows.skipping(config.skip_bad_rows)
+    source = open_source(config.dataset, config.data, bad_rows=bad_rows, **config.dataset_options)
+    config.check_schema(source.schema)
     t0 = time.perf_counter()
     data = prepare(
         config.dataset, config.data, config.dataset_options, config.cache_dir, config.skip_bad_rows, say
@@ -102,7 +107,7 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
     trainer = Trainer(
         model, config.train_config(), data.schema, config.checkpoint_dir, on_event=event_logger(say)
     )
-    fit = trainer.fit(data.train, data.valid)
+    fit = trainer.fit(data.train, data.valid, resume=config.resume)
     test = evaluate(model, data.test, trainer.config.eval_batch_size) if data.test is not None else None
     if config.checkpoint_dir is not None:
         save_model(Path(config.checkpoint_dir) / "model.pt", model, data.schema)

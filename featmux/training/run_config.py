@@ -86,8 +86,18 @@ class RunConfig(BaseModel):
         Args:
             path: the YAML file.
             **overrides: keys that replace the file's.
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: the file is not YAML, or not a mapping (pydantic's ValidationError for bad keys).
         """
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:  # its message says where: "line 3, column 7"
+            raise ValueError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from err
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping of config keys")
         return cls(**{**data, **overrides})

@@ -284,7 +284,8 @@ class Trainer:
             differ = sorted(k for k in current if payload["spec"].get(k) != current[k])
             raise CheckpointError(
                 f"{source}: written for a different model or data (its {', '.join(differ)} differ from this "
-                "run's): use another checkpoint directory, or start over without resuming"
+                "run's): use another checkpoint directory, or start over (batch runs: `featmux train "
+                "--no-resume`, `Trainer.fit(resume=False)`)"
             )
         self.model.load_state_dict(payload["state"])
         for opt, sd in zip(self.optimizers, payload["optimizers"], strict=True):

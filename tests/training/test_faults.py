@@ -210,7 +210,7 @@ def test_no_usable_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
     interrupted(lambda: run_online(config), 30, monkeypatch)
     for name in ("last.pt", "last.prev.pt"):
         (tmp_path / name).write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"no usable checkpoint.*last\.pt.*last\.prev\.pt.*Delete them"):
+    with pytest.raises(CheckpointError, match=r"no usable checkpoint.*last\.pt.*last\.prev\.pt.*delete them"):
         run_online(config)
 
 
