@@ -151,6 +151,18 @@ RESUMABLE_KEYS = ("spec", "state", "optimizers", "train_state", "torch_rng")
 """Entries every resumable checkpoint has."""
 
 
+def epoch_batches(rows: int, batch_size: int) -> int:
+    """Training batches per epoch: a final batch of a single row is dropped, not trained on.
+
+    BatchNorm cannot normalize a batch of one row (it raises in training mode); the dropped row is a
+    different one each epoch (the order is shuffled), so it is not lost. With `batch_size` 1 every
+    batch is kept.
+    """
+    if batch_size > 1 and rows % batch_size == 1:
+        return rows // batch_size
+    return -(-rows // batch_size)
+
+
 def _embedding_l2(params: list[torch.nn.Parameter], weight: float) -> None:
     """Add the gradient of weight/2 * ||w||^2: all rows for dense grads, looked-up rows for sparse ones."""
     for p in params:
@@ -451,6 +463,8 @@ class Trainer:
     ) -> FitResult:
         """Train until `epochs`, `max_steps` or early stopping; the model ends with the best weights.
 
+        A final batch of one row is dropped each epoch (see `epoch_batches`).
+
         Args:
             train: training split.
             valid: validation split for early stopping (None: train all epochs, keep the last weights).
@@ -459,7 +473,7 @@ class Trainer:
         c = self.config
         if c.threads is not None:
             torch.set_num_threads(c.threads)
-        self._batches = train.num_batches(c.batch_size)
+        self._batches = epoch_batches(len(train), c.batch_size)
         if not (resume and self.last_path is not None and self._load_last()):
             torch.manual_seed(c.seed)
         s = self.state
@@ -481,7 +495,7 @@ class Trainer:
             while not s.stopped:
                 started = time.perf_counter()  # train time counts data loading and steps, not evaluation
                 batch = next(batches, None)
-                if batch is None:
+                if batch is None or (len(batch) == 1 and c.batch_size > 1):  # see `epoch_batches`
                     break
                 loss = self.train_step(batch, f"epoch {s.epoch}, batch {s.batch_in_epoch} of the epoch")
                 s.train_seconds += time.perf_counter() - started

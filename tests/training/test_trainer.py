@@ -144,3 +144,21 @@ def test_cuda_training_matches_cpu(planted, optimizer, tmp_path):
         assert resumed.state.step == trainer.state.step
     assert results["cuda"] > 0.75
     assert results["cuda"] == pytest.approx(results["cpu"], abs=0.01)
+
+
+def test_final_batch_of_one_row_is_dropped_for_batchnorm(planted, tmp_path):
+    from helpers import planted_chunk
+
+    from featmux.data.cache import EncodedDataset
+    from featmux.training.trainer import epoch_batches
+
+    schema, _, valid = planted
+    train = EncodedDataset.write(tmp_path / "odd", schema, [planted_chunk(257, 7)])  # 2 x 128 + 1 rows
+    spec = EmbeddingSpec(EmbeddingMethod.UNIFIED, 8, Budget(fraction=1.0))
+    emb = build_embedding(schema.categorical, spec, train.fit_vocabulary())
+    options = {"hidden": [16], "batch_norm": True, "cross_layers": 1}
+    model = build_model("dcnv2", emb, len(schema.numeric), options)
+    cfg = TrainConfig(epochs=2, batch_size=128, progress=False, seed=1, threads=1)
+    result = Trainer(model, cfg, schema).fit(train, valid)  # BatchNorm raised on the 1-row batch
+    assert result.steps == 2 * 2 and result.epochs == 2.0
+    assert (epoch_batches(257, 128), epoch_batches(258, 128), epoch_batches(3, 1)) == (2, 3, 3)
