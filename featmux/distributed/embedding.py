@@ -143,7 +143,7 @@ def _slices(layer: FeatureEmbedding, path: str, part: TableEmbedding) -> list[Ta
             raise RuntimeError(
                 "unified slot order changed: featmux.distributed must follow featmux.embeddings"
             )
-        where = placement(slots, config.num_tables)
+        where = placement(slots, config.num_tables, config.placement)
         return [
             TableSlice(
                 f"unified_t{t}", path, start, size, tuple(f"{n}#{c}" for n, c in slots if where[(n, c)] == t)

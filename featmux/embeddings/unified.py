@@ -6,8 +6,17 @@ vectors become K_f consecutive output slots (concatenated, the output of f is K_
 Multivalent features pool each chunk over their bag. Features with tiny vocabularies may instead keep
 a private collisionless table.
 
-Stability: salts and sub-table placement derive from feature *names* (placement is round-robin over
-the (name, chunk) pairs sorted by name), so the order in which features are listed changes nothing.
+Stability: salts and sub-table placement derive from each slot's own feature *name* and chunk index:
+slot (f, c) goes to sub-table (h(f) + c) mod T, h a stable hash of the name. Listing the features in
+another order, adding a feature, or changing another feature's chunks moves no slot and changes no
+bucket id (sub-table sizes depend only on M and T). A feature's chunks land in distinct sub-tables (up to
+T of them). The price of placement by name is balance: sub-tables hold unequal numbers of slots, and a
+layer whose placement would leave a sub-table empty (always when T exceeds the slots) is refused.
+
+Layout versions (`PLACEMENT_VERSION`, stored in `config()`): 2 is the placement above; 1, of
+checkpoints written before it, placed round-robin over the (name, chunk) pairs sorted by name (so it
+depended on the other features). Version 1 layers still load (`UnifiedEmbeddingConfig(placement=1)`);
+with T = 1 both are the same.
 """
 
 from __future__ import annotations
@@ -22,8 +31,11 @@ from featmux.embeddings.base import FeatureEmbedding, TableEmbedding
 from featmux.embeddings.collisionless import CollisionlessEmbedding
 from featmux.embeddings.vocabulary import Vocabulary
 from featmux.features import CategoricalFeature
-from featmux.hashing.mixer import feature_salt, salted_rows, splitmix64
+from featmux.hashing.mixer import feature_salt, salted_rows, splitmix64, stable_index
 from featmux.sparse import SparseFeatures
+
+PLACEMENT_VERSION = 2
+"""The sub-table placement new layers use (see the module docstring); checkpoints record theirs."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,7 @@ class UnifiedEmbeddingConfig:
         chunks: K_f per feature name; features not listed get `default_chunks`.
         default_chunks: K for unlisted features.
         private: vocabulary size of each feature that keeps a private collisionless table instead.
+        placement: layout version of the sub-table placement (`PLACEMENT_VERSION`; 1 for old checkpoints).
 
     Example:
         >>> UnifiedEmbeddingConfig(rows=100_000, embedding_dim=16, num_tables=2, chunks={"user": 2})
@@ -48,6 +61,7 @@ class UnifiedEmbeddingConfig:
     chunks: Mapping[str, int] = field(default_factory=dict)
     default_chunks: int = 1
     private: Mapping[str, int] = field(default_factory=dict)
+    placement: int = PLACEMENT_VERSION
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "chunks", dict(self.chunks))
@@ -61,6 +75,11 @@ class UnifiedEmbeddingConfig:
         bad = {n: k for n, k in {**self.chunks, "<default>": self.default_chunks}.items() if k < 1}
         if bad:
             raise ValueError(f"chunk counts must be >= 1, got {bad}")
+        if self.placement not in (1, PLACEMENT_VERSION):
+            raise ValueError(
+                f"unknown placement layout version {self.placement}: this featmux reads 1 and "
+                f"{PLACEMENT_VERSION} (a checkpoint from a newer featmux?)"
+            )
         both = sorted(set(self.chunks) & set(self.private))
         if both:
             raise ValueError(f"feature(s) {both} cannot have chunks in the shared table and a private table")
@@ -69,9 +88,48 @@ class UnifiedEmbeddingConfig:
         return self.chunks.get(name, self.default_chunks)
 
 
-def placement(slots: Sequence[tuple[str, int]], num_tables: int) -> dict[tuple[str, int], int]:
-    """Sub-table of each (feature, chunk): round-robin over the pairs sorted by name, then chunk."""
-    return {slot: i % num_tables for i, slot in enumerate(sorted(slots))}
+def placement(
+    slots: Sequence[tuple[str, int]], num_tables: int, version: int = PLACEMENT_VERSION
+) -> dict[tuple[str, int], int]:
+    """Sub-table of each (feature, chunk) slot.
+
+    Args:
+        slots: the (feature name, chunk index) pairs.
+        num_tables: T.
+        version: 2 (default): (h(name) + chunk) mod T, from the slot alone; 1: round-robin over the
+            pairs sorted by name, then chunk (old checkpoints).
+
+    Example:
+        >>> where = placement([("user", 0), ("user", 1), ("ad", 0)], 2)
+        >>> where[("user", 0)] != where[("user", 1)]
+        True
+    """
+    if version == 1:
+        return {slot: i % num_tables for i, slot in enumerate(sorted(slots))}
+    return {(n, c): (stable_index(f"featmux/table/{n}", num_tables) + c) % num_tables for n, c in slots}
+
+
+def check_placement(where: Mapping[tuple[str, int], int], num_tables: int) -> None:
+    """Every sub-table must hold at least one slot: an empty one would be paid for and never read.
+
+    Args:
+        where: `placement`'s result.
+        num_tables: T.
+
+    Raises:
+        ValueError: naming the empty sub-tables and what to change.
+    """
+    empty = sorted(set(range(num_tables)) - set(where.values()))
+    if not empty:
+        return
+    if num_tables > len(where):
+        why = f"num_tables ({num_tables}) exceeds the {len(where)} (feature, chunk) slots of the shared table"
+    else:
+        why = (
+            f"placing the {len(where)} (feature, chunk) slots by feature name leaves sub-table(s) {empty} "
+            f"of {num_tables} empty"
+        )
+    raise ValueError(f"{why}: an empty sub-table is counted but never read; use fewer tables or more chunks")
 
 
 def table_bounds(rows: int, num_tables: int) -> list[tuple[int, int]]:
@@ -101,7 +159,8 @@ class _SharedTable(TableEmbedding):
         slots = [
             (f.name, c) for f in (*self.univalent, *self.multivalent) for c in range(self._chunks[f.name])
         ]
-        where = placement(slots, config.num_tables)
+        where = placement(slots, config.num_tables, config.placement)
+        check_placement(where, config.num_tables)
         bounds = table_bounds(config.rows, config.num_tables)
         self.slot_tables = tuple(where[s] for s in slots)
 
@@ -259,4 +318,5 @@ class UnifiedEmbedding(FeatureEmbedding):
             "chunks": dict(c.chunks),
             "default_chunks": c.default_chunks,
             "private": dict(c.private),
+            "placement": c.placement,
         }

@@ -56,6 +56,13 @@ def feature_salt(name: str, chunk: int = 0) -> int:
     return _signed(xxhash.xxh3_64_intdigest(f"featmux/salt/{name}/{chunk}".encode()))
 
 
+def stable_index(key: str, n: int) -> int:
+    """An index in [0, n) of a string key: xxh3-64 of its UTF-8 bytes mod n, stable everywhere."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    return xxhash.xxh3_64_intdigest(key.encode()) % n
+
+
 def salted_rows(premixed: torch.Tensor, salts: torch.Tensor, rows: torch.Tensor | int) -> torch.Tensor:
     """Rows in [0, rows) for premixed fingerprints and salts that broadcast against each other.
 

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from featmux.embeddings import Budget, EmbeddingMethod, EmbeddingSpec, check_features
+from featmux.embeddings.unified import check_placement, placement
 from featmux.features import Schema
 from featmux.models import MODELS
 from featmux.models.base import config_from_dict
@@ -136,9 +137,16 @@ class RunConfig(BaseModel):
             schema: the data source's schema.
 
         Raises:
-            ValueError: naming the unknown features and listing the valid ones.
+            ValueError: naming the unknown features and listing the valid ones, or sub-tables that no
+                (feature, chunk) slot would reach.
         """
-        check_features(self.embedding_spec(), schema.categorical)
+        spec = self.embedding_spec()
+        check_features(spec, schema.categorical)
+        if spec.method is EmbeddingMethod.UNIFIED and spec.num_tables > 1:
+            # private tables (decided by the vocabulary, later) can only take slots away
+            chunks = {f.name: spec.chunks.get(f.name, spec.default_chunks) for f in schema.categorical}
+            slots = [(name, c) for name, k in chunks.items() for c in range(k)]
+            check_placement(placement(slots, spec.num_tables), spec.num_tables)
 
 
 def check_options(spec: EmbeddingSpec, model: str, model_options: dict[str, Any]) -> None:

@@ -299,3 +299,11 @@ def test_help_loads_neither_torch_nor_sklearn():
     assert run.stdout.strip() == "[]"
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0 and "bench" in text(result) and "analyze" in text(result)
+
+
+def test_more_sub_tables_than_slots_is_refused_before_encoding(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEATMUX_CACHE", str(tmp_path / "cache"))
+    result = runner.invoke(app, ["train", "--dataset-option", "cardinalities=[10, 100]", "--num-tables", "3"])
+    assert result.exit_code == 2
+    assert "num_tables (3) exceeds the 2 (feature, chunk) slots" in text(result)
+    assert not (tmp_path / "cache").exists()  # nothing was encoded

@@ -132,7 +132,9 @@ def test_weights_both_ways(kind, features, vocabulary, sparse):
 
 def test_tables_on_meta_allocates_no_table(features):
     with tables_on_meta():
-        layer = UnifiedEmbedding(features, UnifiedEmbeddingConfig(rows=10**9, embedding_dim=64, num_tables=4))
+        # K = T = 4: every feature's chunks reach every sub-table (placement is by name, see unified.py)
+        config = UnifiedEmbeddingConfig(rows=10**9, embedding_dim=64, num_tables=4, default_chunks=4)
+        layer = UnifiedEmbedding(features, config)
     assert layer.shared.weight.is_meta
     assert not layer.shared.slot_salts.is_meta
     adapter = TorchRecEmbedding(layer, device=torch.device("meta"))

@@ -105,8 +105,11 @@ def test_unified_sub_tables_partition_rows(features):
     s = layer.shared
     bounds = {(int(a), int(b)) for a, b in zip(s.slot_starts, s.slot_sizes, strict=True)}
     assert bounds == {(0, 251), (251, 250), (501, 250), (751, 250)}
-    # 8 slots over 4 tables, round-robin: two slots per table
-    assert sorted(s.slot_tables) == [0, 0, 1, 1, 2, 2, 3, 3]
+    # placed by name: a feature's two chunks go to consecutive sub-tables (h(name) + c) mod 4
+    names = [n.rsplit("#", 1)[0] for n in s.slot_names]
+    for k in range(0, len(names), 2):
+        assert names[k] == names[k + 1] and s.slot_tables[k + 1] == (s.slot_tables[k] + 1) % 4
+    assert set(s.slot_tables) == {0, 1, 2, 3}
     ids = torch.arange(-3000, 3000).reshape(-1, 3)
     rows = s.univalent_rows(ids)  # [B, 6]
     for j in range(rows.shape[1]):
@@ -259,3 +262,51 @@ def test_embedding_bag_matches_functional(features, sparse):
             rows[:, c], layer.shared.weight, sparse.bags[0].offsets, mode="mean", include_last_offset=True
         )
         torch.testing.assert_close(out[:, c], ref)
+
+
+def test_unified_placement_ignores_the_other_features(features, sparse):
+    """Adding a feature or changing another feature's chunks moves no slot and changes no bucket id."""
+    config = UnifiedEmbeddingConfig(rows=700, embedding_dim=DIM, num_tables=3, default_chunks=2)
+    base = UnifiedEmbedding(features[:2], config).shared.univalent_rows(sparse.ids[:, :2])  # user, item
+    more = UnifiedEmbedding(features, config).shared.univalent_rows(sparse.ids)  # + device, genres
+    torch.testing.assert_close(more[:, :4], base)
+    rechunked = replace_config(config, chunks={"item": 3})
+    rows = UnifiedEmbedding(features[:2], rechunked).shared.univalent_rows(sparse.ids[:, :2])
+    torch.testing.assert_close(rows[:, :2], base[:, :2])  # user's slots stay where they were
+    torch.testing.assert_close(rows[:, 2:4], base[:, 2:4])  # item's first two chunks too
+
+
+def replace_config(config, **changes):
+    from dataclasses import replace
+
+    return replace(config, **changes)
+
+
+def test_unified_refuses_empty_sub_tables(features):
+    config = UnifiedEmbeddingConfig(rows=700, embedding_dim=DIM, num_tables=9)  # 4 slots
+    with pytest.raises(ValueError, match=r"num_tables \(9\) exceeds the 4 \(feature, chunk\) slots"):
+        UnifiedEmbedding(features, config)
+    from featmux.embeddings.unified import check_placement
+
+    with pytest.raises(ValueError, match=r"sub-table\(s\) \[1\] of 3 empty"):
+        check_placement({("a", 0): 0, ("b", 0): 2, ("c", 0): 0}, 3)
+
+
+def test_unified_old_layout_still_loads(features, sparse):
+    """A config without `placement` (written before layout version 2) rebuilds the old round-robin."""
+    from featmux.embeddings import embedding_from_config
+    from featmux.embeddings.unified import PLACEMENT_VERSION, placement
+
+    config = UnifiedEmbeddingConfig(rows=700, embedding_dim=DIM, num_tables=3, default_chunks=2)
+    layer = UnifiedEmbedding(features, config)
+    assert layer.config()["placement"] == PLACEMENT_VERSION == 2
+    old = {k: v for k, v in layer.config().items() if k != "placement"}
+    rebuilt = embedding_from_config(features, old)
+    slots = [(n.rsplit("#", 1)[0], int(n.rsplit("#", 1)[1])) for n in rebuilt.shared.slot_names]
+    legacy = placement(slots, 3, version=1)
+    assert rebuilt.shared.slot_tables == tuple(legacy[s] for s in slots)
+    assert rebuilt.config()["placement"] == 1
+    same = embedding_from_config(features, layer.config())
+    assert same.shared.slot_tables == layer.shared.slot_tables
+    with pytest.raises(ValueError, match="placement layout version 7"):
+        UnifiedEmbeddingConfig(rows=700, embedding_dim=DIM, placement=7)
