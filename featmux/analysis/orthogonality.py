@@ -14,7 +14,7 @@ For reference, two uniformly random subspaces of R^out score max(r_f, r_g) / out
 E ||Q_f^T Q_g||_F^2 = r_f r_g / out), which the report gives as the baseline.
 
 Example:
-    >>> report = checkpoint_orthogonality("runs/frappe/model.pt")   # first MLP layer of a DCN-v2
+    >>> report = checkpoint_orthogonality("runs/frappe/model.pt")   # first layer reading the slots
     >>> report.mean_score, report.mean_baseline
     >>> report.pairs()[:3]
 """
@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from featmux.models.base import CTRModel
+from featmux.models.dcnv2 import DCNStructure
 
 DEFAULT_RANK_TOL = 1e-6  # singular values below this times the largest one count as zero (float32 noise)
 
@@ -41,8 +42,14 @@ class FirstLayer(Enum):
     """Which dense layer of a model to analyse."""
 
     AUTO = "auto"  # the MLP's first layer if it reads the flattened slots, else the first cross layer
-    MLP = "mlp"  # model.mlp[0]
+    MLP = "mlp"  # model.mlp[0], where it reads the slots (not in a stacked DCN-v2)
     CROSS = "cross"  # model.cross.layers[0] (its first projection when low-rank)
+
+
+def _mlp_reads_slots(model: CTRModel) -> bool:
+    """Whether `model.mlp` is fed the flattened slots: not in a stacked DCN-v2, whose MLP reads the cross
+    network's output (as wide as the slots, so the widths alone cannot tell)."""
+    return getattr(getattr(model, "config", None), "structure", None) is not DCNStructure.STACKED
 
 
 def feature_columns(slot_names: Sequence[str], embedding_dim: int) -> dict[str, np.ndarray]:
@@ -67,17 +74,26 @@ def first_dense_weight(model: CTRModel, layer: FirstLayer = FirstLayer.AUTO) -> 
 
     Args:
         model: a CTR model whose deep part reads `flat_input` (DCN-v2, DeepFM).
-        layer: which layer (see `FirstLayer`).
+        layer: which layer (see `FirstLayer`); AUTO takes the first MLP layer where it reads the slots,
+            else the first cross layer (so in a stacked DCN-v2, the cross layer).
 
     Raises:
-        ValueError: the model has no such layer reading S x D + N inputs (e.g. DLRM, FM, LR).
+        ValueError: the model has no such layer reading S x D + N inputs (e.g. DLRM, FM, LR), or the
+            layer asked for does not read the slots (`mlp` in a stacked DCN-v2).
     """
     layer = FirstLayer(layer)
     width = model.embedding.output_dim + model.num_dense
     candidates: list[tuple[FirstLayer, Any]] = []
     mlp = getattr(model, "mlp", None)
     if mlp is not None and len(mlp) and isinstance(mlp[0], nn.Linear):
-        candidates.append((FirstLayer.MLP, mlp[0]))
+        if _mlp_reads_slots(model):
+            candidates.append((FirstLayer.MLP, mlp[0]))
+        elif layer is FirstLayer.MLP:
+            raise ValueError(
+                f"the MLP of this stacked {type(model).__name__} reads the cross network's output, not the "
+                "embedding slots: its first layer says nothing about the features' subspaces; use the "
+                "cross layer (--layer cross, or auto)"
+            )
     cross = getattr(model, "cross", None)
     if cross is not None:
         first = cross.layers[0]

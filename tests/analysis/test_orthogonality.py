@@ -113,3 +113,14 @@ def test_models_without_a_slot_layer_are_refused():
         first_dense_weight(_model("dlrm", {}))
     with pytest.raises(ValueError, match="no cross layer"):
         first_dense_weight(_model("deepfm", {"hidden": [8]}), FirstLayer.CROSS)
+
+
+def test_stacked_dcnv2_reads_the_cross_layer_and_refuses_the_mlp():
+    # the stacked MLP reads the cross output, as wide as the slots: the widths alone cannot tell
+    model = _model(options={"cross_layers": 1, "hidden": [16], "structure": "stacked"})
+    assert model.mlp[0].in_features == model.cross.layers[0].in_features
+    assert torch.equal(first_dense_weight(model), model.cross.layers[0].weight)
+    with pytest.raises(ValueError, match="reads the cross network's output"):
+        first_dense_weight(model, FirstLayer.MLP)
+    parallel = _model(options={"cross_layers": 1, "hidden": [16], "structure": "parallel"})
+    assert torch.equal(first_dense_weight(parallel, FirstLayer.MLP), parallel.mlp[0].weight)
