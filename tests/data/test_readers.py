@@ -380,3 +380,47 @@ def test_chunking_invariance_frappe_slice(shared_data, tmp_path, encode_all, ass
     reference = encode_all(read_frappe(path), frappe_schema())
     assert len(reference) == 300
     assert_same_encoding(encode_all(read_frappe(path, chunk_rows=7), frappe_schema()), reference)
+
+
+def test_parquet_dtype_drift_fingerprints_the_same(tmp_path, encode_all):
+    """Int64 in one file, Float64 (pandas NaNs) in another: "123" either way, never "123.0"."""
+    schema = table_schema("y", categorical=["ad"], multivalent=["tags"])
+    ints = tmp_path / "ints.parquet"
+    floats = tmp_path / "floats.parquet"
+    pl.DataFrame({"y": [1, 0, 1], "ad": [123, 7, None], "tags": [[1, 2], [3], []]}).write_parquet(ints)
+    pl.DataFrame(
+        {"y": [1, 0, 1], "ad": [123.0, 7.0, float("nan")], "tags": [[1.0, 2.0], [3.0], [float("nan")]]}
+    ).write_parquet(floats)
+    a, b = collect(read_table(ints, schema)), collect(read_table(floats, schema))
+    assert a["ad"].to_list() == b["ad"].to_list() == ["123", "7", None]
+    assert a["tags"].to_list() == b["tags"].to_list() == [["1", "2"], ["3"], []]
+    ea, eb = encode_all([a], schema), encode_all([b], schema)
+    np.testing.assert_array_equal(ea.ids, eb.ids)
+    np.testing.assert_array_equal(ea.bags[0].values, eb.bags[0].values)
+    # a fraction stays a fraction
+    half = tmp_path / "half.parquet"
+    pl.DataFrame({"y": [1], "ad": [1.5], "tags": [[2.5]]}).write_parquet(half)
+    assert collect(read_table(half, schema)).row(0) == (1, "1.5", ["2.5"])
+
+
+def test_uint64_ids_above_2_63_univalent_and_multivalent_alike(tmp_path, encode_all):
+    schema = table_schema(
+        "y", categorical=["ad"], multivalent=["tags"], encodings={"ad": "int", "tags": "int"}
+    )
+    big = (1 << 63) + 5
+    path = tmp_path / "u64.parquet"
+    table = pa.table(
+        {
+            "y": pa.array([1, 0], pa.int8()),
+            "ad": pa.array([big, 3], pa.uint64()),
+            "tags": pa.array([[big, 3], []], pa.list_(pa.uint64())),
+        }
+    )
+    pq.write_table(table, path)
+    bad = BadRows(BadRowPolicy.SKIP)
+    frame = collect(read_table(path, schema, bad_rows=bad))
+    assert bad.skipped == 0
+    assert frame["ad"].to_list() == [big - (1 << 64), 3]  # the same 64 bits, as int64
+    assert frame["tags"].to_list() == [[big - (1 << 64), 3], []]
+    encoded = encode_all([frame], schema)
+    assert encoded.bags[0].values.tolist() == encoded.ids[:, 0].tolist()

@@ -107,9 +107,21 @@ def hex_conversion(name: str) -> Conversion:
     return Conversion(name, column, parsed.is_null() & column.is_not_null(), "not a hexadecimal id")
 
 
-def string_conversion(name: str) -> Conversion:
-    """String (text columns were already cleaned: empty -> null)."""
-    return Conversion(name, pl.col(name).cast(pl.String), None, "")
+def number_text(value: pl.Expr) -> pl.Expr:
+    """Floats as text, integral ones written as integers ("123", never "123.0"); NaN -> null (missing).
+
+    A column that is Float64 in one Parquet file (pandas turns integer columns with NaNs into floats)
+    and Int64 in another must fingerprint its values the same.
+    """
+    whole = value.is_finite() & (value.round(0) == value) & (value.abs() < 2.0**63)
+    as_int = value.cast(pl.Int64, strict=False).cast(pl.String)
+    return pl.when(whole).then(as_int).when(value.is_nan()).then(None).otherwise(value.cast(pl.String))
+
+
+def string_conversion(name: str, dtype: pl.DataType = pl.String) -> Conversion:
+    """String (text columns were already cleaned: empty -> null); floats as `number_text`."""
+    column = pl.col(name)
+    return Conversion(name, number_text(column) if dtype.is_float() else column.cast(pl.String), None, "")
 
 
 def bag_conversion(feature: CategoricalFeature, dtype: pl.DataType) -> Conversion:
@@ -119,7 +131,15 @@ def bag_conversion(feature: CategoricalFeature, dtype: pl.DataType) -> Conversio
     """
     name = feature.name
     if isinstance(dtype, pl.List):
-        items = pl.col(name).list.eval(pl.element().cast(pl.String))
+        inner = dtype.inner
+        if feature.encoding is ValueEncoding.INT and (inner.is_integer() or inner == pl.Boolean):
+            # integers as they are; UInt64 ids >= 2^63 keep their bits, as univalent ones do
+            element = pl.element().reinterpret(signed=True) if inner == pl.UInt64 else pl.element()
+            ints = pl.col(name).list.eval(element.cast(pl.Int64).drop_nulls())
+            empty = pl.lit(pl.Series([[]], dtype=pl.List(pl.Int64)))
+            return Conversion(name, ints.fill_null(empty), None, "not a list of integers")
+        as_text = number_text(pl.element()) if inner.is_float() else pl.element().cast(pl.String)
+        items = pl.col(name).list.eval(as_text)
     else:
         items = pl.col(name).cast(pl.String).fill_null("").str.split(feature.separator)
     item = pl.element().str.strip_chars()
@@ -193,7 +213,7 @@ def conversions(
         elif feature.encoding is ValueEncoding.HEX:
             out.append(hex_conversion(feature.name))
         else:
-            out.append(string_conversion(feature.name))
+            out.append(string_conversion(feature.name, dtype))
     out += [float_conversion(f.name, dtypes[f.name]) for f in schema.numeric]
     return out
 

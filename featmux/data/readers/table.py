@@ -4,7 +4,10 @@ CSV: a separator (one character, or several such as "::"), a header line or expl
 double-quoted fields (one line per row). Parquet: read in record batches with pyarrow, so a large file
 never sits in memory whole. Columns outside the schema are ignored; a schema column missing from the
 file is a `DataError` naming the file and the column. Labels must be 0/1 (numbers, "0"/"1", booleans).
-Errors in a Parquet file are located by 0-based row index (`file.parquet[row 17]`).
+Errors in a Parquet file are located by 0-based row index (`file.parquet[row 17]`). Parquet types may
+drift between files: a string feature stored as floats is written like the integers it holds ("123",
+not "123.0", NaN missing), so Int64 in one file and Float64 in another give the same values; UInt64 ids
+at or above 2^63 keep their 64 bits as int64 in univalent and multivalent columns alike.
 
 Example:
     >>> schema = table_schema("click", categorical=["ad", "site"], numeric=["price"], multivalent=["tags"])
