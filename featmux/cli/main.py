@@ -347,23 +347,44 @@ def _print_result(result: dict[str, Any]) -> None:
 @data_app.command("inspect")
 def data_inspect(
     path: Annotated[Path | None, typer.Argument(help="Dataset file or directory.")] = None,
-    dataset: Annotated[str, typer.Option(help="frappe, movielens, criteo, avazu, csv or synthetic.")] = "csv",
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="frappe, movielens, criteo, avazu, csv or synthetic (default: detected from the path)."
+        ),
+    ] = None,
     split: Annotated[str, typer.Option(help="train, valid or test.")] = "train",
     top: Annotated[int, typer.Option(help="Most frequent values shown per feature.")] = 5,
     max_rows: Annotated[int | None, typer.Option(help="Stop after this many rows.")] = None,
     dataset_option: Annotated[list[str] | None, typer.Option(help="Source option key=value.")] = None,
 ) -> None:
-    """Per-feature cardinalities, missing counts and most frequent values of a dataset split."""
+    """Per-feature cardinalities, missing counts and most frequent values of a dataset split.
+
+    Without --dataset the dataset is detected from the path; a CSV or Parquet table without a declared
+    label gets its columns inferred (printed, to reuse as --dataset-option flags). The title says where
+    the split's rows come from (its own file, or a share carved from one).
+    """
+    from featmux.data.detect import detect_source, infer_table_options
     from featmux.data.errors import DataError
     from featmux.data.inspect import inspect_source
     from featmux.data.sources import open_source
 
+    options = parse_mapping(dataset_option, "--dataset-option")
     try:
-        source = open_source(dataset, path, **parse_mapping(dataset_option, "--dataset-option"))
+        if dataset is None:
+            dataset = "synthetic" if path is None else detect_source(path)
+            say(f"detected dataset: {dataset} (override with --dataset)")
+        if dataset == "csv" and path is not None and "categorical" not in options:
+            inferred = infer_table_options(path, options.get("separator", ","), options.get("label"))
+            options = {**inferred, **options}
+            say("inferred columns: " + ", ".join(f"{k}={v}" for k, v in inferred.items() if v))
+        source = open_source(dataset, path, **options)
         summaries = inspect_source(source, split=split, top=top, max_rows=max_rows)
     except (DataError, FileNotFoundError, ValueError) as err:
         fail(str(err))
-    table = Table(title=f"{dataset} {split} split: {path or ''} ({summaries[0].rows:,} rows)")
+    origin = source.origins.get(split, str(path or ""))
+    shown = f"first {summaries[0].rows:,} rows" if max_rows is not None else f"{summaries[0].rows:,} rows"
+    table = Table(title=f"{dataset} {split} split: {origin} ({shown})")
     for col in ("column", "kind", "distinct", "missing", "top values (count) / range"):
         table.add_column(col, overflow="fold")
     for s in summaries:

@@ -52,7 +52,8 @@ DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 
 SplitReader = Callable[[int], Iterator[pl.DataFrame]]  # chunk_rows -> frames of one pass over a split
 ChunkReader = Callable[..., Iterator[TextChunk]]  # (path, *, chunk_rows, bad_rows, line_filter)
-_Opened = tuple[Schema, tuple[Path, ...], dict[str, Any], dict[str, SplitReader]]  # what an opener returns
+# what an opener returns: schema, files, options, readers and where each split's rows come from
+_Opened = tuple[Schema, tuple[Path, ...], dict[str, Any], dict[str, SplitReader], dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class DataSource:
         options: the resolved options, defaults included (JSON-able; for cache keys).
         readers: split name -> function(chunk_rows) starting a new pass over that split.
         chunk_rows: default rows per frame.
+        origins: split name -> where its rows come from, e.g. "80% of ratings.dat (carved by split seed
+            0)" (shown by `featmux data inspect`).
 
     Example:
         >>> source = open_source("frappe", Path("shared/data/frappe"))
@@ -80,6 +83,7 @@ class DataSource:
     options: dict[str, Any]
     readers: Mapping[str, SplitReader] = field(repr=False)
     chunk_rows: int = DEFAULT_CHUNK_ROWS
+    origins: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -153,8 +157,9 @@ def _file_readers(
     bad_rows: BadRows,
     seed: int,
     fractions: Sequence[float],
-) -> dict[str, SplitReader]:
-    """One reader per split: its own file, or its share of the train file (see the module docstring)."""
+) -> tuple[dict[str, SplitReader], dict[str, str]]:
+    """One reader per split: its own file, or its share of the train file (see the module docstring);
+    and where each split's rows come from, in words."""
     train = files["train"]
     assert train is not None
     plan: dict[str, tuple[Path, frozenset[int] | None]] = {}
@@ -177,7 +182,14 @@ def _file_readers(
 
         return run
 
-    return {name: reader(path, buckets) for name, (path, buckets) in plan.items()}
+    readers = {name: reader(path, buckets) for name, (path, buckets) in plan.items()}
+    origins = {
+        name: path.name
+        if buckets is None
+        else f"{sum(fractions[b] for b in buckets):.0%} of {path.name} (rows carved by split seed {seed})"
+        for name, (path, buckets) in plan.items()
+    }
+    return readers, origins
 
 
 def _options(source: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -280,9 +292,9 @@ def _open_files(
     options = _options(source, given, _SPLIT_DEFAULTS)
     options["fractions"] = _fractions(options["fractions"])
     files = _split_files(source, _need_path(source, path), options, names)
-    readers = _file_readers(read, files, bad_rows, int(options["seed"]), options["fractions"])
+    readers, origins = _file_readers(read, files, bad_rows, int(options["seed"]), options["fractions"])
     record = {**options, **{s: files[s] for s in SPLITS}}
-    return schema, tuple(p for p in files.values() if p is not None), record, readers
+    return schema, tuple(p for p in files.values() if p is not None), record, readers, origins
 
 
 def _open_frappe(path: Path | None, given: Mapping[str, Any], bad_rows: BadRows) -> _Opened:
@@ -308,9 +320,9 @@ def _open_movielens(path: Path | None, given: Mapping[str, Any], bad_rows: BadRo
         return movielens_chunks(ml, users=users, items=items, **kwargs)
 
     split_files: dict[str, Path | None] = {"train": ml.ratings, "valid": None, "test": None}
-    readers = _file_readers(read, split_files, bad_rows, int(options["seed"]), options["fractions"])
+    readers, origins = _file_readers(read, split_files, bad_rows, int(options["seed"]), options["fractions"])
     record = {**options, "ratings": ml.ratings, "variant": ml.variant.value}
-    return movielens_schema(), ml.files, record, readers
+    return movielens_schema(), ml.files, record, readers, origins
 
 
 _CSV_DEFAULTS: dict[str, Any] = {
@@ -357,9 +369,9 @@ def _open_csv(path: Path | None, given: Mapping[str, Any], bad_rows: BadRows) ->
         raise ValueError(f"csv: {train} is not a file (give the training table)")
     files = {"train": train}
     files |= {s: _resolve(train.parent, options[s], f"csv {s}") for s in ("valid", "test")}
-    readers = _file_readers(read, files, bad_rows, int(options["seed"]), options["fractions"])
+    readers, origins = _file_readers(read, files, bad_rows, int(options["seed"]), options["fractions"])
     record = {**options, **files}
-    return schema, tuple(p for p in files.values() if p is not None), record, readers
+    return schema, tuple(p for p in files.values() if p is not None), record, readers, origins
 
 
 _SYNTHETIC_FIELDS = tuple(f.name for f in fields(SyntheticConfig))
@@ -392,7 +404,8 @@ def _open_synthetic(path: Path | None, given: Mapping[str, Any], bad_rows: BadRo
         "test": reader(sizes["train"] + sizes["valid"], sizes["test"]),
     }
     readers = {name: r for name, r in readers.items() if sizes[name] > 0}
-    return synthetic_schema(config), (), options, readers
+    origins = {name: f"{sizes[name]:,} synthetic rows" for name in readers}
+    return synthetic_schema(config), (), options, readers, origins
 
 
 _OPENERS = {
@@ -438,5 +451,7 @@ def open_source(
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     bad_rows = bad_rows if bad_rows is not None else BadRows()
-    schema, files, record, readers = opener(Path(path) if path is not None else None, options, bad_rows)
-    return DataSource(name, schema, files, _json(record), readers, chunk_rows)
+    schema, files, record, readers, origins = opener(
+        Path(path) if path is not None else None, options, bad_rows
+    )
+    return DataSource(name, schema, files, _json(record), readers, chunk_rows, origins)

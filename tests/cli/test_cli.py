@@ -307,3 +307,22 @@ def test_more_sub_tables_than_slots_is_refused_before_encoding(tmp_path, monkeyp
     assert result.exit_code == 2
     assert "num_tables (3) exceeds the 2 (feature, chunk) slots" in text(result)
     assert not (tmp_path / "cache").exists()  # nothing was encoded
+
+
+def test_data_inspect_infers_a_csv_and_names_the_carved_share(tmp_path):
+    table = tmp_path / "clicks.csv"
+    table.write_text("label,user,price\n" + "".join(f"{i % 2},{i % 7},{i / 3}\n" for i in range(200)))
+    result = runner.invoke(app, ["data", "inspect", str(table)])
+    assert result.exit_code == 0, result.output
+    out = text(result)
+    assert "detected dataset: csv" in out and "numeric=['price']" in out
+    assert "train split: 80% of clicks.csv (rows carved by split seed 0)" in out
+
+
+@pytest.mark.real_data
+def test_data_inspect_detects_frappe(shared_data):
+    result = runner.invoke(
+        app, ["data", "inspect", str(shared_data / "frappe"), "--split", "test", "--top", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "frappe test split: frappe.test.libfm (28,860 rows)" in text(result)

@@ -1,0 +1,151 @@
+"""Which dataset a path holds, and the columns of a CSV or Parquet table, inferred for a first look.
+
+`detect_source` tells the registry name (`featmux.data.sources.SOURCES`) from the files' names and
+first lines: Frappe's `frappe.*.libfm`, MovieLens side tables, a Criteo or Avazu train file (by its
+header or field count), else a CSV / Parquet table. `infer_table_options` reads a sample of a table
+with polars and proposes its `csv` source options: the label (a column named like one, else the first
+column holding only 0/1), integer and text columns as categorical (integers with the INT encoding),
+float columns as numeric, and list columns (Parquet) as multivalent. Multivalent text cells ("a|b")
+are not guessed: declare them.
+
+Example:
+    >>> detect_source(Path("shared/data/frappe"))
+    'frappe'
+    >>> infer_table_options(Path("clicks.csv"))
+    {'label': 'click', 'categorical': ['user', 'ad'], 'numeric': ['price'], ...}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from featmux.data.readers.movielens import detect_movielens
+from featmux.data.readers.table import is_parquet
+from featmux.data.text import peek_line
+
+SAMPLE_ROWS = 10_000
+LABEL_NAMES = ("label", "click", "clicked", "is_click", "target", "y")
+_CRITEO_FIELDS = 40
+_TRAIN_NAMES = ("train.txt", "train.csv", "train.tsv", "train")
+_MOVIELENS_SIDE_TABLES = (("u.user", "u.item"), ("users.dat", "movies.dat"))
+
+
+def _kaggle_kind(path: Path) -> str | None:
+    """criteo or avazu from a train file's first line, else None."""
+    first = peek_line(path).strip()
+    header = [c.strip().lower() for c in first.split(",")]
+    if header[:2] == ["label", "i1"] or len(first.split("\t")) == _CRITEO_FIELDS:
+        return "criteo"
+    if "click" in header and "hour" in header:
+        return "avazu"
+    return None
+
+
+def _ratings_like(path: Path) -> bool:
+    """A MovieLens ratings line: user::movie::rating::time, or 4 tab-separated fields."""
+    first = peek_line(path)
+    return first.count("::") == 3 or first.count("\t") == 3
+
+
+def detect_source(path: str | Path) -> str:
+    """The registry name of the dataset at `path`.
+
+    Args:
+        path: a dataset directory or file.
+
+    Returns:
+        "frappe", "movielens", "criteo", "avazu" or "csv".
+
+    Raises:
+        FileNotFoundError: no such path.
+        ValueError: a directory whose layout is none of these (give the dataset name).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    if path.is_dir() and any(path.glob("frappe.*.libfm")):
+        return "frappe"
+    if path.is_dir():
+        if any(all((path / n).is_file() for n in names) for names in _MOVIELENS_SIDE_TABLES):
+            return "movielens"  # its ratings file may still be missing: opening it says which to give
+    elif not is_parquet(path) and _ratings_like(path):
+        try:
+            detect_movielens(path)  # a ratings file beside (or below) the side tables
+            return "movielens"
+        except FileNotFoundError:
+            pass
+    if path.is_file():
+        return "csv" if is_parquet(path) else (_kaggle_kind(path) or "csv")
+    train = next((path / n for n in _TRAIN_NAMES if (path / n).is_file()), None)
+    kind = _kaggle_kind(train) if train is not None else None
+    if kind is None:
+        raise ValueError(
+            f"cannot tell which dataset {path} holds: give --dataset (frappe, movielens, criteo, avazu, csv "
+            "with the table file)"
+        )
+    return kind
+
+
+def _sample(path: Path, separator: str) -> pl.DataFrame:
+    if is_parquet(path):
+        return pl.read_parquet(path, n_rows=SAMPLE_ROWS)
+    return pl.read_csv(path, separator=separator, n_rows=SAMPLE_ROWS, infer_schema_length=SAMPLE_ROWS)
+
+
+def _is_binary(column: pl.Series) -> bool:
+    if not (column.dtype.is_numeric() or column.dtype == pl.Boolean):
+        return False
+    values = column.drop_nulls().cast(pl.Float64)
+    return values.len() > 0 and bool(values.is_in([0.0, 1.0]).all())
+
+
+def infer_table_options(path: str | Path, separator: str = ",", label: str | None = None) -> dict[str, Any]:
+    """`csv` source options for a table, from the dtypes and values of its first `SAMPLE_ROWS` rows.
+
+    Args:
+        path: a CSV (with a header line) or Parquet file.
+        separator: the CSV field separator.
+        label: the label column, if known (else inferred).
+
+    Returns:
+        label, categorical, numeric, multivalent and encodings (INT for integer columns).
+
+    Raises:
+        ValueError: no column can be the label, or the named one is absent (naming the columns).
+    """
+    path = Path(path)
+    sample = _sample(path, separator)
+    columns = sample.columns
+    if label is None:
+        # a column named like a label is the label even with bad values (reading it reports them)
+        named = [c for c in columns if c.lower() in LABEL_NAMES]
+        binary = [c for c in columns if _is_binary(sample.get_column(c))]
+        label = (named or binary or [None])[0]
+    if label is None or label not in columns:
+        raise ValueError(
+            f"{path}: cannot infer the 0/1 label column among {columns}: give --dataset-option label=NAME"
+        )
+    categorical, numeric, multivalent, encodings = [], [], [], {}
+    for name, dtype in sample.schema.items():
+        if name == label:
+            continue
+        if isinstance(dtype, pl.List):
+            multivalent.append(name)
+            if dtype.inner.is_integer():
+                encodings[name] = "int"
+        elif dtype.is_float():
+            numeric.append(name)
+        else:
+            categorical.append(name)
+            if dtype.is_integer():
+                encodings[name] = "int"
+    return {
+        "label": label,
+        "categorical": categorical,
+        "numeric": numeric,
+        "multivalent": multivalent,
+        "encodings": encodings,
+    }
