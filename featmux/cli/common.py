@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any, NoReturn
@@ -26,8 +27,15 @@ def fail(message: str) -> NoReturn:
 
 
 def say(message: str) -> None:
-    """Print a progress or log line (dim, on stderr), as plain text (no rich markup)."""
-    console.print(message, style="dim", markup=False, highlight=False)
+    """Print a progress or log line (dim, on stderr), as plain text (no rich markup).
+
+    Progress bars on stderr (tqdm's) are cleared first and redrawn after, so the line never lands on
+    top of a bar in a terminal.
+    """
+    from tqdm import tqdm
+
+    with tqdm.external_write_mode(file=sys.stderr):
+        console.print(message, style="dim", markup=False, highlight=False)
 
 
 class LazyChoice:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
+from tqdm.auto import tqdm
 
 from featmux.data.cache import CACHE_FORMAT, EncodedDataset
 from featmux.data.encoded import encode_frame
@@ -68,6 +70,13 @@ def cache_key(source: Any, bad_rows: BadRowPolicy = BadRowPolicy.RAISE) -> str:
     return f"{source.name}-{digest}"
 
 
+def _counted(frames: Iterable[pl.DataFrame], bar: tqdm) -> Iterator[pl.DataFrame]:
+    """`frames`, advancing `bar` by each one's rows."""
+    for frame in frames:
+        bar.update(frame.height)
+        yield frame
+
+
 def prepare(
     dataset: str,
     path: str | Path | None,
@@ -75,6 +84,7 @@ def prepare(
     cache_root: str | Path | None = None,
     skip_bad_rows: bool = False,
     log: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> PreparedData:
     """Open `dataset`, encode each split once into the cache, and fit the vocabulary on train.
 
@@ -85,6 +95,7 @@ def prepare(
         cache_root: cache directory root (default `default_cache_root()`).
         skip_bad_rows: drop malformed rows and report their count instead of stopping at the first.
         log: receives progress messages.
+        progress: show a bar (rows encoded, on stderr) while a split is encoded.
     """
     from featmux.data.sources import open_source
 
@@ -109,13 +120,15 @@ def prepare(
             continue
         say(f"encoding {dataset} {name} split into {target}")
         before = bad.copy()  # the splits share one counter: report each split's own skips, once
-        frames = (encode_frame(frame, source.schema) for frame in source.split(name))
+        bar = tqdm(desc=f"encoding {name}", unit=" rows", unit_scale=True, disable=not progress, leave=False)
+        frames = (encode_frame(frame, source.schema) for frame in _counted(source.split(name), bar))
         splits[name] = EncodedDataset.write(
             target,
             source.schema,
             frames,
             info=lambda before=before: {"bad_rows": bad.since(before).summary()},
         )
+        bar.close()
         skipped = bad.since(before)
         if skipped.skipped:
             say(f"{name} split: {skipped.summary()}")

@@ -91,7 +91,13 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
     config.check_schema(source.schema)
     t0 = time.perf_counter()
     data = prepare(
-        config.dataset, config.data, config.dataset_options, config.cache_dir, config.skip_bad_rows, say
+        config.dataset,
+        config.data,
+        config.dataset_options,
+        config.cache_dir,
+        config.skip_bad_rows,
+        say,
+        progress=config.progress,
     )
     prepare_seconds = time.perf_counter() - t0
     model = build_experiment_model(config, data)
