@@ -110,7 +110,7 @@ def collisions(
         cfg = ExperimentConfig.from_yaml(config, **overrides) if config else ExperimentConfig(**overrides)
     except (ValidationError, ValueError, OSError) as err:
         fail(f"invalid configuration:\n{err}")
-    prepared = _prepare(cfg.dataset, cfg.data, cfg.dataset_options, cfg.cache_dir)
+    prepared = _prepare(cfg.dataset, cfg.data, cfg.source_options(), cfg.cache_dir)
     if checkpoint is not None:
         from featmux.training.checkpoint import load_model
 

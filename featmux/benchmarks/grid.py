@@ -1,11 +1,14 @@
 """Benchmark grids: a small YAML file -> validated cells, one `ExperimentConfig` each.
 
-A grid is datasets x models x embedding methods x budgets x seeds. Settings are layered: the grid's
-`settings` apply to every cell, a dataset's `settings` override them, a method's `settings` override
-those. The keys a grid varies (dataset, data, dataset_options, model, model_options, embedding, budget,
-seed) come from the grid itself and may not appear in any `settings`. The collisionless method has a
-fixed size, so it gets one cell per (dataset, model, seed), labelled budget "1"; hashing and unified
-get one cell per budget, where budget "1" means the collisionless parameter count.
+A grid is datasets x models x embedding methods x budgets x seeds (x split seeds, optionally: the
+seeds of the train/valid/test split carved from one file, as `ExperimentConfig.split_seed`; without
+`split_seeds` every cell uses the source's split, as before, and keeps its key). Settings are layered:
+the grid's `settings` apply to every cell, a dataset's `settings` override them, a method's `settings`
+override those. The keys a grid varies (dataset, data, dataset_options, model, model_options, embedding,
+budget, seed, split_seed) come from the grid itself and may not appear in any `settings`. The
+collisionless method has a fixed size, so it gets one cell per (dataset, model, seed), labelled budget
+"1"; hashing and unified get one cell per budget, where budget "1" means the collisionless parameter
+count.
 
 Data paths are relative to the repository root (the nearest directory above the YAML file that holds a
 pyproject.toml), e.g. `../shared/data/frappe`.
@@ -51,7 +54,17 @@ if TYPE_CHECKING:
     from featmux.training.experiment import ExperimentConfig
 
 GRID_KEYS = frozenset(
-    {"dataset", "data", "dataset_options", "model", "model_options", "embedding", "budget", "seed"}
+    {
+        "dataset",
+        "data",
+        "dataset_options",
+        "model",
+        "model_options",
+        "embedding",
+        "budget",
+        "seed",
+        "split_seed",
+    }
 )
 """ExperimentConfig fields set by the grid, never by `settings`."""
 
@@ -170,6 +183,8 @@ class BenchmarkGrid(BaseModel):
         methods: method label -> entry; a list of method names is short for {name: {}}.
         budgets: budgets of hashing / unified (`1`, `1/16`, `rows:N`, `params:N`).
         seeds: seeds; every cell is run once per seed.
+        split_seeds: split seeds (None: the source's own split); every cell is run once per seed and
+            split seed.
         settings: ExperimentConfig keys shared by every cell.
 
     Example:
@@ -186,6 +201,7 @@ class BenchmarkGrid(BaseModel):
     methods: dict[str, MethodEntry] = Field(min_length=1)
     budgets: list[str]
     seeds: list[int] = Field(min_length=1)
+    split_seeds: list[int] | None = Field(None, min_length=1)
     settings: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("methods", mode="before")
@@ -210,6 +226,8 @@ class BenchmarkGrid(BaseModel):
     def _references(self) -> BenchmarkGrid:
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"duplicate seeds in {self.seeds}")
+        if self.split_seeds is not None and len(set(self.split_seeds)) != len(self.split_seeds):
+            raise ValueError(f"duplicate split seeds in {self.split_seeds}")
         for label, method in self.methods.items():
             _check_label("method", label)
             if method.embedding is None:
@@ -244,8 +262,8 @@ class BenchmarkGrid(BaseModel):
     def cells(self) -> list[Cell]:
         """Every cell of the grid, each validated as an ExperimentConfig (errors name the cell).
 
-        Order: dataset, model, seed, method, budget (largest budget first), so an interrupted run has
-        complete seeds rather than one method at every seed.
+        Order: dataset, model, seed, split seed, method, budget (largest budget first), so an interrupted
+        run has complete seeds rather than one method at every seed.
         """
         cells: list[Cell] = []
         errors: list[str] = []
@@ -254,7 +272,7 @@ class BenchmarkGrid(BaseModel):
             budgets = sorted(budgets, key=_budget_order)
             methods = ds.methods if ds.methods is not None else list(self.methods)
             for model, model_options in ds.models.items():
-                for seed in self.seeds:
+                for seed, split in [(s, k) for s in self.seeds for k in self.split_seeds or [None]]:
                     for m_label in methods:
                         method = self.method(m_label)
                         method_budgets = ["1"] if method is EmbeddingMethod.COLLISIONLESS else budgets
@@ -272,7 +290,9 @@ class BenchmarkGrid(BaseModel):
                                 "budget": None if method is EmbeddingMethod.COLLISIONLESS else budget,
                                 "seed": seed,
                             }
-                            cell = Cell(ds_label, model, m_label, budget, seed, spec)
+                            if split is not None:  # absent otherwise: old cells keep their fingerprints
+                                spec["split_seed"] = split
+                            cell = Cell(ds_label, model, m_label, budget, seed, spec, split)
                             try:
                                 cell.experiment_config()
                                 _check_model_options(model, model_options)
@@ -322,6 +342,7 @@ class Cell:
         budget: the budget as written ("1" for collisionless).
         seed: the seed.
         spec: the ExperimentConfig keys as written (data path relative to the repository root).
+        split_seed: the split seed (None: the source's own split, as in grids without `split_seeds`).
     """
 
     dataset: str
@@ -330,17 +351,19 @@ class Cell:
     budget: str
     seed: int
     spec: Mapping[str, Any] = field(repr=False)
+    split_seed: int | None = None
 
     @property
     def key(self) -> str:
-        """`dataset/model/method/budget/seedN`."""
-        return f"{self.dataset}/{self.model}/{self.method}/{self.budget}/seed{self.seed}"
+        """`dataset/model/method/budget/seedN` (then `/splitK` with a split seed)."""
+        return cell_key(self.dataset, self.model, self.method, self.budget, self.seed, self.split_seed)
 
     @property
     def filename(self) -> str:
         """The cell's result file name (safe on any file system)."""
         parts = (self.dataset, self.model, self.method, _slug(self.budget), f"seed{self.seed}")
-        return "__".join(parts) + ".json"
+        split = () if self.split_seed is None else (f"split{self.split_seed}",)
+        return "__".join((*parts, *split)) + ".json"
 
     @property
     def fingerprint(self) -> str:
@@ -357,7 +380,7 @@ class Cell:
             "method": self.method,
             "budget": self.budget,
             "seed": self.seed,
-        }
+        } | ({} if self.split_seed is None else {"split_seed": self.split_seed})
 
     def experiment_config(
         self, root: str | Path | None = None, overrides: Mapping[str, Any] | None = None
@@ -372,6 +395,14 @@ class Cell:
                 values[key] = path if path.is_absolute() else Path(root) / path
         values.update(overrides or {})
         return ExperimentConfig(**values)
+
+
+def cell_key(
+    dataset: str, model: str, method: str, budget: str, seed: int, split_seed: int | None = None
+) -> str:
+    """A cell's key: `dataset/model/method/budget/seedN`, then `/splitK` with a split seed."""
+    key = f"{dataset}/{model}/{method}/{budget}/seed{seed}"
+    return key if split_seed is None else f"{key}/split{split_seed}"
 
 
 def repo_root(path: str | Path) -> Path:

@@ -2,7 +2,10 @@
 
 One row per dataset x model x method x budget, with mean ± std over seeds (std is the sample standard
 deviation, ddof = 1; undefined for a single seed) of test AUC and logloss, train time and samples/s,
-next to the embedding parameters and bytes. The claim check compares, per dataset and model, Unified
+next to the embedding parameters and bytes. The report says which variance the ± is: over
+initialization seeds on one data split, over split seeds, or both (`variance_source`), and marks the
+cells that stopped at their epoch (or step) cap instead of by early stopping (column `at cap`): their
+numbers may still have been improving. The claim check compares, per dataset and model, Unified
 Embedding with per-feature hashing at each budget: the gap in mean test AUC, whether it exceeds the
 pooled seed std sqrt((s_u^2 + s_h^2) / 2), and whether it widens as the budget shrinks (the paper's
 claim, Coleman et al. 2023, Table 1).
@@ -37,6 +40,8 @@ class CellRecord:
     Args:
         dataset, model, method, budget, seed: the cell's labels (`bench` section, else the result's own).
         embedding: the embedding method behind the method label.
+        split_seed: the seed of its carved data split (None: not recorded, or fixed splits).
+        at_cap: it stopped at its epoch or step cap, not by early stopping (None: unknown).
         test_auc, test_logloss: test metrics (None without a test split).
         embedding_params, embedding_bytes: size of the embedding layer.
         train_seconds, samples_per_second: training speed.
@@ -60,6 +65,8 @@ class CellRecord:
     peak_rss_bytes: int | None
     device: str = "cpu"
     source: str = ""
+    split_seed: int | None = None
+    at_cap: bool | None = None
 
     @classmethod
     def from_result(cls, result: dict[str, Any], source: str = "") -> CellRecord:
@@ -68,6 +75,7 @@ class CellRecord:
         embedding = str(result["embedding"])
         budget = bench.get("budget", "1" if embedding == "collisionless" else result.get("budget", "1"))
         peak = result.get("peak_rss_bytes")
+        split = bench.get("split_seed", result.get("split_seed"))
         return cls(
             dataset=str(bench.get("dataset", result["dataset"])),
             model=str(bench.get("model", result["model"])),
@@ -84,7 +92,25 @@ class CellRecord:
             peak_rss_bytes=int(peak) if peak is not None else None,
             device=_device(result),
             source=source,
+            split_seed=None if split is None else int(split),
+            at_cap=stopped_at_cap(result),
         )
+
+
+def stopped_at_cap(result: dict[str, Any]) -> bool | None:
+    """Whether a run ended at its epoch or step cap rather than by early stopping (None: unknown).
+
+    Early stopping ended it when its last `patience` evaluations came after the best one.
+    """
+    config = result.get("config") or {}
+    cap, max_steps, patience = config.get("epochs"), config.get("max_steps"), config.get("patience")
+    epochs, steps, best = result.get("epochs"), result.get("steps"), result.get("best_step")
+    if cap is None or epochs is None or patience is None or best is None:
+        return None
+    after_best = sum(1 for h in result.get("history", []) if h.get("step", -1) > best and "valid_auc" in h)
+    if after_best >= int(patience):
+        return False
+    return float(epochs) >= float(cap) - 1e-9 or (max_steps is not None and int(steps or 0) >= int(max_steps))
 
 
 def _device(result: dict[str, Any]) -> str:
@@ -110,7 +136,7 @@ def load_results(path: str | Path) -> list[CellRecord]:
     folder = path / CELLS if (path / CELLS).is_dir() else path
     files = sorted(folder.glob("*.json") if folder.name == CELLS else folder.rglob("*.json"))
     records: list[CellRecord] = []
-    seen: dict[tuple[str, str, str, str, int], str] = {}
+    seen: dict[tuple[str, str, str, str, int, int | None], str] = {}
     for file in files:
         if file.name == "manifest.json" or file.parent.name in ("failed",):
             continue
@@ -118,9 +144,9 @@ def load_results(path: str | Path) -> list[CellRecord]:
             record = CellRecord.from_result(json.loads(file.read_text()), str(file))
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{file}: not a featmux result ({type(err).__name__}: {err})") from err
-        key = (record.dataset, record.model, record.method, record.budget, record.seed)
+        key = (record.dataset, record.model, record.method, record.budget, record.seed, record.split_seed)
         if key in seen:
-            raise ValueError(f"{file} and {seen[key]} are both results of {'/'.join(map(str, key))}")
+            raise ValueError(f"{file} and {seen[key]} are both results of {record_key(record)}")
         seen[key] = str(file)
         records.append(record)
     return records
@@ -164,6 +190,8 @@ class ReportRow:
         test_auc, test_logloss, train_seconds, samples_per_second: mean ± std over seeds.
         peak_rss_bytes: the largest peak RSS of its cells (None if not measured).
         devices: where its cells trained, each device once, e.g. ("cpu", "H200").
+        split_seeds: the split seeds found (None for cells that recorded none), each once.
+        at_cap: how many of its cells stopped at their epoch or step cap.
     """
 
     dataset: str
@@ -180,6 +208,8 @@ class ReportRow:
     samples_per_second: Stat
     peak_rss_bytes: int | None
     devices: tuple[str, ...] = ("cpu",)
+    split_seeds: tuple[int | None, ...] = (None,)
+    at_cap: int = 0
 
     @property
     def group(self) -> tuple[str, str]:
@@ -197,7 +227,7 @@ def aggregate(records: Sequence[CellRecord]) -> list[ReportRow]:
         groups[(r.dataset, r.model, r.method, r.budget)].append(r)
     rows = []
     for (dataset, model, method, budget), rs in groups.items():
-        rs = sorted(rs, key=lambda r: r.seed)
+        rs = sorted(rs, key=lambda r: (r.seed, -1 if r.split_seed is None else r.split_seed))
         peaks = [r.peak_rss_bytes for r in rs if r.peak_rss_bytes is not None]
         rows.append(
             ReportRow(
@@ -215,9 +245,45 @@ def aggregate(records: Sequence[CellRecord]) -> list[ReportRow]:
                 samples_per_second=Stat.of(r.samples_per_second for r in rs),
                 peak_rss_bytes=max(peaks) if peaks else None,
                 devices=tuple(sorted({r.device for r in rs})),
+                split_seeds=tuple(sorted({r.split_seed for r in rs}, key=lambda k: -1 if k is None else k)),
+                at_cap=sum(1 for r in rs if r.at_cap),
             )
         )
     return sorted(rows, key=lambda r: (r.dataset, r.model, _method_rank(r.method), -r.embedding_params))
+
+
+def record_key(record: CellRecord) -> str:
+    """The key of the grid cell a record is the result of (`featmux.benchmarks.grid.cell_key`)."""
+    from featmux.benchmarks.grid import cell_key
+
+    r = record
+    return cell_key(r.dataset, r.model, r.method, r.budget, r.seed, r.split_seed)
+
+
+def variance_source(records: Sequence[CellRecord]) -> str:
+    """What the ± of a report is: which seeds vary among the cells of a row.
+
+    Returns:
+        A sentence: std over initialization seeds on one data split, over split seeds, or over both.
+    """
+    groups: dict[tuple[str, str, str, str], list[CellRecord]] = defaultdict(list)
+    for r in records:
+        groups[(r.dataset, r.model, r.method, r.budget)].append(r)
+    inits = any(len({r.seed for r in rs}) > 1 for rs in groups.values())
+    splits = any(len({r.split_seed for r in rs}) > 1 for rs in groups.values())
+    if inits and splits:
+        return (
+            "± is the sample std (ddof = 1) over initialization seeds and data-split seeds together "
+            "(column `seeds` counts the cells)."
+        )
+    if splits:
+        return "± is the sample std (ddof = 1) over data-split seeds, one initialization seed each."
+    fixed = sorted({r.split_seed for r in records}, key=lambda k: -1 if k is None else k)
+    which = "the source's default split (split seed 0)" if fixed == [None] else f"split seed(s) {fixed}"
+    return (
+        "± is the sample std (ddof = 1) over initialization seeds (model init and batch order) on one "
+        f"data split per row, {which}: it leaves out the variance between splits."
+    )
 
 
 @dataclass(frozen=True)
@@ -340,13 +406,13 @@ def _speed(stat: Stat) -> str:
 def markdown_table(rows: Sequence[ReportRow]) -> str:
     """The results table (one row per dataset x model x method x budget)."""
     head = (
-        "| dataset | model | method | budget | emb. params | emb. bytes | seeds | test AUC | test logloss "
-        "| train s | samples/s | peak RSS | device |\n"
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        "| dataset | model | method | budget | emb. params | emb. bytes | seeds | at cap | test AUC "
+        "| test logloss | train s | samples/s | peak RSS | device |\n"
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     lines = [
         f"| {r.dataset} | {r.model} | {r.method} | {r.budget} | {_int(r.embedding_params)} "
-        f"| {_bytes(r.embedding_bytes)} | {len(r.seeds)} | {r.test_auc.format(4)} "
+        f"| {_bytes(r.embedding_bytes)} | {len(r.seeds)} | {r.at_cap or ''} | {r.test_auc.format(4)} "
         f"| {r.test_logloss.format(4)} "
         f"| {r.train_seconds.format(1)} | {_speed(r.samples_per_second)} | {_bytes(r.peak_rss_bytes)} "
         f"| {', '.join(r.devices)} |"
@@ -383,15 +449,22 @@ def markdown_report(
     title: str = "Benchmark report",
     notes: Sequence[str] = (),
     plots: Sequence[str] = (),
+    variance: str = "± is the sample std (ddof = 1) over seeds.",
 ) -> str:
-    """The whole report as Markdown."""
+    """The whole report as Markdown (`variance`: what the ± is, from `variance_source`)."""
     parts = [f"# {title}\n\n"]
     parts += [f"{n}\n\n" for n in notes]
     parts.append(
-        "Mean ± sample std (ddof = 1) over seeds. Embedding parameters and bytes from the layers' "
+        f"Mean ± std. {variance} Embedding parameters and bytes from the layers' "
         "`num_parameters()` / `memory_bytes()`; kB, MB, GB are 10^3, 10^6, 10^9 bytes.\n\n## Results\n\n"
     )
     parts.append(markdown_table(rows))
+    capped = sum(r.at_cap for r in rows)
+    if capped:
+        parts.append(
+            f"\n`at cap`: {capped} of {sum(len(r.seeds) for r in rows)} cells stopped at their epoch (or "
+            "step) cap, not by early stopping: their numbers may still have been improving.\n"
+        )
     if len({d for r in rows for d in r.devices}) > 1:
         parts.append(
             "\nCells trained on different devices (column `device`): AUC and logloss compare across "
@@ -416,6 +489,7 @@ CSV_COLUMNS = (
     "dataset", "model", "method", "embedding", "budget", "seeds", "embedding_params", "embedding_bytes",
     "test_auc_mean", "test_auc_std", "test_logloss_mean", "test_logloss_std", "train_seconds_mean",
     "train_seconds_std", "samples_per_second_mean", "samples_per_second_std", "peak_rss_bytes", "devices",
+    "split_seeds", "at_cap",
 )  # fmt: skip
 
 
@@ -436,7 +510,8 @@ def csv_text(rows: Sequence[ReportRow]) -> str:
                 v(r.test_auc.mean), v(r.test_auc.std), v(r.test_logloss.mean), v(r.test_logloss.std),
                 v(r.train_seconds.mean), v(r.train_seconds.std),
                 v(r.samples_per_second.mean), v(r.samples_per_second.std), v(r.peak_rss_bytes),
-                " ".join(r.devices),
+                " ".join(r.devices), " ".join("default" if k is None else str(k) for k in r.split_seeds),
+                r.at_cap,
             ]
         )  # fmt: skip
     return buffer.getvalue()
@@ -485,7 +560,7 @@ def write_report(
     if manifest.is_file():
         info = json.loads(manifest.read_text())
         expected = {c["key"] for c in info.get("cells", [])}
-        found = {f"{r.dataset}/{r.model}/{r.method}/{r.budget}/seed{r.seed}" for r in records}
+        found = {record_key(r) for r in records}
         missing = sorted(expected - found)
         title = f"Benchmark report: {info.get('name', results_dir.name)}"
         notes.append(f"The grid has {len(expected)} cells; {len(missing)} have no result yet.")
@@ -497,7 +572,7 @@ def write_report(
             )
     else:
         title = f"Benchmark report: {results_dir.name}"
-    text = markdown_report(rows, checks, title, notes, [p.name for p in pngs])
+    text = markdown_report(rows, checks, title, notes, [p.name for p in pngs], variance_source(records))
     md, table = out / "report.md", out / "results.csv"
     md.write_text(text)
     table.write_text(csv_text(rows))

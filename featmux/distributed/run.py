@@ -118,7 +118,7 @@ def run_distributed_training(
 
     def load() -> Any:
         return prepare(
-            config.dataset, config.data, config.dataset_options, config.cache_dir, config.skip_bad_rows, say
+            config.dataset, config.data, config.source_options(), config.cache_dir, config.skip_bad_rows, say
         )
 
     data = load() if env.is_main else None

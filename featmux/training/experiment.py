@@ -16,10 +16,10 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from featmux.data.prepare import PreparedData, prepare
 from featmux.embeddings import (
@@ -50,6 +50,34 @@ class ExperimentConfig(RunConfig):
     cache_dir: Path | None = None
     progress: bool = True
     resume: bool = True  # continue from checkpoint_dir/last.pt if there is one; False starts over
+    # seed of the train/valid/test split carved from one file (MovieLens, a lone CSV), apart from `seed`
+    # (initialization and batch order); None: the source's `seed` option, default 0 (the old behaviour)
+    split_seed: int | None = None
+
+    @model_validator(mode="after")
+    def _split_seed(self) -> Self:
+        if self.split_seed is None:
+            return self
+        if self.dataset == "synthetic":
+            raise ValueError("split_seed: synthetic data has fixed disjoint splits (no split to seed)")
+        given = self.dataset_options.get("seed")
+        if given is not None and given != self.split_seed:
+            raise ValueError(
+                f"split_seed {self.split_seed} and dataset_options seed {given} disagree: give one of them"
+            )
+        return self
+
+    def source_options(self) -> dict[str, Any]:
+        """`dataset_options` with the split seed (if set) as the source's `seed` option."""
+        if self.split_seed is None:
+            return dict(self.dataset_options)
+        return {**self.dataset_options, "seed": self.split_seed}
+
+    def effective_split_seed(self) -> int | None:
+        """The seed the carved splits use (None for synthetic data, whose splits are fixed)."""
+        if self.dataset == "synthetic":
+            return None
+        return int(self.source_options().get("seed", 0))
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
@@ -87,13 +115,13 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
     # names in the options must exist before anything is encoded (opening a source reads no rows, but
     # MovieLens side tables, whose bad lines follow --skip-bad-rows too)
     bad_rows = BadRows.skipping(config.skip_bad_rows)
-    source = open_source(config.dataset, config.data, bad_rows=bad_rows, **config.dataset_options)
+    source = open_source(config.dataset, config.data, bad_rows=bad_rows, **config.source_options())
     config.check_schema(source.schema)
     t0 = time.perf_counter()
     data = prepare(
         config.dataset,
         config.data,
-        config.dataset_options,
+        config.source_options(),
         config.cache_dir,
         config.skip_bad_rows,
         say,
@@ -167,6 +195,7 @@ def experiment_result(
     best = fit.best_valid
     return {
         **run_identity(config),
+        "split_seed": config.effective_split_seed() if isinstance(config, ExperimentConfig) else None,
         "test_auc": test.auc if test else None,
         "test_logloss": test.logloss if test else None,
         "valid_auc": best.auc if best else None,

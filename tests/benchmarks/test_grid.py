@@ -113,3 +113,34 @@ def test_yaml_must_be_a_mapping(tmp_path):
     path.write_text(yaml.safe_dump(["a", "b"]))
     with pytest.raises(ValueError, match="expected a mapping"):
         BenchmarkGrid.from_yaml(path)
+
+
+def test_split_seeds_are_a_grid_axis(grid_dict, tmp_path):
+    table = tmp_path / "clicks.csv"
+    table.write_text("label,user\n" + "".join(f"{i % 2},{i % 7}\n" for i in range(50)))
+    grid_dict["datasets"] = {
+        "csv": {
+            "dataset": "csv",
+            "data": str(table),
+            "dataset_options": {"label": "label", "categorical": ["user"]},
+            "models": {"lr": {}},
+        }
+    }
+    plain = BenchmarkGrid(**grid_dict).cells()
+    assert "split_seed" not in plain[0].spec and plain[0].key == "csv/lr/collisionless/1/seed0"
+    grid_dict["split_seeds"] = [0, 5]
+    cells = BenchmarkGrid(**grid_dict).cells()
+    assert len(cells) == 2 * len(plain)
+    assert [c.key for c in cells[:2]] == [
+        "csv/lr/collisionless/1/seed0/split0",
+        "csv/lr/hashing/1/seed0/split0",
+    ]
+    assert cells[0].filename == "csv__lr__collisionless__1__seed0__split0.json"
+    five = next(c for c in cells if c.split_seed == 5)
+    config = five.experiment_config()
+    assert config.split_seed == 5 and config.source_options()["seed"] == 5
+    assert five.labels()["split_seed"] == 5
+    # a grid without split seeds keeps its cells' fingerprints (committed results stay current)
+    assert plain[0].fingerprint != cells[0].fingerprint
+    grid_dict.pop("split_seeds")
+    assert BenchmarkGrid(**grid_dict).cells()[0].fingerprint == plain[0].fingerprint

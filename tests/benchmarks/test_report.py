@@ -131,7 +131,7 @@ def test_claim_check_that_fails():
 def test_markdown_and_csv(results_dir):
     rows = aggregate(load_results(results_dir))
     table = markdown_table(rows)
-    assert "| d | dcnv2 | hashing | 1/4 | 250 | 1.0 kB | 3 | 0.7200 ± 0.0200 | 0.2800 ± 0.0200 |" in table
+    assert "| d | dcnv2 | hashing | 1/4 | 250 | 1.0 kB | 3 |  | 0.7200 ± 0.0200 | 0.2800 ± 0.0200 |" in table
     assert table.count("\n") == 2 + len(rows)
     parsed = list(csv.DictReader(io.StringIO(csv_text(rows))))
     assert len(parsed) == 5
@@ -164,7 +164,7 @@ def test_plain_experiment_results_and_duplicates(tmp_path):
     (rec_a, rec_b) = load_results(tmp_path)
     assert (rec_a.dataset, rec_a.method, rec_a.budget, rec_b.seed) == ("synthetic", "unified", "1/4", 1)
     (tmp_path / "c.json").write_text(json.dumps(result("unified", "1/4", 1, bench=False)))
-    with pytest.raises(ValueError, match="are both results of synthetic/dcnv2/unified/1/4/1"):
+    with pytest.raises(ValueError, match="are both results of synthetic/dcnv2/unified/1/4/seed1"):
         load_results(tmp_path)
     (tmp_path / "c.json").write_text(json.dumps({"hello": 1}))
     with pytest.raises(ValueError, match="not a featmux result"):
@@ -187,3 +187,61 @@ def test_device_of_each_cell_is_reported():
     assert rows["unified"].devices == ("H100", "cpu") and rows["hashing"].devices == ("cpu",)
     assert markdown_table(list(rows.values())).splitlines()[2].endswith("| cpu |")
     assert next(csv.DictReader(io.StringIO(csv_text(list(rows.values())))))["devices"] == "cpu"
+
+
+def _trained(epochs: float, cap: int, best_step: int, eval_steps: list[int], patience: int = 2) -> dict:
+    return {
+        "epochs": epochs,
+        "steps": eval_steps[-1],
+        "best_step": best_step,
+        "history": [{"step": k, "valid_auc": 0.5} for k in eval_steps],
+        "config": {"epochs": cap, "patience": patience, "max_steps": None},
+    }
+
+
+def test_cells_stopped_at_their_epoch_cap_are_marked(tmp_path):
+    from featmux.benchmarks.report import stopped_at_cap
+
+    assert stopped_at_cap(_trained(20.0, 20, best_step=20, eval_steps=[10, 20])) is True  # still improving
+    assert stopped_at_cap(_trained(20.0, 20, best_step=10, eval_steps=[10, 15, 20])) is False  # patience hit
+    assert stopped_at_cap(_trained(12.0, 20, best_step=8, eval_steps=[8, 10, 12])) is False
+    assert stopped_at_cap(_trained(20.0, 20, best_step=15, eval_steps=[10, 15, 20])) is True  # 1 < patience
+    assert stopped_at_cap({"epochs": 3}) is None  # no config: unknown
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    for seed, epochs in enumerate((20.0, 20.0, 12.0)):
+        best = 20 if epochs == 20.0 else 8
+        steps = [10, 20] if epochs == 20.0 else [8, 10, 12]
+        (cells / f"{seed}.json").write_text(
+            json.dumps({**result("hashing", "1/4", seed), **_trained(epochs, 20, best, steps)})
+        )
+    files = write_report(tmp_path, plots=False)
+    text = files.markdown.read_text()
+    assert "| 1/4 | 250 | 1.0 kB | 3 | 2 | 0.7200 ± 0.0200 |" in text
+    assert "2 of 3 cells stopped at their epoch (or step) cap" in text
+    assert next(csv.DictReader(io.StringIO(files.csv.read_text())))["at_cap"] == "2"
+
+
+def test_report_says_which_variance_the_std_is(tmp_path):
+    from featmux.benchmarks.report import variance_source
+
+    def records(pairs):
+        return [
+            CellRecord.from_result({**result("unified", "1/4", seed), "split_seed": split})
+            for seed, split in pairs
+        ]
+
+    assert "over initialization seeds" in variance_source(records([(0, None), (1, None), (2, None)]))
+    assert "split seed 0" in variance_source(records([(0, None), (1, None)]))
+    assert "split seed(s) [3]" in variance_source(records([(0, 3), (1, 3)]))
+    assert "over data-split seeds" in variance_source(records([(0, 1), (0, 2)]))
+    both = variance_source(records([(0, 1), (1, 2), (2, 3)]))
+    assert "initialization seeds and data-split seeds together" in both
+    # two results of one cell that differ only by split seed are not duplicates
+    for i, split in enumerate((1, 2)):
+        cell = {
+            **result("unified", "1/4", 0),
+            "bench": {**result("unified", "1/4", 0)["bench"], "split_seed": split},
+        }
+        (tmp_path / f"{i}.json").write_text(json.dumps(cell))
+    assert sorted(r.split_seed for r in load_results(tmp_path)) == [1, 2]
