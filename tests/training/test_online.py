@@ -287,3 +287,10 @@ def test_criteo_file_cut_into_day_like_blocks(shared_data):
     assert [p.rows for p in result.partitions] == [2_400] * 3
     assert 0 < result.partitions[1].unseen_share < 1  # real ids: a long tail of new values
     assert result.partitions[2].auc > 0.6
+
+
+def test_partition_ending_in_a_one_row_batch_trains_batchnorm_models():
+    # 4,001-row partitions in batches of 500: each ends in one row, which BatchNorm cannot train on
+    options = {"cross_layers": 1, "hidden": [16], "batch_norm": True}
+    result = run_online(config(partition_rows=4_001, partitions=2, batch_size=500, model_options=options))
+    assert len(result.partitions) == 2

@@ -32,7 +32,7 @@ from featmux.training.metrics import Metrics, binary_metrics
 from featmux.training.online.config import OnlineConfig
 from featmux.training.online.results import OnlineResult, PartitionResult, write_json
 from featmux.training.online.stream import StreamPartition, iter_partitions
-from featmux.training.trainer import RESUMABLE_KEYS, Trainer
+from featmux.training.trainer import RESUMABLE_KEYS, Trainer, epoch_batches
 
 RESULTS_FILE = "progressive.json"
 """Written to the checkpoint directory after every partition: the results so far."""
@@ -246,7 +246,7 @@ def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -
                 f"partition {part.index} ({part.name}): {n:,} rows, progressive AUC {metrics.auc:.5f} "
                 f"logloss {metrics.logloss:.5f}, {unseen:.1%} of values unseen in the frozen vocabulary"
             )
-        batches = -(-n // batch_size)
+        batches = epoch_batches(n, batch_size)  # a last batch of one row is dropped (BatchNorm)
         every = config.checkpoint_every_steps
         for k in range(progress.pass_, config.passes):
             order = (
