@@ -13,7 +13,7 @@ The public API in a few names:
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 # Names are imported on first use (PEP 562): `import featmux` (and every `featmux` command, `--help`
 # included) stays fast, without loading torch until something needs it.
@@ -48,36 +48,6 @@ _EXPORTS = {
     "featmux.training.trainer": ("Trainer", "evaluate"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-
-if TYPE_CHECKING:
-    from featmux.embeddings import (
-        Budget,
-        CollisionlessEmbedding,
-        EmbeddingMethod,
-        EmbeddingSpec,
-        FeatureEmbedding,
-        HashingEmbedding,
-        UnifiedEmbedding,
-        UnifiedEmbeddingConfig,
-        Vocabulary,
-        build_embedding,
-        embedding_from_config,
-    )
-    from featmux.features import (
-        CategoricalFeature,
-        NumericFeature,
-        NumericTransform,
-        Pooling,
-        Schema,
-        ValueEncoding,
-    )
-    from featmux.models import CTRModel, build_model
-    from featmux.sparse import Bag, SparseFeatures
-    from featmux.training.checkpoint import load_model, save_model
-    from featmux.training.config import OptimizerKind, TrainConfig
-    from featmux.training.experiment import ExperimentConfig, run_experiment
-    from featmux.training.online import OnlineConfig, run_online
-    from featmux.training.trainer import Trainer, evaluate
 
 
 def __getattr__(name: str) -> Any:

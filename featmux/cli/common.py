@@ -76,6 +76,17 @@ class LazyChoice:
         raise typer.BadParameter(f"{value!r} is not one of {', '.join(str(m.value) for m in enum)}")
 
 
+def choice_option(target: str, help: str, metavar: str) -> Any:
+    """A typer option taking one value of the Enum `target` ("module:Name"), in any case (`LazyChoice`).
+
+    Args:
+        target: "module:EnumName".
+        help: the option's help.
+        metavar: its placeholder in the help, e.g. "METHOD".
+    """
+    return typer.Option(help=help, metavar=metavar, parser=LazyChoice(target))
+
+
 def parse_mapping(values: list[str] | None, what: str) -> dict[str, Any]:
     """`key=value` options as a dict; values are JSON when they parse as JSON, else strings."""
     out: dict[str, Any] = {}

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from featmux.cli.common import LazyChoice, config_overrides, fail, parse_mapping, say, validation_message
+from featmux.cli.common import choice_option, config_overrides, fail, parse_mapping, say, validation_message
 
 # sub-command groups imported only when they run: `featmux --help` loads neither torch nor scikit-learn
 _LAZY_GROUPS = {
@@ -87,10 +87,10 @@ def train(
     ] = None,
     embedding: Annotated[
         Any,
-        typer.Option(
-            help="Embedding method: collisionless, hashing, unified, ... (any case).",
-            metavar="METHOD",
-            parser=LazyChoice("featmux.embeddings:EmbeddingMethod"),
+        choice_option(
+            "featmux.embeddings:EmbeddingMethod",
+            "Embedding method: collisionless, hashing, unified, ... (any case).",
+            "METHOD",
         ),
     ] = None,
     budget: Annotated[str | None, typer.Option(help="1/16, 0.25, rows:N or params:N.")] = None,
@@ -109,11 +109,7 @@ def train(
     embedding_l2: Annotated[float | None, typer.Option(help="L2 on embedding rows.")] = None,
     optimizer: Annotated[
         Any,
-        typer.Option(
-            help="adam, sparse_adam or row_adam.",
-            metavar="OPTIMIZER",
-            parser=LazyChoice("featmux.training.config:OptimizerKind"),
-        ),
+        choice_option("featmux.training.config:OptimizerKind", "adam, sparse_adam or row_adam.", "OPTIMIZER"),
     ] = None,
     max_steps: Annotated[int | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,
@@ -165,10 +161,10 @@ def train(
     checkpoint_every_steps: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
     on_nonfinite: Annotated[
         Any,
-        typer.Option(
-            help="A NaN/Inf loss stops the run, or skips its batch.",
-            metavar="stop|skip",
-            parser=LazyChoice("featmux.training.config:NonFinitePolicy"),
+        choice_option(
+            "featmux.training.config:NonFinitePolicy",
+            "A NaN/Inf loss stops the run, or skips its batch.",
+            "stop|skip",
         ),
     ] = None,
     plot: Annotated[

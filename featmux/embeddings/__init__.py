@@ -182,8 +182,7 @@ def embedding_from_config(
         chunks=config.get("chunks", {}),
         default_chunks=int(config.get("default_chunks", 1)),
         private=config.get("private", {}),
-        placement=int(config.get("placement", 1)),  # configs without it predate layout version 2
-    )
+    ).with_placement(int(config.get("placement", 1)))  # configs without it predate layout version 2
     return UnifiedEmbedding(features, unified, device)
 
 

@@ -15,14 +15,14 @@ layer whose placement would leave a sub-table empty (always when T exceeds the s
 
 Layout versions (`PLACEMENT_VERSION`, stored in `config()`): 2 is the placement above; 1, of
 checkpoints written before it, placed round-robin over the (name, chunk) pairs sorted by name (so it
-depended on the other features). Version 1 layers still load (`UnifiedEmbeddingConfig(placement=1)`);
+depended on the other features). Version 1 layers still load (`UnifiedEmbeddingConfig.with_placement`);
 with T = 1 both are the same.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -49,7 +49,9 @@ class UnifiedEmbeddingConfig:
         chunks: K_f per feature name; features not listed get `default_chunks`.
         default_chunks: K for unlisted features.
         private: vocabulary size of each feature that keeps a private collisionless table instead.
-        placement: layout version of the sub-table placement (`PLACEMENT_VERSION`; 1 for old checkpoints).
+
+    The sub-table layout version, `placement`, is `PLACEMENT_VERSION`; `with_placement(1)` gives the
+    old layout of checkpoints written before it (see the module docstring).
 
     Example:
         >>> UnifiedEmbeddingConfig(rows=100_000, embedding_dim=16, num_tables=2, chunks={"user": 2})
@@ -61,7 +63,7 @@ class UnifiedEmbeddingConfig:
     chunks: Mapping[str, int] = field(default_factory=dict)
     default_chunks: int = 1
     private: Mapping[str, int] = field(default_factory=dict)
-    placement: int = PLACEMENT_VERSION
+    placement: int = field(default=PLACEMENT_VERSION, init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "chunks", dict(self.chunks))
@@ -75,17 +77,27 @@ class UnifiedEmbeddingConfig:
         bad = {n: k for n, k in {**self.chunks, "<default>": self.default_chunks}.items() if k < 1}
         if bad:
             raise ValueError(f"chunk counts must be >= 1, got {bad}")
-        if self.placement not in (1, PLACEMENT_VERSION):
-            raise ValueError(
-                f"unknown placement layout version {self.placement}: this featmux reads 1 and "
-                f"{PLACEMENT_VERSION} (a checkpoint from a newer featmux?)"
-            )
         both = sorted(set(self.chunks) & set(self.private))
         if both:
             raise ValueError(f"feature(s) {both} cannot have chunks in the shared table and a private table")
 
     def chunks_of(self, name: str) -> int:
         return self.chunks.get(name, self.default_chunks)
+
+    def with_placement(self, version: int) -> UnifiedEmbeddingConfig:
+        """This config with sub-table layout `version` (1: checkpoints written before version 2).
+
+        Raises:
+            ValueError: a version this featmux does not know.
+        """
+        if version not in (1, PLACEMENT_VERSION):
+            raise ValueError(
+                f"unknown placement layout version {version}: this featmux reads 1 and "
+                f"{PLACEMENT_VERSION} (a checkpoint from a newer featmux?)"
+            )
+        config = replace(self)
+        object.__setattr__(config, "placement", version)
+        return config
 
 
 def placement(

@@ -309,4 +309,4 @@ def test_unified_old_layout_still_loads(features, sparse):
     same = embedding_from_config(features, layer.config())
     assert same.shared.slot_tables == layer.shared.slot_tables
     with pytest.raises(ValueError, match="placement layout version 7"):
-        UnifiedEmbeddingConfig(rows=700, embedding_dim=DIM, placement=7)
+        config.with_placement(7)
