@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,23 +66,89 @@ from featmux.sparse import SparseFeatures  # noqa: E402
 _META = torch.device("meta")
 
 
+@dataclass(frozen=True)
+class TableDraw:
+    """The N(0, std^2) initialization a featmux table would have drawn, kept to be replayed later.
+
+    Args:
+        rows: R, rows of the table.
+        dim: D, its width.
+        std: the standard deviation.
+        rng_state: the CPU generator's state just before the draw.
+    """
+
+    rows: int
+    dim: int
+    std: float
+    rng_state: torch.Tensor
+
+
+_CHUNK_ELEMENTS = 1 << 22  # 16 MiB of float32 per replayed chunk
+
+
+def _row_chunks(rows: int, dim: int) -> Iterator[tuple[int, int]]:
+    """Row ranges [a, b) whose chunk-by-chunk `normal_` gives the values of one `normal_` of [rows, dim].
+
+    torch's CPU normal_ transforms uniforms in blocks of 16 elements and redraws the last 16 of a tensor
+    whose size is not a multiple of 16: chunks of a multiple of 16 elements, the last one at least 16
+    (or the whole table), consume the generator and give values exactly as the single call does
+    (`tests/distributed/test_embedding.py` checks it).
+    """
+    step = 16 // math.gcd(dim, 16)  # rows * dim is a multiple of 16 for multiples of `step` rows
+    chunk = max(step, _CHUNK_ELEMENTS // dim // step * step)
+    a = 0
+    while a < rows:
+        b = min(rows, a + chunk)
+        if b < rows and (rows - b) * dim < 16:
+            b = rows
+        yield a, b
+        a = b
+
+
+def _draw_chunks(draw: TableDraw, generator: torch.Generator | None) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first row, values [b - a, D]) of the table `draw` stands for, chunk by chunk from `generator`."""
+    for a, b in _row_chunks(draw.rows, draw.dim):
+        values = torch.empty(b - a, draw.dim)
+        values.normal_(0.0, draw.std, generator=generator)
+        yield a, values
+
+
 class _TablesOnMeta(TorchFunctionMode):
-    """Sends `torch.empty` (how `TableEmbedding` allocates its table) to the meta device."""
+    """Sends `torch.empty` (how `TableEmbedding` allocates its table) to the meta device; with `draws`,
+    records each table's initialization and advances the global RNG past it, as if it had been drawn."""
+
+    def __init__(self, draws: list[TableDraw] | None) -> None:
+        super().__init__()
+        self.draws = draws
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = dict(kwargs or {})
         if func is torch.empty:
             kwargs["device"] = _META
+            out = func(*args, **kwargs)
+            if self.draws is not None and out.dim() == 2 and out.is_floating_point():
+                # the mode is off inside its own handler: this draws for real, in bounded chunks
+                draw = TableDraw(out.shape[0], out.shape[1], INIT_STD, torch.get_rng_state())
+                for _ in _draw_chunks(draw, None):
+                    pass
+                self.draws.append(draw)
+            return out
         return func(*args, **kwargs)
 
 
 @contextlib.contextmanager
-def tables_on_meta() -> Iterator[None]:
+def tables_on_meta(draws: list[TableDraw] | None = None) -> Iterator[None]:
     """Build featmux embedding layers whose tables are not allocated (meta) but whose index is real.
 
     Inside the block, a featmux layer's tables land on the meta device (nothing allocated, nothing
     initialized) while its buffers (hash salts, collisionless vocabularies) are ordinary tensors: all
     `TorchRecEmbedding` needs to shard a table far larger than one host's memory.
+
+    Args:
+        draws: None, or a list that receives a `TableDraw` per table in construction order; the global
+            RNG then advances as if the tables had been drawn (so what is built next initializes as in
+            one process), and `TorchRecEmbedding.fill_from_draws` later writes each rank's shards with
+            exactly the values the tables would have had.
 
     Example:
         >>> with tables_on_meta():
@@ -90,7 +157,7 @@ def tables_on_meta() -> Iterator[None]:
         >>> layer.shared.weight.device
         device(type='meta')
     """
-    with _TablesOnMeta():
+    with _TablesOnMeta(draws):
         yield
 
 
@@ -186,6 +253,13 @@ class _Part(nn.Module):
 
     def bag_offsets(self, j: int) -> torch.Tensor:
         return getattr(self, f"bag_offsets_{j}")
+
+
+def _blocks(weight: torch.Tensor) -> list[tuple[torch.Tensor, int, int]]:
+    """This rank's blocks of a TorchRec table weight: (tensor [h, w], row offset, column offset)."""
+    if isinstance(weight, ShardedTensor):
+        return [(s.tensor, *s.metadata.shard_offsets) for s in weight.local_shards()]
+    return [(weight, 0, 0)]
 
 
 class TorchRecEmbedding(FeatureEmbedding):
@@ -415,13 +489,7 @@ class TorchRecEmbedding(FeatureEmbedding):
             if tuple(source.shape) != (t.rows, self.embedding_dim):
                 expected = (t.rows, self.embedding_dim)
                 raise ValueError(f"table {t.name}: featmux block {tuple(source.shape)}, expected {expected}")
-            target = weights[t.name]
-            blocks = (
-                [(s.tensor, *s.metadata.shard_offsets) for s in target.local_shards()]
-                if isinstance(target, ShardedTensor)
-                else [(target, 0, 0)]
-            )
-            for tensor, r, c in blocks:  # an [h, w] block at (r, c) of the [rows, D'] table
+            for tensor, r, c in _blocks(weights[t.name]):  # an [h, w] block at (r, c) of the [rows, D'] table
                 h, w = tensor.shape
                 real = max(0, min(w, self.embedding_dim - c))  # its columns that are not padding
                 tensor[:, :real].copy_(source[r : r + h, c : c + real])
@@ -431,6 +499,38 @@ class TorchRecEmbedding(FeatureEmbedding):
         missing, unexpected = self.index.load_state_dict(buffers, strict=False)
         if missing or unexpected:
             raise KeyError(f"featmux state does not fit: missing {missing}, unexpected {unexpected}")
+
+    @torch.no_grad()
+    def fill_from_draws(self, draws: Sequence[TableDraw]) -> None:
+        """Write this rank's shards with the initial values of the featmux tables `draws` recorded.
+
+        Each featmux table is replayed from its recorded RNG state in bounded chunks (`_row_chunks`);
+        every rank keeps only the rows and columns of its own shards, so no rank holds a whole table.
+
+        Args:
+            draws: what `tables_on_meta(draws)` recorded while the wrapped layer was built.
+        """
+        weights = self._table_weights()
+        unused = list(draws)
+        for path, _ in _parts(self.index):
+            tables = [t for t in self.tables if t.part == path]
+            rows = sum(t.rows for t in tables)
+            draw = next((d for d in unused if (d.rows, d.dim) == (rows, self.embedding_dim)), None)
+            if draw is None:
+                name = path or "weight"
+                raise ValueError(f"no recorded draw for the {rows} x {self.embedding_dim} table {name!r}")
+            unused.remove(draw)
+            blocks = [(t.start + r, c, tensor) for t in tables for tensor, r, c in _blocks(weights[t.name])]
+            for tensor in (b[2] for b in blocks):
+                tensor.zero_()  # the padding columns (D' > D) stay 0
+            generator = torch.Generator().set_state(draw.rng_state)
+            for a, values in _draw_chunks(draw, generator):
+                b = a + values.shape[0]
+                for start, c, tensor in blocks:  # rows [start, start + h) of the featmux table
+                    lo, hi = max(a, start), min(b, start + tensor.shape[0])
+                    real = max(0, min(tensor.shape[1], self.embedding_dim - c))
+                    if lo < hi and real:
+                        tensor[lo - start : hi - start, :real].copy_(values[lo - a : hi - a, c : c + real])
 
     @torch.no_grad()
     def featmux_state_dict(self, dst: int = 0) -> dict[str, torch.Tensor] | None:

@@ -24,7 +24,8 @@ import torch.multiprocessing as mp
 
 @unique
 class Backend(Enum):
-    """Collective backend: AUTO picks nccl when CUDA is available, else gloo."""
+    """Collective backend: AUTO follows the training device (cuda: nccl, cpu: gloo), never a GPU that
+    merely happens to be visible."""
 
     AUTO = "auto"
     GLOO = "gloo"
@@ -54,30 +55,62 @@ class DistEnv:
         return self.rank == 0
 
 
-def init_distributed(backend: Backend | str = Backend.AUTO) -> DistEnv:
+def resolve_backend(backend: Backend | str = Backend.AUTO, device: str = "cpu") -> Backend:
+    """The backend to run for a training `device`, or a ValueError saying why that pair cannot run.
+
+    Args:
+        backend: AUTO, GLOO or NCCL.
+        device: "cpu" or "cuda" (`TrainConfig.device`).
+
+    Example:
+        >>> resolve_backend("auto", "cpu")
+        <Backend.GLOO: 'gloo'>
+    """
+    backend = Backend(backend)
+    kind = torch.device(device).type
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r}: distributed training runs on cpu (gloo) or cuda (nccl)")
+    if backend is Backend.AUTO:
+        backend = Backend.NCCL if kind == "cuda" else Backend.GLOO
+    if backend is Backend.NCCL and kind != "cuda":
+        raise ValueError("backend nccl needs --device cuda (and CUDA); use gloo on CPU")
+    if backend is Backend.GLOO and kind == "cuda":
+        raise ValueError("--device cuda needs the nccl backend (TorchRec's GPU path); use --backend nccl")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device cuda: no CUDA GPU is visible to torch here; use --device cpu")
+        import fbgemm_gpu
+
+        variant = getattr(fbgemm_gpu, "__variant__", "unknown")
+        if variant == "cpu":
+            raise ValueError(
+                "device cuda needs the CUDA build of fbgemm-gpu; this environment has fbgemm-gpu-cpu "
+                "(TorchRec's CPU path): use --device cpu, or install fbgemm-gpu for your CUDA version"
+            )
+    return backend
+
+
+def init_distributed(backend: Backend | str = Backend.AUTO, device: str = "cpu") -> DistEnv:
     """Join (or reuse) the default process group described by torchrun's environment variables.
 
     Reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT. Without them (a plain `python`
     run) it starts a group of one on 127.0.0.1, so the same code path runs single-process.
 
     Args:
-        backend: AUTO, GLOO or NCCL.
+        backend: AUTO, GLOO or NCCL (see `resolve_backend`).
+        device: the training device, "cpu" or "cuda".
 
     Example:
         >>> env = init_distributed()  # inside a torchrun worker
         >>> env.rank, env.world_size
     """
-    backend = Backend(backend)
-    if backend is Backend.AUTO:
-        backend = Backend.NCCL if torch.cuda.is_available() else Backend.GLOO
-    if backend is Backend.NCCL and not torch.cuda.is_available():
-        raise RuntimeError("backend nccl needs CUDA; use gloo on CPU")
+    backend = resolve_backend(backend, device)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if backend is Backend.NCCL:
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
+        device_ = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device_)
     else:
-        device = torch.device("cpu")
+        device_ = torch.device("cpu")
     if not dist.is_initialized():
         if "RANK" not in os.environ:
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -88,7 +121,7 @@ def init_distributed(backend: Backend | str = Backend.AUTO) -> DistEnv:
         used = dist.get_backend()
         if used != backend.value:
             raise RuntimeError(f"the process group already runs {used}, not {backend.value}")
-    return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, device, backend)
+    return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, device_, backend)
 
 
 def current_env() -> DistEnv:

@@ -5,14 +5,17 @@
 
 Every process calls `run_distributed_training(config, options)` with the same arguments; the result
 (identical on every rank) has the keys of `featmux.training.experiment.run_experiment`'s result plus
-a `distributed` block (world size, backend, sharding plan, table optimizer).
+a `distributed` block (world size, backend, sharding plan, table optimizer, data-parallel tables,
+resume, peak memory per rank).
 """
 
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +23,17 @@ import torch
 import torch.distributed as dist
 
 from featmux.data.prepare import prepare
-from featmux.distributed.embedding import TorchRecEmbedding, tables_on_meta
+from featmux.data.sources import open_source
+from featmux.distributed.embedding import TableDraw, TorchRecEmbedding, tables_on_meta
 from featmux.distributed.launch import Backend, init_distributed
 from featmux.distributed.sharding import ShardingConfig
-from featmux.distributed.train import DistributedTrainer, TableInit
+from featmux.distributed.train import DistributedTrainer, TableInit, check_train_config
 from featmux.embeddings import build_embedding, collisionless_parameters
 from featmux.models import build_model
 from featmux.training.experiment import ExperimentConfig, event_logger, experiment_result
+
+PREPARE_TIMEOUT = timedelta(hours=12)
+"""How long ranks 1.. wait for rank 0 to encode the data cache."""
 
 
 @dataclass(frozen=True)
@@ -36,8 +43,8 @@ class DistributedOptions:
     Args:
         sharding: planner constraints and the fused table optimizer.
         backend: collective backend (AUTO: nccl with CUDA, else gloo).
-        table_init: FEATMUX (same start as a one-process run) or SHARD (each rank initializes its own
-            shards; for tables that do not fit one process).
+        table_init: FEATMUX (same start as a one-process run, replayed per shard) or SHARD (each rank
+            draws its own shards; cheaper for huge tables, not a one-process start).
         export: write `checkpoint_dir/model.pt`, an ordinary featmux model file, at the end.
 
     Example:
@@ -84,6 +91,14 @@ class DistributedOptions:
         )
 
 
+def _peak_rss_per_rank() -> list[int]:
+    """Every rank's peak resident memory so far, in bytes (collective)."""
+    mine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, mine)
+    return [int(v) for v in out]
+
+
 def run_distributed_training(
     config: ExperimentConfig,
     options: DistributedOptions | None = None,
@@ -92,28 +107,33 @@ def run_distributed_training(
     """Run one experiment as one rank of a distributed job (call it on every rank).
 
     Joins the process group torchrun describes (or a group of one), prepares the data (rank 0 encodes
-    the cache, the others then read it), builds the model around a `TorchRecEmbedding`, shards it,
+    the cache while the others wait, up to `PREPARE_TIMEOUT`; then they read it), builds the model on
+    the meta device around a `TorchRecEmbedding` (no rank allocates a whole table: DMP materializes
+    each rank's shards, `TableInit.FEATMUX` fills them with a one-process run's initial values),
     trains with `DistributedTrainer`, evaluates on test and, with a checkpoint_dir, exports a
     single-process model file.
 
     Args:
-        config: the experiment (batch_size is the global batch; learning_rate is the dense Adam's; the
-            tables use `options.sharding`'s fused optimizer instead of `config.optimizer`).
+        config: the experiment (batch_size is the global batch; learning_rate is the dense optimizer's;
+            the tables use `options.sharding`'s fused optimizer; `optimizer` must stay adam).
         options: sharding, backend, table initialization.
         log: receives progress messages on rank 0.
 
     Returns:
-        The result dict of `run_experiment` plus "distributed": {...}; the same on every rank.
+        The result dict of `run_experiment` plus "distributed": {...}; the same on every rank except
+        "distributed.rank".
 
     Example:
         >>> result = run_distributed_training(ExperimentConfig(dataset="frappe", data="data/frappe"),
         ...                                   DistributedOptions.parse(sharding="table_wise"))
     """
     options = options or DistributedOptions()
-    env = init_distributed(options.backend)
+    env = init_distributed(options.backend, config.device)
     say = log if (log is not None and env.is_main) else (lambda _m: None)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    check_train_config(config.train_config(), env)  # before any data is read
+    config.check_schema(open_source(config.dataset, config.data, **config.dataset_options).schema)
     t0 = time.perf_counter()
 
     def load() -> Any:
@@ -121,19 +141,20 @@ def run_distributed_training(
             config.dataset, config.data, config.source_options(), config.cache_dir, config.skip_bad_rows, say
         )
 
+    # the others wait while rank 0 encodes: on a group of their own, with a timeout for that (the
+    # default collective timeout, 30 minutes, is shorter than encoding a large dataset)
+    waiting = dist.new_group(backend="gloo", timeout=PREPARE_TIMEOUT)
     data = load() if env.is_main else None
-    dist.barrier()  # rank 0 has written the cache: the others read it
+    dist.barrier(group=waiting)
+    dist.destroy_process_group(waiting)
     data = data if data is not None else load()
     prepare_seconds = time.perf_counter() - t0
     schema = data.schema
     torch.manual_seed(config.seed)  # as build_experiment_model: the same start as `featmux train`
-    if options.table_init is TableInit.FEATMUX:
+    draws: list[TableDraw] | None = [] if options.table_init is TableInit.FEATMUX else None
+    with tables_on_meta(draws):
         layer = build_embedding(schema.categorical, config.embedding_spec(), data.vocabulary)
-        embedding = TorchRecEmbedding(layer)
-    else:
-        with tables_on_meta():
-            layer = build_embedding(schema.categorical, config.embedding_spec(), data.vocabulary)
-        embedding = TorchRecEmbedding(layer, device=torch.device("meta"))
+    embedding = TorchRecEmbedding(layer, device=torch.device("meta"))
     del layer
     model = build_model(config.model, embedding, len(schema.numeric), config.model_options)
     full = collisionless_parameters(
@@ -147,15 +168,28 @@ def run_distributed_training(
     )
     checkpoint_dir = Path(config.checkpoint_dir) if config.checkpoint_dir is not None else None
     on_event = event_logger(say, with_epoch=False)
+
+    def on_any_event(event: dict[str, Any]) -> None:
+        on_event(event)
+        if event.get("event") == "resumed":
+            for message in [*event.get("skipped_damaged", []), *event.get("notes", [])]:
+                say(message)
+        elif event.get("event") == "nonfinite":
+            say(event["message"])
+
     trainer = DistributedTrainer(
-        model, config.train_config(), options.sharding, schema, checkpoint_dir, on_event
+        model, config.train_config(), options.sharding, schema, checkpoint_dir, on_any_event
     )
+    if draws is not None:
+        embedding.fill_from_draws(draws)  # each rank writes its own shards only
     say("sharding plan:\n" + trainer.plan_report.to_markdown())
     fit = trainer.fit(data.train, data.valid)
     test = trainer.evaluate(data.test) if data.test is not None else None
     if checkpoint_dir is not None and options.export:
         trainer.export_model(checkpoint_dir / "model.pt")
     dense = sum(p.numel() for p in trainer.dense_parameters)
+    replicated = trainer.data_parallel_tables
+    table_optimizer = options.sharding.optimizer.kind.value
     return {
         **experiment_result(config, data, embedding, dense, fit, test, prepare_seconds),
         "losses": fit.losses,
@@ -163,10 +197,22 @@ def run_distributed_training(
             "rank": env.rank,
             "world_size": env.world_size,
             "backend": env.backend.value,
-            "table_optimizer": options.sharding.optimizer.kind.value,
+            "device": env.device.type,
+            "table_optimizer": table_optimizer,
             "table_learning_rate": options.sharding.optimizer.learning_rate,
+            "dense_optimizer": options.sharding.dense_optimizer.value,
             "table_init": options.table_init.value,
             "tables": [t.name for t in embedding.tables],
+            "data_parallel_tables": replicated,
+            "data_parallel_training": (
+                f"{table_optimizer} (the table optimizer, unfused, on the all-reduced gradient)"
+                if replicated
+                else "none: the planner is offered data_parallel only for tables that ask for it"
+            ),
             "plan": trainer.plan_report.to_markdown(),
+            "resumed_from_step": fit.resumed_from_step,
+            "steps_this_launch": fit.steps_this_launch,
+            "skipped_batches": fit.skipped_batches,
+            "peak_rss_bytes": _peak_rss_per_rank(),
         },
     }

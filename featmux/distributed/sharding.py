@@ -3,7 +3,7 @@
 What runs where (TorchRec 1.8 / FBGEMM 1.8):
 
     sharding        cpu (gloo)   cuda (nccl)   note
-    data_parallel   yes          yes           table replicated, trained by the dense optimizer
+    data_parallel   yes          yes           table replicated; only when asked for (see ShardingConfig)
     table_wise      yes          yes           whole table on one rank (unified sub-tables spread out)
     column_wise     yes          yes           columns split across ranks
     table_column_w. yes          yes
@@ -18,6 +18,9 @@ What runs where (TorchRec 1.8 / FBGEMM 1.8):
     partial_rowwise_adam no    yes    (PARTIAL_ROWWISE_ADAM: row-wise second moment)
 
 Table names are those of `TorchRecEmbedding.tables` (`unified_t0`, `hashing__user`, ...).
+
+The dense part (everything outside the tables) is data-parallel (DDP) with its own optimizer,
+`DenseOptimizer` (Adam, or SGD), at the run's learning rate.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 from enum import Enum, unique
 from typing import Any
 
+import torch
 import torch.distributed as dist
 from torch import nn
 
@@ -110,6 +114,25 @@ class Kernel(Enum):
     FUSED_UVM_CACHING = "fused_uvm_caching"
 
 
+@unique
+class DenseOptimizer(Enum):
+    """The optimizer of the dense (data-parallel) part: ADAM (featmux's choice), or SGD."""
+
+    ADAM = "adam"
+    SGD = "sgd"
+
+    def build(self, params: Sequence[nn.Parameter], learning_rate: float) -> torch.optim.Optimizer:
+        """The torch optimizer over `params`.
+
+        Args:
+            params: the dense parameters.
+            learning_rate: its learning rate.
+        """
+        if self is DenseOptimizer.SGD:
+            return torch.optim.SGD(list(params), lr=learning_rate)
+        return torch.optim.Adam(list(params), lr=learning_rate)
+
+
 def _shardings(values: Sequence[Sharding | str]) -> tuple[Sharding, ...]:
     return tuple(Sharding(v) for v in values)
 
@@ -138,6 +161,26 @@ class TableOptimizerConfig:
         if self.eps <= 0:
             raise ValueError(f"eps must be > 0, got {self.eps}")
 
+    def build_unfused(self, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
+        """The same update as the fused kernel, as a torch optimizer on whole (dense) gradients: what a
+        replicated (data_parallel) table trains with. Rows a batch does not read get a zero gradient,
+        which none of these optimizers turns into a change (as the fused, sparse update).
+
+        Args:
+            params: the replicated table weights.
+        """
+        params, lr, eps = list(params), self.learning_rate, self.eps
+        if self.kind is TableOptimizer.SGD:
+            return torch.optim.SGD(params, lr=lr)
+        if self.kind is TableOptimizer.ADAGRAD:
+            return torch.optim.Adagrad(params, lr=lr, eps=eps)
+        if self.kind is TableOptimizer.ROWWISE_ADAGRAD:
+            return RowWiseAdagrad(params, lr=lr, eps=eps)
+        raise ValueError(
+            f"a data_parallel table cannot train with {self.kind.value!r}; use sgd, adagrad or "
+            "rowwise_adagrad, or shard the table"
+        )
+
     def fused_params(self) -> dict[str, Any]:
         """FBGEMM fused-optimizer parameters for the EBC sharder."""
         return {
@@ -152,10 +195,13 @@ class ShardingConfig:
     """Planner constraints and the fused optimizer of the sharded tables.
 
     Args:
-        sharding: sharding types the planner may use for every table (empty: all the device supports).
+        sharding: sharding types the planner may use for every table (empty: all the device supports
+            except data_parallel, which the planner would otherwise pick for small tables).
         per_table: sharding types for named tables (e.g. {"unified_t0": ("row_wise",)}), overriding
-            `sharding` for them.
+            `sharding` for them. A data_parallel table trains with `optimizer`'s update, unfused
+            (`TableOptimizerConfig.build_unfused`), outside the dense gradient clipping.
         optimizer: the fused table optimizer.
+        dense_optimizer: the optimizer of the dense part.
         kernels: compute kernels the planner may use.
         column_shard_width: width of column-wise shards, a multiple of 4 dividing the table width (None:
             the table width split evenly over the ranks, in multiples of 4; TorchRec's own default,
@@ -171,8 +217,10 @@ class ShardingConfig:
     optimizer: TableOptimizerConfig = field(default_factory=TableOptimizerConfig)
     kernels: tuple[Kernel, ...] = (Kernel.FUSED,)
     column_shard_width: int | None = None
+    dense_optimizer: DenseOptimizer = DenseOptimizer.ADAM
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "dense_optimizer", DenseOptimizer(self.dense_optimizer))
         object.__setattr__(self, "sharding", _shardings(self.sharding))
         object.__setattr__(self, "per_table", {k: _shardings(v) for k, v in dict(self.per_table).items()})
         object.__setattr__(self, "kernels", tuple(Kernel(k) for k in self.kernels))
@@ -258,7 +306,11 @@ class ShardingConfig:
         else:  # the widest multiple of 4 dividing the width that gives every rank a shard, if any
             fits = [w for w in range(4, width + 1, 4) if width % w == 0 and width // w >= topology.world_size]
             column = max(fits) if fits else 4
-        default = self.sharding or tuple(s for s in Sharding if device_type == "cuda" or s in CPU_SHARDINGS)
+        default = self.sharding or tuple(
+            s
+            for s in Sharding
+            if (device_type == "cuda" or s in CPU_SHARDINGS) and s is not Sharding.DATA_PARALLEL
+        )
         out = {}
         for t in embedding.tables:
             kinds = self.per_table.get(t.name, default)

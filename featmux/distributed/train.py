@@ -12,16 +12,32 @@ The same numbers as one process with global batch G (up to float summation order
       global mean;
     - TorchRec averages the table gradients coming back from the W ranks in the same way (its
       all-to-all backward divides by W: `torchrec.distributed.comm_ops.get_gradient_division()`).
-Dropout draws different masks per rank, so only dropout-free models match bit for bit in distribution.
+What is refused rather than silently changed: batch norm (each rank would keep its own statistics,
+padding rows included; torch's SyncBatchNorm runs on GPUs only and cannot leave padding out). Tables
+the planner would replicate (data_parallel) are kept out of that choice unless asked for by name; a
+table asked to be data_parallel trains with the table optimizer (unfused, on its all-reduced gradient),
+never with the dense optimizer or inside the dense gradient clipping.
+
+Dropout draws different masks on every rank (rank 0 is seeded with `seed`, rank r with a seed derived
+from (seed, r)), so dropout models match a one-process run in distribution only; each rank's RNG state
+is in the checkpoint, so they resume exactly (under the same world size).
+
+A NaN/Inf loss is found before backward: the per-step all_reduce of the loss sums carries it to every
+rank, and all of them stop (`NonFiniteLossError`) or skip the batch together, as `on_nonfinite` says;
+nothing is updated and no checkpoint is written from it.
 
 Checkpoints use torch.distributed.checkpoint (DCP): every rank writes its own shards (weights and
-fused-optimizer state) into one directory, with `featmux.json` (model spec, training state) beside;
-DCP reshards on load, so a run may resume under another plan or world size. `export_model` gathers
-the tables into an ordinary single-process featmux checkpoint (`featmux.training.checkpoint.load_model`).
+fused-optimizer state) into one directory, with `featmux.json` (model spec, training state, a digest of
+every file) and one RNG file per rank beside; DCP reshards on load, so a run may resume under another
+plan or world size. The directory replaced by a save is kept as `<name>.prev`; a checkpoint whose
+files do not match their digests, or one lost between the two renames of a save, is reported and the
+previous one used. `export_model` gathers the tables into an ordinary single-process featmux
+checkpoint (`featmux.training.checkpoint.load_model`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -38,6 +54,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import torch.nn.functional as F
+from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 
 from featmux.distributed._deps import require_torchrec
@@ -49,6 +66,7 @@ from torchrec.distributed.model_parallel import DistributedModelParallel  # noqa
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper  # noqa: E402
 from torchrec.optim.optimizers import in_backward_optimizer_filter  # noqa: E402
 
+from featmux.atomic import write_json_atomic  # noqa: E402
 from featmux.data.cache import EncodedDataset  # noqa: E402
 from featmux.distributed.data import RankBatch, rank_batches  # noqa: E402
 from featmux.distributed.embedding import TorchRecEmbedding  # noqa: E402
@@ -56,23 +74,32 @@ from featmux.distributed.launch import DistEnv, current_env  # noqa: E402
 from featmux.distributed.sharding import ShardingConfig, make_topology, plan_sharding  # noqa: E402
 from featmux.features import Schema  # noqa: E402
 from featmux.models import CTRModel, build_model  # noqa: E402
-from featmux.training.checkpoint import model_spec, save_model  # noqa: E402
-from featmux.training.config import TrainConfig  # noqa: E402
+from featmux.training.checkpoint import (  # noqa: E402
+    FORMAT_VERSION,
+    CheckpointError,
+    atomic_save,
+    model_spec,
+    safe_load,
+    save_model,
+    with_checksum,
+)
+from featmux.training.config import NonFinitePolicy, OptimizerKind, TrainConfig  # noqa: E402
 from featmux.training.metrics import Metrics, binary_metrics  # noqa: E402
-from featmux.training.trainer import FitSummary, TrainProgress  # noqa: E402
+from featmux.training.trainer import FitSummary, NonFiniteLossError, TrainProgress  # noqa: E402
 
 CHECKPOINT_FORMAT = 1
+META_FILE = "featmux.json"
 
 
 @unique
 class TableInit(Enum):
     """How the sharded tables get their first values.
 
-    FEATMUX: the tables of the model as built (every rank builds the same unsharded layer from the
-        seed and keeps its shards): the run starts exactly where a one-process run starts. Needs the
-        whole table in each process's memory once.
-    SHARD: each rank draws N(0, 0.01^2) for its own shards only; nothing global is ever allocated (the
-        model is built with `tables_on_meta`). Reproducible for a given plan and world size only.
+    FEATMUX: the values a one-process run starts from (`featmux train` with the same seed): every rank
+        replays the featmux initialization stream in bounded chunks and keeps the rows and columns of
+        its own shards (`TorchRecEmbedding.fill_from_draws`); no rank ever holds a whole table.
+    SHARD: each rank draws N(0, 0.01^2) for its own shards only (TorchRec's init_fn), cheaper for huge
+        tables. Reproducible for a given plan and world size only.
     """
 
     FEATMUX = "featmux"
@@ -85,19 +112,66 @@ class DistributedState(TrainProgress):
 
     table_learning_rate: float = 0.0
     losses: list[float] = field(default_factory=list)  # global mean training loss of every step
+    skipped_batches: int = 0  # global batches with a non-finite loss, skipped under on_nonfinite=skip
 
 
 @dataclass(frozen=True)
 class DistributedFitResult(FitSummary):
     """What `DistributedTrainer.fit` measured (identical on every rank): the `FitSummary` fields, with
-    train_seconds on rank 0's clock and samples_per_second in global rows, and `losses`, the global
-    mean training loss of each step."""
+    train_seconds on rank 0's clock and samples_per_second in global rows, and
+
+    Args:
+        losses: the global mean training loss of each step (NaN for a skipped batch).
+        resumed_from_step: the step the run resumed at (None: it started from scratch).
+        steps_this_launch: optimizer steps taken by this call.
+        skipped_batches: global batches skipped for a non-finite loss (whole run).
+    """
 
     losses: list[float]
+    resumed_from_step: int | None = None
+    steps_this_launch: int = 0
+    skipped_batches: int = 0
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The RNG seed of `rank` (dropout masks): `seed` itself on rank 0, a derived one elsewhere.
+
+    Args:
+        seed: the run's seed.
+        rank: the process rank.
+    """
+    if rank == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def batch_norm_layers(model: nn.Module) -> list[str]:
+    """Names of the batch-norm modules in `model` (refused by `DistributedTrainer`)."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 def _is_meta(embedding: TorchRecEmbedding) -> bool:
     return any(p.is_meta for p in embedding.ebc.parameters())
+
+
+def _previous(path: Path) -> Path:
+    return path.with_name(f"{path.name}.prev")
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _digests(directory: Path, names: list[str], env: DistEnv) -> dict[str, str]:
+    """Digests of `directory`'s files `names`, each rank hashing its share (collective)."""
+    mine = {name: _file_digest(directory / name) for name in names[env.rank :: env.world_size]}
+    parts: list[Any] = [None] * env.world_size
+    dist.all_gather_object(parts, mine)
+    return {k: v for part in parts for k, v in part.items()}
 
 
 class DistributedTrainer:
@@ -107,10 +181,12 @@ class DistributedTrainer:
     use a `TorchRecEmbedding`; it is sharded in place by DistributedModelParallel.
 
     Args:
-        model: a featmux CTR model whose `embedding` is a `TorchRecEmbedding` (EBC on cpu or meta).
-        config: training options (batch_size is the global batch; learning_rate is the dense Adam's;
-            `optimizer` and `embedding_l2` are single-process options and must keep their defaults).
-        sharding: planner constraints and the fused table optimizer.
+        model: a featmux CTR model whose `embedding` is a `TorchRecEmbedding` (EBC on cpu or meta);
+            no batch norm (refused, see the module docstring).
+        config: training options (batch_size is the global batch; learning_rate is the dense
+            optimizer's; `optimizer` must be adam and `embedding_l2` 0: single-process options; device
+            must be the process group's device; on_nonfinite and autocast_bf16 apply).
+        sharding: planner constraints, the fused table optimizer and the dense optimizer.
         schema: the data schema (stored in checkpoints).
         checkpoint_dir: where `last/`, `best/` (DCP directories) go; a shared filesystem across hosts.
         on_event: receives dicts such as {"event": "eval", "step": ..., "valid_auc": ...} (every rank).
@@ -138,9 +214,15 @@ class DistributedTrainer:
             )
         if embedding.is_sharded:
             raise ValueError("the embedding is already sharded")
-        if config.embedding_l2 > 0:
-            raise ValueError("embedding_l2 is not supported with fused table optimizers (set it to 0)")
         self.env: DistEnv = current_env()
+        check_train_config(config, self.env)
+        norms = batch_norm_layers(model)
+        if norms:
+            raise ValueError(
+                f"batch norm ({', '.join(norms[:3])}) is not supported with --distributed: each rank would "
+                "keep its own statistics (padding rows included) and torch's SyncBatchNorm does not run on "
+                "CPU/gloo; set the model option batch_norm=false"
+            )
         sharding.check_device(self.env.device.type)
         self.config = config
         self.sharding = sharding
@@ -167,44 +249,112 @@ class DistributedTrainer:
             model, device=self.env.device, plan=plan, sharders=sharding.sharders()
         )
         if initial is not None:
-            embedding.load_featmux_state_dict(initial)  # TableInit.FEATMUX: same start as one process
-        dense = dict(in_backward_optimizer_filter(self.dmp.named_parameters()))
+            embedding.load_featmux_state_dict(initial)  # the same start as one process
+        # parameters outside the fused optimizer: the dense part and any replicated (data_parallel) table
+        unfused = dict(in_backward_optimizer_filter(self.dmp.named_parameters()))
+        table_ids = {id(p) for p in embedding.ebc.parameters()}
+        dense = {k: p for k, p in unfused.items() if id(p) not in table_ids}
+        replicated = {k: p for k, p in unfused.items() if id(p) in table_ids}
         self.dense_parameters = list(dense.values())
-        lr = config.learning_rate
-        self.optimizer = CombinedOptimizer(
-            [self.dmp.fused_optimizer, KeyedOptimizerWrapper(dense, lambda ps: torch.optim.Adam(ps, lr=lr))]
+        self.data_parallel_tables = sorted(
+            t.table for t in self.plan_report.tables if t.sharding == "data_parallel"
         )
+        lr = config.learning_rate
+        optimizers: list[Any] = [
+            self.dmp.fused_optimizer,
+            KeyedOptimizerWrapper(dense, lambda ps: sharding.dense_optimizer.build(ps, lr)),
+        ]
+        self._replicated_optimizer = None
+        if replicated:
+            table = sharding.optimizer
+            self._replicated_optimizer = KeyedOptimizerWrapper(replicated, table.build_unfused)
+            optimizers.append(self._replicated_optimizer)
+        self.optimizer = CombinedOptimizer(optimizers)
         self.state = DistributedState(learning_rate=lr, table_learning_rate=sharding.optimizer.learning_rate)
         self._best: dict[str, list[torch.Tensor]] | None = None
-        self._pending_losses: list[torch.Tensor] = []
 
     # -- one step, evaluation -------------------------------------------------------------------------
     def _emit(self, event: dict[str, Any]) -> None:
         if self.on_event is not None:
             self.on_event(event)
 
-    def train_step(self, part: RankBatch) -> torch.Tensor:
-        """One optimizer step on this rank's part of a global batch; returns its local BCE sum."""
-        batch = part.batch.to(self.env.device)
-        mask = part.mask.to(self.env.device)
+    def train_step(self, part: RankBatch) -> float:
+        """One optimizer step on this rank's part of a global batch (collective).
+
+        The loss is checked before backward: when any rank's rows give a NaN/Inf loss, no rank runs
+        backward or updates anything (the fused table update happens inside backward).
+
+        Returns:
+            The global mean loss of the batch (NaN/Inf when it was not applied: see `fit`).
+        """
+        env = self.env
+        batch = part.batch.to(env.device)
+        mask = part.mask.to(env.device)
         self.optimizer.zero_grad()
-        logits = self.dmp(batch.sparse, batch.dense)  # [b]
-        per_row = F.binary_cross_entropy_with_logits(logits, batch.labels, reduction="none")  # [b]
+        with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=self.config.autocast_bf16):
+            logits = self.dmp(batch.sparse, batch.dense)  # [b]
+        per_row = F.binary_cross_entropy_with_logits(logits.float(), batch.labels, reduction="none")  # [b]
         local_sum = (per_row * mask).sum()
-        (local_sum * (self.env.world_size / part.global_rows)).backward()
+        total = local_sum.detach().double().reshape(1)
+        dist.all_reduce(total)  # every rank learns the global loss, NaN/Inf if any rank's rows are
+        loss = float(total.item()) / part.global_rows
+        if not np.isfinite(loss):
+            return loss
+        (local_sum * (env.world_size / part.global_rows)).backward()
         if self.config.max_grad_norm is not None and self.dense_parameters:
             torch.nn.utils.clip_grad_norm_(self.dense_parameters, self.config.max_grad_norm)
         self.optimizer.step()
-        return local_sum.detach()
+        return loss
 
-    def _flush_losses(self, global_rows: list[int]) -> None:
-        """Turn the pending local loss sums into global means with one all_reduce."""
-        if not self._pending_losses:
-            return
-        sums = torch.stack(self._pending_losses).double()  # on the collective device (nccl: cuda)
-        dist.all_reduce(sums)
-        self.state.losses += (sums.cpu() / torch.tensor(global_rows, dtype=torch.float64)).tolist()
-        self._pending_losses = []
+    def _nonfinite(self, part: RankBatch, loss: float, where: str) -> None:
+        """Report a non-finite global loss; stop every rank (raise) or count the skip (collective)."""
+        env, s = self.env, self.state
+        step = s.step + 1
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            batch = part.batch.to(env.device)
+            was_training = self.dmp.training
+            self.dmp.eval()
+            logits = self.dmp(batch.sparse, batch.dense).float()
+            self.dmp.train(was_training)
+            per_row = F.binary_cross_entropy_with_logits(logits, batch.labels, reduction="none")
+            real = part.mask.to(env.device) > 0
+            bad_rows = int((~torch.isfinite(per_row) & real).sum())
+            bad_inputs = (
+                int(((~torch.isfinite(batch.dense)).any(dim=1) & real).sum()) if batch.dense.numel() else 0
+            )
+            broken = any(not bool(torch.isfinite(p).all()) for p in self.dense_parameters)
+        counts = torch.tensor([bad_rows, bad_inputs, int(broken)], dtype=torch.float64, device=env.device)
+        per_rank = [torch.zeros_like(counts) for _ in range(env.world_size)]
+        dist.all_gather(per_rank, counts)
+        table = torch.stack(per_rank).cpu()  # [W, 3]
+        holders = [r for r in range(env.world_size) if table[r, 0] > 0]
+        causes = []
+        if table[:, 1].sum():
+            causes.append(f"{int(table[:, 1].sum())} row(s) have NaN/Inf numeric features")
+        weights_broken = bool(table[:, 2].sum())
+        if weights_broken:
+            causes.append(
+                "the model's dense weights are already NaN/Inf: lower the learning rate or set "
+                "max_grad_norm, and resume from the last checkpoint"
+            )
+        culprits = (
+            f"{int(table[:, 0].sum())} of {part.global_rows} rows give a non-finite loss "
+            f"(on rank(s) {holders})"
+            if holders
+            else f"no single row does in evaluation mode (all {part.global_rows} rows together)"
+        )
+        message = (
+            f"non-finite loss ({loss}) at step {step} ({where}): {culprits}"
+            + (f"; cause: {'; '.join(causes)}" if causes else "")
+            + "; no rank updated anything"
+        )
+        self._emit({"event": "nonfinite", "step": step, "where": where, "message": message})
+        if self.config.on_nonfinite is NonFinitePolicy.STOP or weights_broken:
+            hint = "" if weights_broken else " (set on_nonfinite='skip' to skip such batches)"
+            last = self.checkpoint_dir / "last" if self.checkpoint_dir is not None else None
+            kept = f"; the last checkpoint ({last}) is kept" if last is not None and last.exists() else ""
+            raise NonFiniteLossError(message + kept + hint, step, None)
+        s.skipped_batches += 1
 
     @torch.no_grad()
     def predict(
@@ -277,56 +427,114 @@ class DistributedTrainer:
             state["optimizer"] = self.optimizer.state_dict()
         return state
 
+    def _rng_file(self, rank: int) -> str:
+        return f"rng-rank{rank}.pt"
+
     def save_checkpoint(self, path: Path, optimizer: bool = True) -> None:
         """Write a sharded checkpoint directory (collective: every rank calls it).
 
-        Written under a temporary name and renamed when every rank is done, so a crash never leaves
-        a half-written `path`. `path` must be on a filesystem every rank sees.
+        Written under a temporary name, then `path` (if any) becomes `<path>.prev` and the new one
+        `path`: at every moment one of the two is complete (`find_checkpoint`). `featmux.json` holds a
+        digest of every file, checked before loading. `path` must be on a filesystem every rank sees.
 
         Args:
             path: the checkpoint directory.
             optimizer: include the optimizer state (needed to resume; not for a best-model copy).
         """
+        env = self.env
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp")
-        if self.env.is_main:
+        if env.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
         dist.barrier()
         dcp.save(self._app_state(optimizer), checkpoint_id=str(tmp))
+        rng = {"featmux_format": FORMAT_VERSION, "rank": env.rank, "cpu": torch.get_rng_state()}
+        if env.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(env.device)
+        atomic_save(with_checksum(rng), tmp / self._rng_file(env.rank))
         dist.barrier()
-        if self.env.is_main:
+        names = sorted(p.name for p in tmp.iterdir() if p.is_file() and p.name != META_FILE)
+        files = _digests(tmp, names, env)
+        if env.is_main:
             meta = {
                 "featmux_format": CHECKPOINT_FORMAT,
                 "spec": self.spec,
                 "train_state": asdict(self.state),
-                "world_size": self.env.world_size,
+                "world_size": env.world_size,
                 "optimizer": optimizer,
                 "sharding": {
                     "optimizer": self.sharding.optimizer.kind.value,
                     "learning_rate": self.sharding.optimizer.learning_rate,
                     "plan": self.plan_report.to_markdown(),
                 },
+                "files": files,
             }
-            (tmp / "featmux.json").write_text(json.dumps(meta, indent=1, default=str))
-            previous = path.with_name(f".{path.name}.prev")
-            shutil.rmtree(previous, ignore_errors=True)
-            if path.exists():
+            write_json_atomic(tmp / META_FILE, meta)
+            previous = _previous(path)
+            if path.exists():  # a complete `path` stays until the new one is ready
+                shutil.rmtree(previous, ignore_errors=True)
                 os.replace(path, previous)
-            os.replace(tmp, path)
-            shutil.rmtree(previous, ignore_errors=True)
+            os.replace(tmp, path)  # a crash between the two renames leaves `previous`: find_checkpoint
         dist.barrier()
 
-    def load_checkpoint(self, path: Path) -> None:
-        """Restore weights, optimizer state and training state from `save_checkpoint` (collective).
+    def _check(self, path: Path) -> str | None:
+        """Why `path` is not a usable checkpoint (None: it is). Collective: every rank gets the same."""
+        view: list[Any] = [None, {}]  # rank 0 reads the directory (one filesystem for all): reason, files
+        if self.env.is_main:
+            if not path.is_dir():
+                view[0] = "missing"
+            else:
+                try:
+                    meta = json.loads((path / META_FILE).read_text())
+                    if meta.get("featmux_format") != CHECKPOINT_FORMAT:
+                        view[0] = f"not a featmux distributed checkpoint (format {CHECKPOINT_FORMAT})"
+                    present = {p.name for p in path.iterdir() if p.is_file()}
+                    view[1] = dict(meta.get("files", {}))
+                    missing = sorted(set(view[1]) - present)
+                    if missing:
+                        view[0] = f"files {missing[:3]} are missing"
+                except (OSError, ValueError) as err:
+                    view[0] = f"unreadable {META_FILE} ({type(err).__name__}: {err})"
+        dist.broadcast_object_list(view, src=0)
+        reason, files = view
+        if reason is not None:
+            return str(reason)
+        found = _digests(path, sorted(files), self.env)
+        bad = sorted(k for k, v in files.items() if found.get(k) != v)
+        if bad:
+            return f"corrupted: {bad[:3]} do not match their digests"
+        return None
 
-        The checkpoint may come from another plan or world size: DCP reshards while reading.
+    def find_checkpoint(self, path: Path) -> tuple[Path | None, list[str]]:
+        """The newest usable of `path` and `<path>.prev`, and one message per unusable newer one.
+
+        Args:
+            path: the checkpoint directory (e.g. `checkpoint_dir/last`).
+        """
+        damaged: list[str] = []
+        for candidate in (path, _previous(path)):
+            reason = self._check(candidate)
+            if reason is None:
+                return candidate, damaged
+            if reason != "missing":
+                damaged.append(f"{candidate}: {reason}")
+            elif candidate == path and _previous(path).is_dir():
+                damaged.append(f"{candidate}: missing (a save was interrupted between its two renames)")
+        return None, damaged
+
+    def load_checkpoint(self, path: Path) -> list[str]:
+        """Restore weights, optimizer state, training state and RNG from `save_checkpoint` (collective).
+
+        The checkpoint may come from another plan or world size: DCP reshards while reading (the
+        per-rank RNG states then cannot be matched: each rank is reseeded from (seed, rank, step)).
+
+        Returns:
+            Notes for the `resumed` event (e.g. about the RNG).
         """
         path = Path(path)
-        meta = json.loads((path / "featmux.json").read_text())
-        if meta.get("featmux_format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path}: not a featmux distributed checkpoint (format {CHECKPOINT_FORMAT})")
+        meta = json.loads((path / META_FILE).read_text())
         if meta["spec"] != json.loads(json.dumps(self.spec, default=str)):
-            raise ValueError(f"{path}: the checkpoint holds a different model: {meta['spec']}")
+            raise CheckpointError(f"{path}: the checkpoint holds a different model: {meta['spec']}")
         if meta["optimizer"]:
             self.optimizer.init_state()  # lazy optimizer state must exist to be loaded in place
         state = self._app_state(meta["optimizer"])
@@ -336,6 +544,20 @@ class DistributedTrainer:
             self.optimizer.load_state_dict(state["optimizer"])
         self.state = DistributedState(**meta["train_state"])
         self._set_learning_rates(self.state.learning_rate, self.state.table_learning_rate)
+        env, notes = self.env, []
+        rng_path = path / self._rng_file(env.rank)
+        if meta["world_size"] == env.world_size and rng_path.is_file():
+            rng = safe_load(rng_path)
+            torch.set_rng_state(rng["cpu"])
+            if "cuda" in rng and env.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], env.device)
+        else:
+            torch.manual_seed(rank_seed(self.config.seed * 1_000_003 + self.state.step, env.rank))
+            notes.append(
+                f"RNG reseeded: the checkpoint was written by {meta['world_size']} rank(s), this run has "
+                f"{env.world_size} (dropout masks differ from an uninterrupted run)"
+            )
+        return notes
 
     def export_model(self, path: Path) -> None:
         """Gather the tables and write an ordinary featmux model file on rank 0 (collective).
@@ -357,8 +579,9 @@ class DistributedTrainer:
 
     # -- the loop -------------------------------------------------------------------------------------
     def _set_learning_rates(self, dense_lr: float, table_lr: float) -> None:
+        tables = (self.dmp.fused_optimizer, self._replicated_optimizer)
         for _, opt in self.optimizer.optimizers:
-            lr = table_lr if opt is self.dmp.fused_optimizer else dense_lr
+            lr = table_lr if any(opt is t for t in tables) else dense_lr
             for group in opt.param_groups:
                 group["lr"] = lr
 
@@ -393,6 +616,29 @@ class DistributedTrainer:
                 self._set_learning_rates(s.learning_rate, s.table_learning_rate)
         self._emit({"event": "eval", **record, "best_auc": s.best_auc})
 
+    def _resume(self, last: Path) -> int | None:
+        """Continue from `last` (or its previous copy); the step resumed at, None when there is none."""
+        found, damaged = self.find_checkpoint(last)
+        if found is None:
+            if damaged and any("missing" not in d for d in damaged):
+                raise CheckpointError(
+                    "no usable checkpoint to resume from: "
+                    + "; ".join(damaged)
+                    + f". Delete them (or use another checkpoint directory than {last.parent}) to start over."
+                )
+            return None
+        notes = self.load_checkpoint(found)
+        self._emit(
+            {
+                "event": "resumed",
+                "from": str(found),
+                "step": self.state.step,
+                "skipped_damaged": damaged,
+                "notes": notes,
+            }
+        )
+        return self.state.step
+
     def fit(
         self, train: EncodedDataset, valid: EncodedDataset | None = None, resume: bool = True
     ) -> DistributedFitResult:
@@ -401,18 +647,20 @@ class DistributedTrainer:
         Args:
             train: training split (every rank opens it and reads only its rows).
             valid: validation split for early stopping and AUC (None: keep the last weights).
-            resume: continue from `checkpoint_dir/last` if it exists.
+            resume: continue from `checkpoint_dir/last` (or `last.prev`) if it exists.
+
+        Raises:
+            NonFiniteLossError: a non-finite loss under on_nonfinite=stop (on every rank).
+            CheckpointError: checkpoints exist but none is usable, or one holds another model.
         """
         c, env = self.config, self.env
         last = self.checkpoint_dir / "last" if self.checkpoint_dir is not None else None
-        if resume and last is not None and (last / "featmux.json").is_file():
-            self.load_checkpoint(last)
-            self._emit({"event": "resumed", "from": str(last), "step": self.state.step})
-        else:
-            torch.manual_seed(c.seed)
+        resumed_from = self._resume(last) if resume and last is not None else None
+        if resumed_from is None:
+            torch.manual_seed(rank_seed(c.seed, env.rank))  # dropout: distinct masks on every rank
         s = self.state
+        start_step = s.step
         batches_per_epoch = train.num_batches(c.batch_size)
-        rows: list[int] = []
 
         def done() -> bool:  # early stopping or max_steps (a resumed run may raise max_steps)
             return s.stopped or (c.max_steps is not None and s.step >= c.max_steps)
@@ -427,8 +675,11 @@ class DistributedTrainer:
                 part = next(parts, None)
                 if part is None:
                     break
-                self._pending_losses.append(self.train_step(part))
-                rows.append(part.global_rows)
+                loss = self.train_step(part)
+                if not np.isfinite(loss):
+                    where = f"epoch {s.epoch}, global batch {s.batch_in_epoch} of the epoch"
+                    self._nonfinite(part, loss, where)
+                s.losses.append(loss)
                 s.train_seconds += time.perf_counter() - started
                 s.step += 1
                 s.batch_in_epoch += 1
@@ -436,15 +687,10 @@ class DistributedTrainer:
                 at_eval = c.eval_every_steps is not None and s.step % c.eval_every_steps == 0
                 at_end = c.max_steps is not None and s.step >= c.max_steps
                 at_save = c.checkpoint_every_steps is not None and s.step % c.checkpoint_every_steps == 0
-                if at_eval or at_end or at_save:
-                    self._flush_losses(rows)
-                    rows = []
                 if at_eval or at_end:
                     self._evaluate(valid, batches_per_epoch)
                 if last is not None and (at_eval or at_end or at_save):
                     self.save_checkpoint(last)
-            self._flush_losses(rows)
-            rows = []
             if done():
                 break
             s.epoch += 1
@@ -453,7 +699,6 @@ class DistributedTrainer:
                 self._evaluate(valid, batches_per_epoch)
             if last is not None:
                 self.save_checkpoint(last)
-        self._flush_losses(rows)
         self._restore_best(valid)
         seconds = torch.tensor([s.train_seconds], dtype=torch.float64, device=env.device)
         dist.broadcast(seconds, src=0)  # one clock for every rank's report
@@ -465,15 +710,40 @@ class DistributedTrainer:
             train_seconds=float(seconds.item()),
             samples_per_second=s.rows_per_second(seconds.item()),
             history=list(s.history),
+            resumed_from_step=resumed_from,
+            steps_this_launch=s.step - start_step,
+            skipped_batches=s.skipped_batches,
         )
 
     def _restore_best(self, valid: EncodedDataset | None) -> None:
         s = self.state
         if valid is None or s.best_step == s.step or s.best_step < 0:
             return
-        if self.checkpoint_dir is not None and (self.checkpoint_dir / "best" / "featmux.json").is_file():
+        best = self.find_checkpoint(self.checkpoint_dir / "best")[0] if self.checkpoint_dir else None
+        if best is not None:
             state = self._app_state(optimizer=False)
-            dcp.load(state, checkpoint_id=str(self.checkpoint_dir / "best"))
+            dcp.load(state, checkpoint_id=str(best))
             self.dmp.load_state_dict(state["model"])
         elif self._best is not None:
             self._restore(self._best)
+
+
+def check_train_config(config: TrainConfig, env: DistEnv) -> None:
+    """Raise a ValueError for a `TrainConfig` option that distributed training would otherwise ignore.
+
+    Args:
+        config: the training options.
+        env: the process group's place (its device must be config.device's).
+    """
+    if config.optimizer is not OptimizerKind.ADAM:
+        raise ValueError(
+            f"optimizer {config.optimizer.value!r} does not apply with --distributed: the tables train with "
+            "the fused --table-optimizer and the dense part with Adam (leave --optimizer at adam)"
+        )
+    if config.embedding_l2 > 0:
+        raise ValueError("embedding_l2 is not supported with fused table optimizers (set it to 0)")
+    if torch.device(config.device).type != env.device.type:
+        raise ValueError(
+            f"device {config.device!r}, but this process group runs {env.backend.value} on "
+            f"{env.device.type}: use --device cuda with the nccl backend, --device cpu with gloo"
+        )

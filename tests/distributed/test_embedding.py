@@ -146,6 +146,47 @@ def test_tables_on_meta_allocates_no_table(features):
     assert model.embedding is adapter
 
 
+SPECS = {
+    "unified_private_dim10": EmbeddingSpec(
+        EmbeddingMethod.UNIFIED,
+        10,
+        Budget(rows=1203),
+        num_tables=2,
+        chunks={"user": 2},
+        private_max_cardinality=20,
+    ),
+    "hashing": EmbeddingSpec(EmbeddingMethod.HASHING, 8, Budget(rows=905)),
+    "collisionless_dim3": EmbeddingSpec(EmbeddingMethod.COLLISIONLESS, 3),
+}
+
+
+@pytest.mark.parametrize("kind", list(SPECS))
+@pytest.mark.parametrize("chunk", [16, 1 << 22])  # chunk boundaries inside tables, and whole tables
+def test_replayed_draws_give_the_one_process_model(kind, chunk, features, vocabulary, monkeypatch):
+    """Meta construction + fill_from_draws starts exactly where building the model normally does: the
+    tables (replayed chunk by chunk) and the dense layers (the RNG advanced past the tables)."""
+    from featmux.distributed import embedding as module
+
+    monkeypatch.setattr(module, "_CHUNK_ELEMENTS", chunk)
+    spec = SPECS[kind]
+    torch.manual_seed(5)
+    layer = build_embedding(features, spec, vocabulary)
+    model = build_model("dcnv2", layer, 0, {"cross_layers": 1, "hidden": [16], "dropout": 0.1})
+    torch.manual_seed(5)
+    draws: list = []
+    with tables_on_meta(draws):
+        meta_layer = build_embedding(features, spec, vocabulary)
+    adapter = TorchRecEmbedding(meta_layer)  # EBC on cpu, initialized by TorchRec's init_fn
+    replayed = build_model("dcnv2", adapter, 0, {"cross_layers": 1, "hidden": [16], "dropout": 0.1})
+    adapter.fill_from_draws(draws)
+    assert all(torch.equal(v, layer.state_dict()[k]) for k, v in adapter.featmux_state_dict().items())
+    dense = {k: v for k, v in model.state_dict().items() if not k.startswith("embedding.")}
+    assert all(torch.equal(v, replayed.state_dict()[k]) for k, v in dense.items())
+    if adapter.table_dim > adapter.embedding_dim:  # padding columns are zero
+        weights = adapter.ebc.state_dict()
+        assert all(not w[:, adapter.embedding_dim :].any() for w in weights.values())
+
+
 def test_rejects_meta_buffers_and_unknown_layers(features, vocabulary):
     layer = CollisionlessEmbedding.from_vocabulary(features, vocabulary, 4, device=torch.device("meta"))
     with pytest.raises(ValueError, match="tables_on_meta"):
