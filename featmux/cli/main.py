@@ -139,6 +139,16 @@ def train(
         typer.Option(help="Distributed: fused table optimizer (sgd, adagrad, rowwise_adagrad; adam on GPU)."),
     ] = "adagrad",
     table_learning_rate: Annotated[float, typer.Option(help="Distributed: table learning rate.")] = 0.01,
+    backend: Annotated[
+        str | None, typer.Option(help="Distributed: auto (follows --device), gloo (cpu) or nccl (cuda).")
+    ] = None,
+    table_init: Annotated[
+        str | None,
+        typer.Option(help="Distributed: featmux (one process's start) or shard (each rank draws its own)."),
+    ] = None,
+    column_shard_width: Annotated[
+        int | None, typer.Option(help="Distributed: columns per column-wise shard (a multiple of 4).")
+    ] = None,
     online: Annotated[
         bool, typer.Option(help="Online training over time-ordered partitions, progressive validation.")
     ] = False,
@@ -223,12 +233,31 @@ def train(
     if resume is not None:
         overrides["resume"] = resume
     cfg = _load_config(ExperimentConfig, config, overrides)
+    dist_flags = {
+        "--sharding": sharding,
+        "--shard-table": shard_table,
+        "--backend": backend,
+        "--table-init": table_init,
+        "--column-shard-width": column_shard_width,
+    }
+    given = [flag for flag, value in dist_flags.items() if value]
+    if given and not distributed:
+        fail(f"{', '.join(given)} apply only with --distributed")
     from featmux.training.checkpoint import CheckpointError
     from featmux.training.trainer import NonFiniteLossError
 
     try:
         if distributed:
-            result = _run_distributed(cfg, sharding, shard_table or [], table_optimizer, table_learning_rate)
+            options = _distributed_options(
+                sharding,
+                shard_table or [],
+                table_optimizer,
+                table_learning_rate,
+                backend or "auto",
+                table_init or "featmux",
+                column_shard_width,
+            )
+            result = _run_distributed(cfg, options)
         else:
             result = run_experiment(cfg, log=say)
     except DataError as err:
@@ -294,19 +323,33 @@ def _train_online(
     _write_out(out, result.as_dict())
 
 
-def _run_distributed(
-    cfg: Any, sharding: str | None, shard_table: list[str], table_optimizer: str, table_learning_rate: float
-) -> dict[str, Any]:
+def _distributed_options(
+    sharding: str | None,
+    shard_table: list[str],
+    table_optimizer: str,
+    table_learning_rate: float,
+    backend: str,
+    table_init: str,
+    column_shard_width: int | None,
+) -> Any:
     try:
-        from featmux.distributed import DistributedOptions, run_distributed_training
+        from featmux.distributed import DistributedOptions
     except ImportError as err:
         fail(f"{err}\n(install TorchRec with: bash scripts/install.sh --torchrec)")
-    options = DistributedOptions.parse(
+    return DistributedOptions.parse(
         sharding=sharding,
         shard_table=shard_table,
         table_optimizer=table_optimizer,
         table_learning_rate=table_learning_rate,
+        backend=backend,
+        table_init=table_init,
+        column_shard_width=column_shard_width,
     )
+
+
+def _run_distributed(cfg: Any, options: Any) -> dict[str, Any]:
+    from featmux.distributed import run_distributed_training
+
     return run_distributed_training(cfg, options, log=say)
 
 

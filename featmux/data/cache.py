@@ -170,14 +170,20 @@ class EncodedDataset:
     def num_shards(self) -> int:
         return len(self.shard_rows)
 
-    def shard(self, index: int) -> EncodedChunk:
-        """Load shard `index` into memory."""
+    def shard(self, index: int, mmap: bool = False) -> EncodedChunk:
+        """Load shard `index` into memory, or (`mmap`) map it: `take` then reads only the pages of the
+        rows it takes (what each rank of a distributed run does with its share)."""
         d = self.path / f"shard-{index:05d}"
+        mode = "r" if mmap else None
+
+        def load(name: str) -> np.ndarray:
+            return np.load(d / name, mmap_mode=mode)
+
         bags = tuple(
-            EncodedBag(np.load(d / f"bag{j}_values.npy"), np.load(d / f"bag{j}_offsets.npy"))
+            EncodedBag(load(f"bag{j}_values.npy"), load(f"bag{j}_offsets.npy"))
             for j in range(len(self.schema.multivalent))
         )
-        return EncodedChunk(np.load(d / "ids.npy"), bags, np.load(d / "dense.npy"), np.load(d / "labels.npy"))
+        return EncodedChunk(load("ids.npy"), bags, load("dense.npy"), load("labels.npy"))
 
     def chunks(self) -> Iterator[EncodedChunk]:
         """Every shard in order."""

@@ -3,9 +3,11 @@
 Global batch g is exactly the batch `EncodedDataset.batches(G, shuffle, seed, epoch)` yields (both cut
 the rows by `EncodedDataset.batch_pieces`), so a W-rank run sees the data of a one-process run with batch G.
 Rank r takes the contiguous rows [r * b, (r + 1) * b) of it, b = ceil(n_g / W), and only those rows are
-gathered, converted to tensors, hashed and looked up on rank r. Every rank gets the same number of
-batches of the same size b (TorchRec's collectives need every rank in every step): a short last
-batch is padded with copies of a real row whose `mask` is 0.
+gathered, converted to tensors, hashed and looked up on rank r; shards are memory-mapped, so a rank
+reads the pages of its own rows (contiguous ones for unshuffled evaluation; with shuffled training
+batches its rows are spread over most pages of a shard) and never decodes a whole shard into memory.
+Every rank gets the same number of batches of the same size b (TorchRec's collectives need every
+rank in every step): a short last batch is padded with copies of a real row whose `mask` is 0.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def rank_batches(
         parts = []
         for shard, index in mine:
             if shard not in loaded:
-                loaded[shard] = dataset.shard(shard)
+                loaded[shard] = dataset.shard(shard, mmap=True)
             parts.append(loaded[shard].take(index))
         mask = torch.zeros(b, dtype=torch.float32)
         mask[:real] = 1.0

@@ -82,6 +82,10 @@ class DistributedOptions:
             table_init: featmux or shard.
             column_shard_width: width of column-wise shards (None: split each table over the ranks).
         """
+        choices = {"backend": (backend, Backend), "table_init": (table_init, TableInit)}
+        for name, (value, kind) in choices.items():
+            if value not in {k.value for k in kind}:
+                raise ValueError(f"{name} {value!r}: choose one of {[k.value for k in kind]}")
         return cls(
             ShardingConfig.parse(
                 sharding, shard_table, table_optimizer, table_learning_rate, column_shard_width

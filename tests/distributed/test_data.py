@@ -71,3 +71,20 @@ def test_padding_is_masked_and_rank_checked(dataset):
     assert tiny.global_rows == 1 and tiny.real_rows == 0 and len(tiny.batch) == 1
     with pytest.raises(ValueError, match="outside world"):
         next(rank_batches(dataset, 10, 2, 2))
+
+
+def test_ranks_map_shards_instead_of_loading_them(dataset, monkeypatch):
+    """Each rank maps the shards (reading only the pages of its rows), never decodes a whole shard."""
+    opened = []
+    shard = EncodedDataset.shard
+
+    def spy(self, index, mmap=False):
+        chunk = shard(self, index, mmap)
+        opened.append(isinstance(chunk.ids, np.memmap) and isinstance(chunk.bags[0].values, np.memmap))
+        return chunk
+
+    monkeypatch.setattr(EncodedDataset, "shard", spy)
+    parts = list(rank_batches(dataset, 100, 1, 2))
+    assert opened and all(opened)
+    assert not isinstance(parts[0].batch.sparse.ids, np.memmap)  # the rows taken are copied out
+    assert sum(p.real_rows for p in parts) == 10 * 50 + 1  # 50 of each 100-row batch, 1 of the last 3
