@@ -294,3 +294,88 @@ def test_partition_ending_in_a_one_row_batch_trains_batchnorm_models():
     options = {"cross_layers": 1, "hidden": [16], "batch_norm": True}
     result = run_online(config(partition_rows=4_001, partitions=2, batch_size=500, model_options=options))
     assert len(result.partitions) == 2
+
+
+class _DeviceSpy(torch.nn.Module):
+    """A model living on `meta` (a device other than the CPU the batches are built on) that records
+    the devices of what it is handed, and answers with CPU logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1, device="meta"))
+        self.seen: list[set[torch.device]] = []
+
+    def forward(self, sparse, dense):
+        self.seen.append({sparse.ids.device, dense.device, *(b.values.device for b in sparse.bags)})
+        return torch.linspace(-1, 1, sparse.batch_size)
+
+
+def test_progressive_validation_feeds_the_model_on_its_device():
+    cfg = config()
+    schema, parts = iter_partitions(cfg, BadRows())
+    chunk = _encode(next(parts).load(), schema)
+    spy = _DeviceSpy()
+    metrics, _ = _progressive(spy, chunk, 1500)  # type: ignore[arg-type]
+    assert len(spy.seen) == 3 and all(seen == {next(spy.parameters()).device} for seen in spy.seen)
+    assert metrics.rows == 4_000
+
+
+def test_bad_row_counts_survive_a_resume(tmp_path, monkeypatch):
+    files = write_avazu_stream(
+        tmp_path / "hours",
+        SyntheticConfig(cardinalities=AVAZU_CARDINALITIES),
+        partitions=3,
+        partition_rows=600,
+    )
+    lines = files[0].read_text().splitlines()
+    lines[5] = lines[5].replace(",", ";", 3)  # two bad rows in partition 0, one in partition 2
+    lines[9] = lines[9][:20]
+    files[0].write_text("\n".join(lines) + "\n")
+    lines = files[2].read_text().splitlines()
+    lines[3] = lines[3][:20]
+    files[2].write_text("\n".join(lines) + "\n")
+    cfg = avazu(tmp_path / "hours", skip_bad_rows=True, checkpoint_dir=tmp_path / "run", resume=True)
+    reference = run_online(avazu(tmp_path / "hours", skip_bad_rows=True))
+    assert "skipped 3 bad row(s)" in reference.bad_rows
+    interrupted(lambda: run_online(cfg), 2 + 1, monkeypatch)  # partition 0: 2 batches; stop inside 1
+    resumed = run_online(cfg)
+    assert resumed.resumed_from is not None
+    assert resumed.bad_rows == reference.bad_rows  # partition 0's two rows were not read again
+    assert resumed.partitions == reference.partitions
+
+
+def test_resume_refuses_a_rewritten_partition_and_the_benchmark_starts_over(tmp_path):
+    write_avazu_stream(
+        tmp_path / "hours",
+        SyntheticConfig(cardinalities=AVAZU_CARDINALITIES),
+        partitions=2,
+        partition_rows=300,
+    )
+    cfg = avazu(tmp_path / "hours", checkpoint_dir=tmp_path / "run", resume=True)
+    run_online(cfg)
+    write_avazu_stream(  # same file names, other content
+        tmp_path / "hours",
+        SyntheticConfig(cardinalities=AVAZU_CARDINALITIES, seed=9),
+        partitions=2,
+        partition_rows=300,
+    )
+    with pytest.raises(CheckpointError, match=r"partition 0 \(14102100.csv\) is not the content"):
+        run_online(cfg)
+
+    cards = ", ".join(str(c) for c in AVAZU_CARDINALITIES)
+    yaml_path = tmp_path / "bench.yaml"
+
+    def bench(seed: int) -> list:
+        yaml_path.write_text(
+            "name: tiny\nmethods: [unified]\nbudgets: ['1/2']\n"
+            f"avazu_stream:\n  directory: {tmp_path / 'bench-hours'}\n"
+            "  partitions: 2\n  partition_rows: 300\n"
+            f"  synthetic: {{cardinalities: [{cards}], seed: {seed}}}\n"
+            f"settings: {{dataset: avazu, data: {tmp_path / 'bench-hours'}, model: fm, embedding_dim: 4}}\n"
+        )
+        return run_online_benchmark(yaml_path, tmp_path / "out", tmp_path / "work")
+
+    first, other = bench(1), bench(2)
+    assert other[0].resumed_from is None  # a new stream spec: fresh runs, not the old results
+    assert [p.auc for p in other[0].partitions] != [p.auc for p in first[0].partitions]
+    assert bench(2)[0].resumed_from is not None  # the same spec again resumes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -114,7 +115,8 @@ def run_online_benchmark(
 ) -> list[OnlineResult]:
     """Run every method of a benchmark YAML over its stream; write `<name>.json`, `.md` and `.png`.
 
-    Runs checkpoint under `work` and resume: an interrupted benchmark continues where it stopped.
+    Runs checkpoint under `work` and resume: an interrupted benchmark continues where it stopped. With
+    a generated stream, under `work/stream-<digest of its spec>`: a changed spec starts fresh runs.
 
     Args:
         path: the benchmark YAML (see `OnlineBenchmark`).
@@ -142,8 +144,12 @@ def run_online_benchmark(
                 spec.first_hour,
             )
             write_json(marker, wanted)
+    work = Path(work)
+    if bench.avazu_stream is not None:  # runs over another stream never resume these checkpoints
+        digest = hashlib.blake2b(json.dumps(wanted, sort_keys=True).encode(), digest_size=6).hexdigest()
+        work = work / f"stream-{digest}"
     results, seconds = [], []
-    for config in bench.configs(Path(work)):
+    for config in bench.configs(work):
         say(f"== {config.embedding.value} budget {config.budget or '1'}")
         started = time.perf_counter()
         result = run_online(config, log=say)

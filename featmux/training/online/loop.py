@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,10 @@ class _Progress:
     loss_sum: float = 0.0  # training loss of the current partition so far
     loss_batches: int = 0
     names: list[str] = field(default_factory=list)  # names of the partitions reached, for stream checks
+    stamps: list[str] = field(default_factory=list)  # their content stamps (StreamPartition.stamp)
     records: list[dict[str, Any]] = field(default_factory=list)  # PartitionResult fields
+    bad_counts: dict[str, int] = field(default_factory=dict)  # bad rows skipped in finished partitions
+    bad_examples: dict[str, str] = field(default_factory=dict)
 
 
 def _encode(frames: Sequence[pl.DataFrame], schema: Schema) -> EncodedChunk:
@@ -98,15 +102,17 @@ def unseen_share(chunk: EncodedChunk, schema: Schema, keys: Mapping[str, np.ndar
 
 @torch.no_grad()
 def _progressive(model: CTRModel, chunk: EncodedChunk, batch_size: int) -> tuple[Metrics, int]:
-    """AUC/logloss of `model` on `chunk`, and how many rows got a NaN/Inf prediction (left out)."""
+    """AUC/logloss of `model` on `chunk`, and how many rows got a NaN/Inf prediction (left out).
+    Batches go where the model lives (`--device cuda`)."""
     n = len(chunk)
     if n == 0:
         return Metrics(float("nan"), float("nan"), 0), 0
+    device = next(model.parameters()).device
     model.eval()
     parts = []
     for start in range(0, n, batch_size):
-        batch = chunk_to_batch(chunk.take(np.arange(start, min(n, start + batch_size))))
-        parts.append(model(batch.sparse, batch.dense).float().numpy())
+        batch = chunk_to_batch(chunk.take(np.arange(start, min(n, start + batch_size)))).to(device)
+        parts.append(model(batch.sparse, batch.dense).float().cpu().numpy())
     model.train()
     logits = np.concatenate(parts)
     finite = np.isfinite(logits)
@@ -158,7 +164,7 @@ def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -
             say(event["message"])
 
     train_config = config.train_config()
-    warm: dict[int, EncodedChunk] = {}
+    warm: dict[int, tuple[EncodedChunk, Counter]] = {}
     if found is not None:
         saved = found.payload["online"]
         if saved["config"] != config.fingerprint():
@@ -173,14 +179,16 @@ def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -
         keys = {name: t.numpy() for name, t in saved["vocabulary"].items()}
         full = int(saved["collisionless_params"])
         progress = _Progress(**saved["progress"])
+        bad.counts.update(progress.bad_counts)  # the partitions not read again keep their counts
+        bad.examples.update(progress.bad_examples)
         partitions = iter(stream)
     else:
         partitions = iter(stream)
         vocabulary = Vocabulary(schema.feature_names)
         first: list[StreamPartition] = []
         for part in partitions:
-            chunk = _encode(part.load(), schema)
-            warm[part.index] = chunk
+            chunk, counted = _read(part, schema, bad)
+            warm[part.index] = (chunk, counted)
             first.append(part)
             for i, f in enumerate(schema.univalent):
                 vocabulary.update(f.name, chunk.ids[:, i])
@@ -225,19 +233,17 @@ def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -
     model.train()
     batch_size = config.batch_size
     for part in partitions:
+        if part.index < len(progress.names):
+            _check_unchanged(part, progress)
         if part.index < progress.partition:
             continue  # done before the restart: not even read where the source allows
-        if part.index < len(progress.names) and progress.names[part.index] != part.name:
-            raise CheckpointError(
-                f"the stream changed: the checkpoint's partition {part.index} is "
-                f"{progress.names[part.index]!r}, the stream's is {part.name!r}"
-            )
-        chunk = warm.pop(part.index) if part.index in warm else _encode(part.load(), schema)
+        chunk, counted = warm.pop(part.index) if part.index in warm else _read(part, schema, bad)
         n = len(chunk)
         if len(progress.records) <= part.index:
             metrics, nonfinite = _progressive(model, chunk, config.eval_batch_size)
             unseen = unseen_share(chunk, schema, keys)
             progress.names.append(part.name)
+            progress.stamps.append(part.stamp)
             record = PartitionResult(part.index, part.name, n, metrics.auc, metrics.logloss, unseen)
             progress.records.append(dataclasses.asdict(record) | {"nonfinite_predictions": nonfinite})
             if nonfinite:
@@ -278,6 +284,8 @@ def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -
         record["skipped_batches"] = state.skipped_batches
         progress.partition, progress.pass_, progress.batch = part.index + 1, 0, 0
         progress.loss_sum, progress.loss_batches = 0.0, 0
+        progress.bad_counts = dict(Counter(progress.bad_counts) + counted)
+        progress.bad_examples = dict(bad.examples)
         save()
         if ckpt is not None:
             write_json(ckpt / RESULTS_FILE, progress.records)
@@ -298,6 +306,29 @@ def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -
         config=config.model_dump(mode="json"),
         model=model,
     )
+
+
+def _read(part: StreamPartition, schema: Schema, bad: BadRows) -> tuple[EncodedChunk, Counter]:
+    """A partition's encoded rows, and the bad rows its reading skipped (by reason)."""
+    before = Counter(bad.counts)
+    chunk = _encode(part.load(), schema)
+    return chunk, Counter(bad.counts) - before
+
+
+def _check_unchanged(part: StreamPartition, progress: _Progress) -> None:
+    """A partition the checkpoint has results for must still be the one they came from."""
+    i = part.index
+    if progress.names[i] != part.name:
+        raise CheckpointError(
+            f"the stream changed: the checkpoint's partition {i} is {progress.names[i]!r}, "
+            f"the stream's is {part.name!r}"
+        )
+    if i < len(progress.stamps) and progress.stamps[i] != part.stamp:
+        raise CheckpointError(
+            f"the stream changed: partition {i} ({part.name}) is not the content the checkpoint "
+            f"trained on (stamp {progress.stamps[i]!r}, now {part.stamp!r}): resume only the same "
+            "stream, or use another checkpoint_dir"
+        )
 
 
 def _chain(first: list[StreamPartition], rest: Iterator[StreamPartition]) -> Iterator[StreamPartition]:

@@ -30,6 +30,8 @@ class StreamPartition:
         index: 0-based position in time order.
         name: what it is (a file name, a row range, `hour_of_day=5`), stored with checkpoints.
         load: reads its rows (lazily where the source allows, so skipped partitions cost nothing).
+        stamp: what its content was when read (the file's size and modification time; "" for the
+            synthetic stream, whose content the config decides): a resumed run checks it.
 
     Example:
         >>> part = next(iter_partitions(config, BadRows())[1])
@@ -39,6 +41,13 @@ class StreamPartition:
     index: int
     name: str
     load: Callable[[], list[pl.DataFrame]] = field(repr=False)
+    stamp: str = ""
+
+
+def file_stamp(path: Path) -> str:
+    """`size:mtime_ns` of a file: changes when the file is rewritten."""
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def synthetic_rows(config: SyntheticConfig, start: int, rows: int) -> list[pl.DataFrame]:
@@ -127,7 +136,7 @@ def iter_partitions(config: OnlineConfig, bad_rows: BadRows) -> tuple[Schema, It
             raise FileNotFoundError(f"{data}: no partition files match {config.partition_glob!r}")
         schema = _source(config, files[0], bad_rows).schema
         parts = (
-            StreamPartition(i, f.name, functools.partial(_read_all, config, f, bad_rows))
+            StreamPartition(i, f.name, functools.partial(_read_all, config, f, bad_rows), file_stamp(f))
             for i, f in enumerate(files)
             if i < limit
         )
@@ -145,6 +154,8 @@ def iter_partitions(config: OnlineConfig, bad_rows: BadRows) -> tuple[Schema, It
             f"{data} is one file: set partition_rows or partition_column to cut it into partitions"
         )
 
+    stamp = file_stamp(data)
+
     def parts_of_file() -> Iterator[StreamPartition]:
         if config.partition_rows is not None:
             rows = config.partition_rows
@@ -158,6 +169,6 @@ def iter_partitions(config: OnlineConfig, bad_rows: BadRows) -> tuple[Schema, It
         for i, (name, frames) in enumerate(named):
             if i >= limit:
                 return
-            yield StreamPartition(i, name, functools.partial(list, frames))
+            yield StreamPartition(i, name, functools.partial(list, frames), stamp)
 
     return schema, parts_of_file()
