@@ -5,11 +5,15 @@ Optional: needs TorchRec and FBGEMM (`bash scripts/install.sh --torchrec`).
 - `TorchRecEmbedding`: any table-based featmux layer (unified, hashing, collisionless) as a TorchRec
   EmbeddingBagCollection, same `[B, S, D]` output (bit-identical lookups), weights both ways.
 - `ShardingConfig`, `plan_sharding`, `make_topology`: planner constraints, fused table optimizer,
-  plans for real or imagined hardware (`PlanReport`).
+  dense optimizer, plans for real or imagined hardware (`PlanReport`).
 - `DistributedTrainer`: DMP training (fused optimizer for tables, DDP + Adam for the dense part),
-  per-rank data shards, AUC over all ranks, sharded checkpoints (DCP) and export to a featmux file.
+  per-rank data shards, AUC over all ranks, non-finite losses caught on every rank together, rotating
+  checksummed sharded checkpoints (DCP) and export to a featmux file.
 - `run_distributed_training`: what `featmux train --distributed` runs on every torchrun rank.
-- `init_distributed`, `launch_local`: join a torchrun job, or start N local gloo processes.
+- `init_distributed`, `resolve_backend`, `launch_local`: join a torchrun job (the backend follows the
+  training device), or start N local gloo processes.
+- `tables_on_meta(draws)`, `TorchRecEmbedding.fill_from_draws`: build on meta, then write each rank's
+  shards with the values a one-process model starts from (`TableDraw`).
 """
 
 from featmux.distributed._deps import require_torchrec
@@ -17,12 +21,20 @@ from featmux.distributed._deps import require_torchrec
 require_torchrec()
 
 from featmux.distributed.data import RankBatch, rank_batches  # noqa: E402
-from featmux.distributed.embedding import TableSlice, TorchRecEmbedding, tables_on_meta  # noqa: E402
-from featmux.distributed.launch import Backend, DistEnv, current_env, init_distributed, launch_local  # noqa: E402
+from featmux.distributed.embedding import TableDraw, TableSlice, TorchRecEmbedding, tables_on_meta  # noqa: E402
+from featmux.distributed.launch import (  # noqa: E402
+    Backend,
+    DistEnv,
+    current_env,
+    init_distributed,
+    launch_local,
+    resolve_backend,
+)
 from featmux.distributed.run import DistributedOptions, run_distributed_training  # noqa: E402
 from featmux.distributed.sharding import (  # noqa: E402
     CPU_OPTIMIZERS,
     CPU_SHARDINGS,
+    DenseOptimizer,
     Kernel,
     PlanReport,
     Sharding,
@@ -39,6 +51,7 @@ __all__ = [
     "CPU_OPTIMIZERS",
     "CPU_SHARDINGS",
     "Backend",
+    "DenseOptimizer",
     "DistEnv",
     "DistributedFitResult",
     "DistributedOptions",
@@ -49,6 +62,7 @@ __all__ = [
     "RankBatch",
     "Sharding",
     "ShardingConfig",
+    "TableDraw",
     "TableInit",
     "TableOptimizer",
     "TableOptimizerConfig",
@@ -61,6 +75,7 @@ __all__ = [
     "make_topology",
     "plan_sharding",
     "rank_batches",
+    "resolve_backend",
     "run_distributed_training",
     "tables_on_meta",
 ]

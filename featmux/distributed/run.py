@@ -25,7 +25,7 @@ import torch.distributed as dist
 from featmux.data.prepare import prepare
 from featmux.data.sources import open_source
 from featmux.distributed.embedding import TableDraw, TorchRecEmbedding, tables_on_meta
-from featmux.distributed.launch import Backend, init_distributed
+from featmux.distributed.launch import Backend, init_distributed, resolve_backend
 from featmux.distributed.sharding import ShardingConfig
 from featmux.distributed.train import DistributedTrainer, TableInit, check_train_config
 from featmux.embeddings import build_embedding, collisionless_parameters
@@ -132,12 +132,14 @@ def run_distributed_training(
         ...                                   DistributedOptions.parse(sharding="table_wise"))
     """
     options = options or DistributedOptions()
-    env = init_distributed(options.backend, config.device)
+    # everything that can be refused is refused before a process group exists or data is read
+    backend = resolve_backend(options.backend, config.device)
+    check_train_config(config.train_config(), "cuda" if backend is Backend.NCCL else "cpu")
+    config.check_schema(open_source(config.dataset, config.data, **config.dataset_options).schema)
+    env = init_distributed(backend, config.device)
     say = log if (log is not None and env.is_main) else (lambda _m: None)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    check_train_config(config.train_config(), env)  # before any data is read
-    config.check_schema(open_source(config.dataset, config.data, **config.dataset_options).schema)
     t0 = time.perf_counter()
 
     def load() -> Any:

@@ -215,7 +215,7 @@ class DistributedTrainer:
         if embedding.is_sharded:
             raise ValueError("the embedding is already sharded")
         self.env: DistEnv = current_env()
-        check_train_config(config, self.env)
+        check_train_config(config, self.env.device.type)
         norms = batch_norm_layers(model)
         if norms:
             raise ValueError(
@@ -728,12 +728,12 @@ class DistributedTrainer:
             self._restore(self._best)
 
 
-def check_train_config(config: TrainConfig, env: DistEnv) -> None:
+def check_train_config(config: TrainConfig, device_type: str) -> None:
     """Raise a ValueError for a `TrainConfig` option that distributed training would otherwise ignore.
 
     Args:
         config: the training options.
-        env: the process group's place (its device must be config.device's).
+        device_type: "cpu" or "cuda", where the process group computes (config.device must match).
     """
     if config.optimizer is not OptimizerKind.ADAM:
         raise ValueError(
@@ -742,8 +742,8 @@ def check_train_config(config: TrainConfig, env: DistEnv) -> None:
         )
     if config.embedding_l2 > 0:
         raise ValueError("embedding_l2 is not supported with fused table optimizers (set it to 0)")
-    if torch.device(config.device).type != env.device.type:
+    if torch.device(config.device).type != device_type:
         raise ValueError(
-            f"device {config.device!r}, but this process group runs {env.backend.value} on "
-            f"{env.device.type}: use --device cuda with the nccl backend, --device cpu with gloo"
+            f"device {config.device!r}, but this process group computes on {device_type}: use --device cuda "
+            "with the nccl backend, --device cpu with gloo"
         )

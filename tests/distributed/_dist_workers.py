@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -199,3 +200,249 @@ def second_launch(data: Path, cache: Path, out: Path) -> dict[str, Any]:
 
     options = DistributedOptions.parse(sharding="column_wise", table_learning_rate=TABLE_LR)
     return run_distributed_training(frappe_config(data, cache, STEPS, out / "resumed"), options)
+
+
+# -- the training checks of test_training.py ------------------------------------------------------------
+SGD_TABLE_LR, SGD_DENSE_LR = 0.5, 0.05  # different: a table trained by the dense optimizer would show
+PADDED_BATCH = 1001  # odd: rank 1 gets 500 real rows and one padding row in every global batch
+
+
+def sgd_config(data: Path, cache: Path, **changes: Any) -> ExperimentConfig:
+    """DCN-v2 (no dropout) over a unified table with private tables for the small Frappe fields."""
+    options: dict[str, Any] = {
+        "dataset": "frappe",
+        "data": data,
+        "model": "dcnv2",
+        "model_options": {"cross_layers": 1, "hidden": [32]},
+        "embedding": "unified",
+        "budget": "rows:3000",
+        "embedding_dim": 8,
+        "num_tables": 2,
+        "private_max_cardinality": 10,
+        "epochs": 1,
+        "batch_size": PADDED_BATCH,
+        "learning_rate": SGD_DENSE_LR,
+        "patience": 100,
+        "lr_decay": 1.0,
+        "cache_dir": cache,
+        "progress": False,
+    }
+    return ExperimentConfig(**{**options, **changes})
+
+
+def _prepare(config: ExperimentConfig) -> Any:
+    """The prepared data, encoded by rank 0 while the others wait (as run_distributed_training does)."""
+    from featmux.data.prepare import prepare
+
+    def load() -> Any:
+        return prepare(config.dataset, config.data, config.dataset_options, config.cache_dir)
+
+    data = load() if dist.get_rank() == 0 else None
+    dist.barrier()
+    return data if data is not None else load()
+
+
+def _build(config: ExperimentConfig, prepared: Any, sharding: Any, checkpoint_dir: Path | None = None) -> Any:
+    """A DistributedTrainer over the meta-built model, its tables filled as one process starts them."""
+    from featmux.distributed import DistributedTrainer, TorchRecEmbedding, tables_on_meta
+    from featmux.embeddings import build_embedding
+    from featmux.models import build_model
+
+    torch.manual_seed(config.seed)
+    draws: list = []
+    with tables_on_meta(draws):
+        layer = build_embedding(prepared.schema.categorical, config.embedding_spec(), prepared.vocabulary)
+    embedding = TorchRecEmbedding(layer, device=torch.device("meta"))
+    model = build_model(config.model, embedding, len(prepared.schema.numeric), config.model_options)
+    trainer = DistributedTrainer(model, config.train_config(), sharding, prepared.schema, checkpoint_dir)
+    embedding.fill_from_draws(draws)
+    return trainer
+
+
+def sgd_and_refusals(data: Path, cache: Path) -> dict[str, Any]:
+    """SGD tables (one of them data_parallel) + SGD dense over padded batches; predictions with a
+    padded batch size; bf16 autocast applied; batch norm refused."""
+    _quiet()
+    import dataclasses
+
+    from featmux.distributed import (
+        ShardingConfig,
+        TableOptimizerConfig,
+        TorchRecEmbedding,
+        rank_batches,
+        tables_on_meta,
+    )
+    from featmux.embeddings import build_embedding
+
+    config = sgd_config(data, cache)
+    prepared = _prepare(config)
+    out: dict[str, Any] = {}
+    with tables_on_meta():  # the table names
+        layer = build_embedding(prepared.schema.categorical, config.embedding_spec(), prepared.vocabulary)
+    replicated = next(t.name for t in TorchRecEmbedding(layer).tables if t.name.startswith("private__"))
+    sharding = ShardingConfig(
+        ("table_wise",),
+        {replicated: ("data_parallel",)},
+        TableOptimizerConfig("sgd", SGD_TABLE_LR),
+        dense_optimizer="sgd",
+    )
+    trainer = _build(config, prepared, sharding)
+    fit = trainer.fit(prepared.train, None)
+    out["losses"] = fit.losses
+    out["data_parallel_tables"] = trainer.data_parallel_tables
+    out["replicated"] = replicated
+    out["labels"], out["logits"] = trainer.predict(prepared.valid, batch_size=PADDED_BATCH)
+    # bf16: the same step's loss at the same weights, with and without autocast
+    part = next(rank_batches(prepared.train, PADDED_BATCH, dist.get_rank(), dist.get_world_size()))
+    snapshot = trainer._snapshot()
+    plain = trainer.train_step(part)
+    trainer._restore(snapshot)
+    trainer.config = dataclasses.replace(trainer.config, autocast_bf16=True)
+    out["bf16_losses"] = (plain, trainer.train_step(part))
+    # batch norm is refused with a message
+    bn = sgd_config(data, cache, model_options={"cross_layers": 1, "hidden": [32], "batch_norm": True})
+    try:
+        _build(bn, prepared, ShardingConfig(("table_wise",)))
+    except ValueError as err:
+        out["batch_norm_error"] = str(err)
+    return out
+
+
+def nonfinite_runs(data: Path, cache: Path, out: Path) -> dict[str, Any]:
+    """Rank 1's rows of global batch 2 get NaN labels: stop (last checkpoint kept), or skip."""
+    _quiet()
+    import dataclasses
+
+    from featmux.distributed import RankBatch, ShardingConfig
+    from featmux.distributed import train as module
+    from featmux.training.trainer import NonFiniteLossError
+
+    original = module.rank_batches
+
+    def poisoned(*args: Any, **kwargs: Any) -> Any:
+        for k, part in enumerate(original(*args, **kwargs)):
+            if k == 2 and dist.get_rank() == 1:
+                labels = torch.full_like(part.batch.labels, float("nan"))
+                part = RankBatch(dataclasses.replace(part.batch, labels=labels), part.mask, part.global_rows)
+            yield part
+
+    module.rank_batches = poisoned
+    prepared = _prepare(sgd_config(data, cache))
+    result: dict[str, Any] = {}
+    for policy in ("stop", "skip"):
+        config = sgd_config(data, cache, on_nonfinite=policy, checkpoint_every_steps=2)
+        trainer = _build(config, prepared, ShardingConfig(("table_wise",)), out / policy)
+        try:
+            fit = trainer.fit(prepared.train, None)
+            result[policy] = {"skipped": fit.skipped_batches, "losses": fit.losses}
+        except NonFiniteLossError as err:
+            result[policy] = {"error": str(err), "step": err.step}
+        found, damaged = trainer.find_checkpoint(out / policy / "last")
+        result[policy]["last_step"] = json.loads((found / "featmux.json").read_text())["train_state"]["step"]
+        result[policy]["damaged"] = damaged
+        layer = trainer.embedding.to_featmux(dst=0)
+        if layer is not None:
+            result[policy]["finite_tables"] = all(bool(torch.isfinite(p).all()) for p in layer.parameters())
+        result[policy]["finite_dense"] = all(bool(torch.isfinite(p).all()) for p in trainer.dense_parameters)
+    module.rank_batches = original
+    return result
+
+
+def dropout_config(data: Path, cache: Path, checkpoint_dir: Path, **changes: Any) -> ExperimentConfig:
+    """Dropout in the MLP, Adagrad tables, a checkpoint every 2 of the 8 steps, no validation."""
+    base = sgd_config(
+        data,
+        cache,
+        model_options={"cross_layers": 1, "hidden": [32], "dropout": 0.3},
+        batch_size=1024,
+        learning_rate=1e-3,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every_steps=2,
+    )
+    return base.model_copy(update=changes)
+
+
+def dropout_run(data: Path, cache: Path, checkpoint_dir: Path) -> dict[str, Any]:
+    """The uninterrupted dropout run; and what each rank's RNG draws next (distinct masks)."""
+    _quiet()
+    from featmux.distributed import DistributedOptions, run_distributed_training
+
+    options = DistributedOptions.parse(sharding="table_wise", table_learning_rate=TABLE_LR)
+    result = run_distributed_training(dropout_config(data, cache, checkpoint_dir), options)
+    return {"result": result, "next_draw": torch.rand(4)}
+
+
+def killed_mid_step(data: Path, cache: Path, checkpoint_dir: Path, step: int) -> None:
+    """Rank 1 kills itself (SIGKILL) in the middle of training step `step`: after the forward pass,
+    before the loss all_reduce, while rank 0 waits in it."""
+    _quiet()
+    import os
+    import signal
+    import types
+
+    import torch.nn.functional as F
+
+    from featmux.distributed import DistributedOptions, run_distributed_training
+    from featmux.distributed import train as module
+
+    calls = {"n": 0}
+
+    def bce(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == step and dist.get_rank() == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return F.binary_cross_entropy_with_logits(*args, **kwargs)
+
+    module.F = types.SimpleNamespace(binary_cross_entropy_with_logits=bce)
+    options = DistributedOptions.parse(sharding="table_wise", table_learning_rate=TABLE_LR)
+    run_distributed_training(dropout_config(data, cache, checkpoint_dir), options)
+
+
+def resume_twice(data: Path, cache: Path, checkpoint_dir: Path) -> dict[str, Any]:
+    """Resume (a damaged `last` falls back to `last.prev`); then lose `last` between the two renames
+    of a save and resume again."""
+    _quiet()
+    import os
+    import shutil
+
+    from featmux.distributed import DistributedOptions, run_distributed_training
+
+    options = DistributedOptions.parse(sharding="table_wise", table_learning_rate=TABLE_LR)
+    config = dropout_config(data, cache, checkpoint_dir)
+    first: list[str] = []
+    resumed = run_distributed_training(config, options, log=first.append)
+    if dist.get_rank() == 0:  # a save that crashed after `last` -> `last.prev`, before `.tmp` -> `last`
+        last = checkpoint_dir / "last"
+        shutil.rmtree(checkpoint_dir / "last.prev")
+        os.replace(last, checkpoint_dir / "last.prev")
+    dist.barrier()
+    second: list[str] = []
+    again = run_distributed_training(config, options, log=second.append)
+    return {"resumed": resumed, "first_log": first, "again": again, "second_log": second}
+
+
+def slow_rank0_prepare(
+    data: Path, cache: Path, collective_timeout_s: float, delay_s: float
+) -> dict[str, Any]:
+    """Rank 0 encodes for longer than the default collective timeout while rank 1 waits for it."""
+    _quiet()
+    import time
+    from datetime import timedelta
+
+    from torch.distributed.distributed_c10d import _set_pg_timeout
+
+    from featmux.distributed import DistributedOptions, run_distributed_training
+    from featmux.distributed import run as module
+
+    _set_pg_timeout(timedelta(seconds=collective_timeout_s), None)
+    real = module.prepare
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        if dist.get_rank() == 0:
+            time.sleep(delay_s)
+        return real(*args, **kwargs)
+
+    module.prepare = slow
+    config = sgd_config(data, cache, max_steps=1, cache_dir=cache / "fresh")
+    result = run_distributed_training(config, DistributedOptions.parse(sharding="table_wise"))
+    return {"steps": result["steps"]}
