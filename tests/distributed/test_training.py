@@ -117,7 +117,7 @@ def test_dropout_kill_resume_and_checkpoint_recovery(frappe_small, tmp_path):
     assert reference["distributed"]["data_parallel_tables"] == []
 
     run = tmp_path / "resumed"
-    with pytest.raises(RuntimeError, match=r"rank\(s\) \[1\] died"):
+    with pytest.raises(RuntimeError, match=r"died|by peer"):  # rank 0 sees its peer gone, or its death
         launch_local(killed_mid_step, 2, (frappe_small, cache, run, 7), timeout_s=600)
     assert json.loads((run / "last" / "featmux.json").read_text())["train_state"]["step"] == 6
     damaged = next(p for p in sorted((run / "last").iterdir()) if p.suffix == ".distcp")
