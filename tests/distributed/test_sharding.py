@@ -110,3 +110,37 @@ def test_cpu_plan_puts_sub_tables_on_different_ranks():
     config = ShardingConfig(sharding=("table_wise",))
     _, report = plan_sharding(model, embedding, config, make_topology(2, "cpu", ddr_gib=1024), batch_size=512)
     assert sorted(r for t in report.tables for r, *_ in t.shards) == [0, 1]
+
+
+def test_the_planner_is_not_offered_data_parallel_unless_a_table_asks():
+    _, embedding = _billion(num_tables=2)
+    for device in ("cpu", "cuda"):
+        constraints = ShardingConfig().constraints(embedding, make_topology(2, device))
+        assert all("data_parallel" not in c.sharding_types for c in constraints.values())
+    asked = ShardingConfig(per_table={"unified_t1": ("data_parallel",)}).constraints(
+        embedding, make_topology(2)
+    )
+    assert asked["unified_t1"].sharding_types == ["data_parallel"]
+    assert "dense" in asked["unified_t1"].compute_kernels
+
+
+def test_table_optimizer_unfused_for_replicated_tables():
+    weight = torch.nn.Parameter(torch.ones(3, 4))
+    for kind, name in [("sgd", "SGD"), ("adagrad", "Adagrad"), ("rowwise_adagrad", "RowWiseAdagrad")]:
+        optimizer = TableOptimizerConfig(kind, 0.5).build_unfused([weight])
+        assert type(optimizer).__name__ == name and optimizer.param_groups[0]["lr"] == 0.5
+    with pytest.raises(ValueError, match="data_parallel table cannot train with 'adam'"):
+        TableOptimizerConfig("adam").build_unfused([weight])
+
+
+def test_backend_follows_the_device_not_a_visible_gpu(monkeypatch):
+    from featmux.distributed import Backend, resolve_backend
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU host, CPU build of FBGEMM
+    assert resolve_backend("auto", "cpu") is Backend.GLOO
+    with pytest.raises(ValueError, match="CUDA build of fbgemm-gpu"):
+        resolve_backend("auto", "cuda")
+    with pytest.raises(ValueError, match="nccl needs --device cuda"):
+        resolve_backend("nccl", "cpu")
+    with pytest.raises(ValueError, match="needs the nccl backend"):
+        resolve_backend("gloo", "cuda")
