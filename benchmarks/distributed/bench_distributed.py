@@ -2,6 +2,8 @@
 
     flock /tmp/featmux-measure.lock .venv/bin/python benchmarks/distributed/bench_distributed.py throughput
     flock /tmp/featmux-measure.lock .venv/bin/python benchmarks/distributed/bench_distributed.py memory
+    flock /tmp/featmux-measure.lock .venv/bin/python benchmarks/distributed/bench_distributed.py cli-memory \
+        --code-root . --label after     # `featmux train --distributed` under torchrun: peak RSS per rank
     .venv/bin/python benchmarks/distributed/bench_distributed.py plan       # no GPU needed: fake topologies
     .venv/bin/python benchmarks/distributed/bench_distributed.py report     # results/*.json -> markdown
 
@@ -295,6 +297,54 @@ def memory(sizes: list[int]) -> None:
     _save("memory", {"dim": DIM, "optimizer": "rowwise_adagrad", "processes": 2, "runs": runs})
 
 
+# -- `featmux train --distributed` itself: peak RSS per rank ---------------------------------------------
+CLI_ROWS = 20_000_000
+
+
+def cli_memory(code_root: Path, label: str, rows: int = CLI_ROWS) -> None:
+    """Run the CLI under torchrun (2 gloo ranks) with the featmux code at `code_root` (e.g. a checkout
+    of an older commit, for a before/after comparison) and record every rank's peak RSS."""
+    import subprocess
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="featmux-cli-memory-"))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    args = [
+        str(torchrun), "--nproc-per-node", "2", str(HERE / "_rss_entry.py"), "train", "--distributed",
+        "--dataset", "synthetic", "--dataset-option", "rows=20000", "--embedding", "unified",
+        "--budget", f"rows:{rows}", "--embedding-dim", str(DIM), "--num-tables", "2",
+        "--sharding", "table_wise", "--model-option", "hidden=[64]", "--batch-size", "1024",
+        "--max-steps", "5", "--threads", "1", "--no-progress", "--cache-dir", str(work / "cache"),
+        "--out", str(work / "result.json"),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(code_root).resolve()), "FEATMUX_RSS_DIR": str(work)}
+    started = time.perf_counter()
+    subprocess.run(args, env=env, check=True)
+    seconds = time.perf_counter() - started
+    ranks = [json.loads((work / f"rank{r}.json").read_text())["peak_rss_bytes"] for r in range(2)]
+    commit = subprocess.run(
+        ["git", "-C", str(code_root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    print(label, [round(b / GIB, 2) for b in ranks], f"GiB peak RSS per rank, {seconds:.0f} s", flush=True)
+    _save(
+        f"cli_memory_{label}",
+        {
+            "label": label,
+            "commit": commit,
+            "rows": rows,
+            "dim": DIM,
+            "num_tables": 2,
+            "sharding": "table_wise",
+            "table_optimizer": "adagrad",
+            "processes": 2,
+            "command": " ".join(args[3:]),
+            "peak_rss_bytes_per_rank": ranks,
+            "table_bytes": rows * DIM * 4,
+            "wall_seconds": seconds,
+        },
+    )
+
+
 # -- plans for a 1-billion-row unified table on 8 and 64 GPUs ----------------------------------------------
 def plan() -> None:
     from featmux.distributed import (
@@ -420,7 +470,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=["throughput", "memory", "plan", "report"])
+    parser.add_argument("what", choices=["throughput", "memory", "cli-memory", "plan", "report"])
+    parser.add_argument("--code-root", default=str(HERE.parents[1]), help="cli-memory: featmux code to run")
+    parser.add_argument("--label", default="after", help="cli-memory: names the result file")
     parser.add_argument("--sizes", default="1000000,10000000,30000000,100000000", help="memory: table rows")
     parser.add_argument("--repeats", type=int, default=3, help="throughput: repetitions of each setup")
     parser.add_argument("--steps", type=int, default=MEASURED, help="throughput: measured steps per run")
@@ -429,6 +481,8 @@ def main(argv: list[str] | None = None) -> None:
         throughput(args.repeats, args.steps)
     elif args.what == "memory":
         memory([int(s) for s in args.sizes.split(",")])
+    elif args.what == "cli-memory":
+        cli_memory(Path(args.code_root), args.label)
     elif args.what == "plan":
         plan()
     else:
