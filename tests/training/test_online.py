@@ -260,15 +260,15 @@ def test_nan_inputs_are_reported_with_the_partition_and_rows(tmp_path, monkeypat
     from featmux.training.online import loop
     from featmux.training.trainer import NonFiniteLossError
 
-    encode = loop._encode
+    encode = loop.encode_frame
 
-    def poisoned(frames, schema):
-        chunk = encode(frames, schema)
+    def poisoned(frame, schema):  # each 4000-row partition is read as one frame
+        chunk = encode(frame, schema)
         if len(chunk) > 17:
             chunk.dense[17, 0] = float("nan")
         return chunk
 
-    monkeypatch.setattr(loop, "_encode", poisoned)
+    monkeypatch.setattr(loop, "encode_frame", poisoned)
     options = {**SYNTHETIC, "num_numeric": 1, "numeric_missing": 0.0}
     with pytest.raises(NonFiniteLossError, match=r"partition 0 \(rows 0-3999\), pass 0, batch \d") as err:
         run_online(config(dataset_options=options, checkpoint_dir=tmp_path))
@@ -379,3 +379,27 @@ def test_resume_refuses_a_rewritten_partition_and_the_benchmark_starts_over(tmp_
     assert other[0].resumed_from is None  # a new stream spec: fresh runs, not the old results
     assert [p.auc for p in other[0].partitions] != [p.auc for p in first[0].partitions]
     assert bench(2)[0].resumed_from is not None  # the same spec again resumes
+
+
+def test_partitions_stream_through_bounded_shards(tmp_path, monkeypatch):
+    """A partition is read lazily and trained from memory-mapped shards on disk: with 700-row shards
+    (a 4000-row partition in 6, batches crossing shard boundaries) the results are those of one shard."""
+    from featmux.training.online import loop
+
+    reference = run_online(config(embedding="hashing", budget="1/4"))
+    monkeypatch.setattr(loop, "PARTITION_SHARD_ROWS", 700)
+    written = []
+    stored = loop._StoredPartition.__init__
+
+    def spy(self, frames, schema, directory):
+        assert not isinstance(frames, list)  # frames come lazily from the source
+        stored(self, frames, schema, directory)
+        written.append(len(self.shards))
+
+    monkeypatch.setattr(loop._StoredPartition, "__init__", spy)
+    sharded = run_online(config(embedding="hashing", budget="1/4", checkpoint_dir=tmp_path / "run"))
+    assert written == [6, 6, 6, 6]
+    assert sharded.partitions == reference.partitions
+    for a, b in zip(reference.model.state_dict().values(), sharded.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert not list((tmp_path / "run").glob(".featmux-stream-*"))  # the shards are gone afterwards

@@ -19,6 +19,16 @@ later IDs fall into the collisionless OOV row, or hash into rows sized by those 
 Embedding needs none; a fractional budget is measured against the same frozen collisionless size, so
 every method gets the same memory.
 
+Memory: a partition is never held whole. Its frames are read lazily in the source's chunks (a
+directory's file, a synthetic range), encoded into shards on disk (under `checkpoint_dir`, or a
+temporary directory) and trained from memory-mapped shards; only a shard being written and the rows
+of a batch are in memory. Limit: a single file cut by `partition_rows` is still read one block (one
+partition) per frame, and one cut by `partition_column` gathers a run's frames before it starts.
+
+A resumed run checks each partition it has results for against the stream: its name and, for files,
+a stamp of the file's size and modification time (a rewritten partition is an error, not stale
+results); bad-row counts of the partitions already done are kept.
+
 Faults: the resumable checkpoint (`<checkpoint_dir>/last.pt`, written atomically every
 `checkpoint_every_steps` steps and after every partition) holds the model, optimizers, RNG and the
 stream position (partition, pass, batch) with the results so far. `resume=True` continues exactly

@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import shutil
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from featmux.data.cache import chunk_to_batch
+from featmux.data.cache import EncodedDataset, chunk_to_batch
 from featmux.data.encoded import EncodedChunk, encode_frame
 from featmux.data.errors import BadRowPolicy, BadRows
 from featmux.embeddings import Vocabulary, build_embedding, check_features, collisionless_parameters
@@ -37,6 +39,8 @@ from featmux.training.trainer import RESUMABLE_KEYS, Trainer, epoch_batches
 
 RESULTS_FILE = "progressive.json"
 """Written to the checkpoint directory after every partition: the results so far."""
+PARTITION_SHARD_ROWS = 1 << 16
+"""Rows per on-disk shard of a partition being trained on (the most held in memory while writing it)."""
 
 
 @dataclass
@@ -55,11 +59,60 @@ class _Progress:
     bad_examples: dict[str, str] = field(default_factory=dict)
 
 
-def _encode(frames: Sequence[pl.DataFrame], schema: Schema) -> EncodedChunk:
+def _encode(frames: Iterable[pl.DataFrame], schema: Schema) -> EncodedChunk:
+    """Frames encoded into one in-memory chunk (small partitions, tests)."""
+    frames = list(frames)
     chunks = [encode_frame(f, schema) for f in frames if f.height]
     if not chunks:
         return encode_frame(pl.DataFrame(schema=frames[0].schema) if frames else _empty(schema), schema)
     return EncodedChunk.concat(chunks)
+
+
+class _StoredPartition:
+    """A partition's encoded rows on disk: written frame by frame as the source yields them, read
+    back through memory-mapped shards. Neither the raw nor the encoded partition is ever whole in
+    memory, only a shard being written (`PARTITION_SHARD_ROWS` rows) and the rows a batch takes.
+
+    Args:
+        frames: the partition's raw frames, in stream order.
+        schema: their schema.
+        directory: where the shards go (replaced if it exists).
+    """
+
+    def __init__(self, frames: Iterable[pl.DataFrame], schema: Schema, directory: Path) -> None:
+        chunks = (encode_frame(f, schema) for f in frames if f.height)
+        dataset = EncodedDataset.write(directory, schema, chunks, shard_rows=PARTITION_SHARD_ROWS)
+        self.directory = directory
+        self.shards = [dataset.shard(i, mmap=True) for i in range(dataset.num_shards)]
+        self._bounds = np.cumsum([0, *dataset.shard_rows])
+
+    def __len__(self) -> int:
+        return int(self._bounds[-1])
+
+    @property
+    def labels(self) -> np.ndarray:
+        """float32 [n]: every row's label (the one whole-partition array; 4 bytes a row)."""
+        return np.concatenate([s.labels for s in self.shards]) if self.shards else np.zeros(0, np.float32)
+
+    def take(self, index: np.ndarray) -> EncodedChunk:
+        """The rows at `index` (in that order), gathered from the shards they live in."""
+        where = np.searchsorted(self._bounds, index, side="right") - 1  # [k] shard of each row
+        first = int(where[0]) if where.size else 0
+        if where.size == 0 or (where == first).all():
+            return self.shards[first].take(index - self._bounds[first])
+        order = np.argsort(where, kind="stable")
+        sorted_where, sorted_index = where[order], index[order]
+        parts = [
+            self.shards[s].take(sorted_index[sorted_where == s] - self._bounds[s]) for s in np.unique(where)
+        ]
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(order.size)
+        return EncodedChunk.concat(parts).take(inverse)
+
+    def remove(self) -> None:
+        """Delete the shards (the partition is done)."""
+        self.shards = []
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _empty(schema: Schema) -> pl.DataFrame:
@@ -85,11 +138,15 @@ def unseen_share(chunk: EncodedChunk, schema: Schema, keys: Mapping[str, np.ndar
     Returns:
         A number in [0, 1] (NaN for an empty chunk).
     """
+    missing, total = _unseen_counts(chunk, schema, keys)
+    return missing / total if total else float("nan")
+
+
+def _unseen_counts(chunk: EncodedChunk, schema: Schema, keys: Mapping[str, np.ndarray]) -> tuple[int, int]:
+    """(values not in `keys`, all values) of a chunk's categorical columns."""
     columns = [(chunk.ids[:, i], keys[f.name]) for i, f in enumerate(schema.univalent)]
     columns += [(chunk.bags[j].values, keys[f.name]) for j, f in enumerate(schema.multivalent)]
     total = sum(v.size for v, _ in columns)
-    if total == 0:
-        return float("nan")
     missing = 0
     for values, known in columns:
         if known.size == 0:
@@ -97,11 +154,13 @@ def unseen_share(chunk: EncodedChunk, schema: Schema, keys: Mapping[str, np.ndar
             continue
         pos = np.minimum(np.searchsorted(known, values), known.size - 1)
         missing += int(np.count_nonzero(known[pos] != values))
-    return missing / total
+    return missing, total
 
 
 @torch.no_grad()
-def _progressive(model: CTRModel, chunk: EncodedChunk, batch_size: int) -> tuple[Metrics, int]:
+def _progressive(
+    model: CTRModel, chunk: EncodedChunk | _StoredPartition, batch_size: int
+) -> tuple[Metrics, int]:
     """AUC/logloss of `model` on `chunk`, and how many rows got a NaN/Inf prediction (left out).
     Batches go where the model lives (`--device cuda`)."""
     n = len(chunk)
@@ -115,10 +174,11 @@ def _progressive(model: CTRModel, chunk: EncodedChunk, batch_size: int) -> tuple
         parts.append(model(batch.sparse, batch.dense).float().cpu().numpy())
     model.train()
     logits = np.concatenate(parts)
+    labels = chunk.labels
     finite = np.isfinite(logits)
     if finite.all():
-        return binary_metrics(chunk.labels, logits), 0
-    return binary_metrics(chunk.labels[finite], logits[finite]), int(n - finite.sum())
+        return binary_metrics(labels, logits), 0
+    return binary_metrics(labels[finite], logits[finite]), int(n - finite.sum())
 
 
 def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -> OnlineResult:
@@ -164,7 +224,13 @@ def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -
             say(event["message"])
 
     train_config = config.train_config()
-    warm: dict[int, tuple[EncodedChunk, Counter]] = {}
+    warm: dict[int, tuple[_StoredPartition, Counter]] = {}
+    if ckpt is not None:  # partitions being trained on go beside the checkpoints (one filesystem)
+        ckpt.mkdir(parents=True, exist_ok=True)
+        for stale in ckpt.glob(".featmux-stream-*"):  # left by a run that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+    scratch = tempfile.TemporaryDirectory(prefix=".featmux-stream-" if ckpt else "featmux-stream-", dir=ckpt)
+    store = Path(scratch.name)
     if found is not None:
         saved = found.payload["online"]
         if saved["config"] != config.fingerprint():
@@ -187,13 +253,14 @@ def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -
         vocabulary = Vocabulary(schema.feature_names)
         first: list[StreamPartition] = []
         for part in partitions:
-            chunk, counted = _read(part, schema, bad)
-            warm[part.index] = (chunk, counted)
+            rows, counted = _read(part, schema, bad, store)
+            warm[part.index] = (rows, counted)
             first.append(part)
-            for i, f in enumerate(schema.univalent):
-                vocabulary.update(f.name, chunk.ids[:, i])
-            for j, f in enumerate(schema.multivalent):
-                vocabulary.update(f.name, chunk.bags[j].values)
+            for shard in rows.shards:
+                for i, f in enumerate(schema.univalent):
+                    vocabulary.update(f.name, shard.ids[:, i])
+                for j, f in enumerate(schema.multivalent):
+                    vocabulary.update(f.name, shard.bags[j].values)
             if len(first) == config.vocabulary_partitions:
                 break
         if not first:
@@ -237,11 +304,13 @@ def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -
             _check_unchanged(part, progress)
         if part.index < progress.partition:
             continue  # done before the restart: not even read where the source allows
-        chunk, counted = warm.pop(part.index) if part.index in warm else _read(part, schema, bad)
-        n = len(chunk)
+        rows, counted = warm.pop(part.index) if part.index in warm else _read(part, schema, bad, store)
+        n = len(rows)
         if len(progress.records) <= part.index:
-            metrics, nonfinite = _progressive(model, chunk, config.eval_batch_size)
-            unseen = unseen_share(chunk, schema, keys)
+            metrics, nonfinite = _progressive(model, rows, config.eval_batch_size)
+            counts = [_unseen_counts(shard, schema, keys) for shard in rows.shards]
+            total = sum(t for _, t in counts)
+            unseen = sum(m for m, _ in counts) / total if total else float("nan")
             progress.names.append(part.name)
             progress.stamps.append(part.stamp)
             record = PartitionResult(part.index, part.name, n, metrics.auc, metrics.logloss, unseen)
@@ -263,7 +332,7 @@ def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -
             for b in range(progress.batch, batches):
                 started = time.perf_counter()
                 index = order[b * batch_size : (b + 1) * batch_size]
-                batch = chunk_to_batch(chunk.take(index))
+                batch = chunk_to_batch(rows.take(index))
                 where = f"partition {part.index} ({part.name}), pass {k}, batch {b}"
                 loss = trainer.train_step(batch, where, functools.partial(_describe_rows, part.name, index))
                 state.train_seconds += time.perf_counter() - started
@@ -286,9 +355,11 @@ def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -
         progress.loss_sum, progress.loss_batches = 0.0, 0
         progress.bad_counts = dict(Counter(progress.bad_counts) + counted)
         progress.bad_examples = dict(bad.examples)
+        rows.remove()
         save()
         if ckpt is not None:
             write_json(ckpt / RESULTS_FILE, progress.records)
+    scratch.cleanup()
     if bad.skipped:
         say(bad.summary())
     if ckpt is not None:
@@ -308,11 +379,13 @@ def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -
     )
 
 
-def _read(part: StreamPartition, schema: Schema, bad: BadRows) -> tuple[EncodedChunk, Counter]:
-    """A partition's encoded rows, and the bad rows its reading skipped (by reason)."""
+def _read(
+    part: StreamPartition, schema: Schema, bad: BadRows, store: Path
+) -> tuple[_StoredPartition, Counter]:
+    """A partition's encoded rows (on disk under `store`), and the bad rows its reading skipped."""
     before = Counter(bad.counts)
-    chunk = _encode(part.load(), schema)
-    return chunk, Counter(bad.counts) - before
+    rows = _StoredPartition(part.load(), schema, store / f"partition-{part.index:06d}")
+    return rows, Counter(bad.counts) - before
 
 
 def _check_unchanged(part: StreamPartition, progress: _Progress) -> None:

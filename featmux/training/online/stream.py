@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,8 @@ class StreamPartition:
     Args:
         index: 0-based position in time order.
         name: what it is (a file name, a row range, `hour_of_day=5`), stored with checkpoints.
-        load: reads its rows (lazily where the source allows, so skipped partitions cost nothing).
+        load: reads its rows as frames of bounded size, lazily (skipped partitions cost nothing; a
+            directory's file or a synthetic range is never read whole into memory).
         stamp: what its content was when read (the file's size and modification time; "" for the
             synthetic stream, whose content the config decides): a resumed run checks it.
 
@@ -40,7 +41,7 @@ class StreamPartition:
 
     index: int
     name: str
-    load: Callable[[], list[pl.DataFrame]] = field(repr=False)
+    load: Callable[[], Iterable[pl.DataFrame]] = field(repr=False)
     stamp: str = ""
 
 
@@ -62,8 +63,8 @@ def _source(config: OnlineConfig, path: Path, bad_rows: BadRows) -> Any:
     return open_source(config.dataset, path, bad_rows=bad_rows, **options)
 
 
-def _read_all(config: OnlineConfig, path: Path, bad_rows: BadRows) -> list[pl.DataFrame]:
-    return list(_source(config, path, bad_rows).split("train"))
+def _read_all(config: OnlineConfig, path: Path, bad_rows: BadRows) -> Iterator[pl.DataFrame]:
+    return _source(config, path, bad_rows).split("train")
 
 
 def _by_column(frames: Iterator[pl.DataFrame], column: str) -> Iterator[tuple[str, list[pl.DataFrame]]]:
@@ -114,7 +115,7 @@ def iter_partitions(config: OnlineConfig, bad_rows: BadRows) -> tuple[Schema, It
             StreamPartition(
                 p,
                 f"rows {p * rows}-{(p + 1) * rows - 1}",
-                functools.partial(synthetic_rows, synthetic, p * rows, rows),
+                functools.partial(iter_synthetic, synthetic, rows, start_row=p * rows),
             )
             for p in range(config.partitions)
         )
