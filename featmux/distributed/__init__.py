@@ -10,6 +10,8 @@ Optional: needs TorchRec and FBGEMM (`bash scripts/install.sh --torchrec`).
   per-rank data shards, AUC over all ranks, non-finite losses caught on every rank together, rotating
   checksummed sharded checkpoints (DCP) and export to a featmux file.
 - `run_distributed_training`: what `featmux train --distributed` runs on every torchrun rank.
+- `GlobalBatchNorm`: batch norm over the global batch (all ranks' real rows), what DistributedTrainer
+  puts in place of each BatchNorm1d.
 - `init_distributed`, `resolve_backend`, `launch_local`: join a torchrun job (the backend follows the
   training device), or start N local gloo processes.
 - `tables_on_meta(draws)`, `TorchRecEmbedding.fill_from_draws`: build on meta, then write each rank's
@@ -20,6 +22,7 @@ from featmux.distributed._deps import require_torchrec
 
 require_torchrec()
 
+from featmux.distributed.batch_norm import GlobalBatchNorm  # noqa: E402
 from featmux.distributed.data import RankBatch, rank_batches  # noqa: E402
 from featmux.distributed.embedding import TableDraw, TableSlice, TorchRecEmbedding, tables_on_meta  # noqa: E402
 from featmux.distributed.launch import (  # noqa: E402
@@ -57,6 +60,7 @@ __all__ = [
     "DistributedOptions",
     "DistributedState",
     "DistributedTrainer",
+    "GlobalBatchNorm",
     "Kernel",
     "PlanReport",
     "RankBatch",

@@ -12,11 +12,12 @@ The same numbers as one process with global batch G (up to float summation order
       global mean;
     - TorchRec averages the table gradients coming back from the W ranks in the same way (its
       all-to-all backward divides by W: `torchrec.distributed.comm_ops.get_gradient_division()`).
-What is refused rather than silently changed: batch norm (each rank would keep its own statistics,
-padding rows included; torch's SyncBatchNorm runs on GPUs only and cannot leave padding out). Tables
-the planner would replicate (data_parallel) are kept out of that choice unless asked for by name; a
-table asked to be data_parallel trains with the table optimizer (unfused, on its all-reduced gradient),
-never with the dense optimizer or inside the dense gradient clipping.
+Batch norm: every `nn.BatchNorm1d` becomes a `GlobalBatchNorm` (`featmux.distributed.batch_norm`),
+whose training statistics are those of the global batch (all ranks' real rows, no padding), so the
+model is the one-process model, running statistics included. Tables the planner would replicate
+(data_parallel) are kept out of that choice unless asked for by name; a table asked to be
+data_parallel trains with the table optimizer (unfused, on its all-reduced gradient), never with the
+dense optimizer or inside the dense gradient clipping.
 
 Dropout draws different masks on every rank (rank 0 is seeded with `seed`, rank r with a seed derived
 from (seed, r)), so dropout models match a one-process run in distribution only; each rank's RNG state
@@ -54,7 +55,6 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import torch.nn.functional as F
-from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 
 from featmux.distributed._deps import require_torchrec
@@ -68,6 +68,7 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter  # noqa: E402
 
 from featmux.atomic import write_json_atomic  # noqa: E402
 from featmux.data.cache import EncodedDataset  # noqa: E402
+from featmux.distributed.batch_norm import GlobalBatchNorm  # noqa: E402
 from featmux.distributed.data import RankBatch, rank_batches  # noqa: E402
 from featmux.distributed.embedding import TorchRecEmbedding  # noqa: E402
 from featmux.distributed.launch import DistEnv, current_env  # noqa: E402
@@ -145,11 +146,6 @@ def rank_seed(seed: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def batch_norm_layers(model: nn.Module) -> list[str]:
-    """Names of the batch-norm modules in `model` (refused by `DistributedTrainer`)."""
-    return [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
 def _is_meta(embedding: TorchRecEmbedding) -> bool:
     return any(p.is_meta for p in embedding.ebc.parameters())
 
@@ -182,7 +178,7 @@ class DistributedTrainer:
 
     Args:
         model: a featmux CTR model whose `embedding` is a `TorchRecEmbedding` (EBC on cpu or meta);
-            no batch norm (refused, see the module docstring).
+            its BatchNorm1d layers are replaced by `GlobalBatchNorm` in place.
         config: training options (batch_size is the global batch; learning_rate is the dense
             optimizer's; `optimizer` must be adam and `embedding_l2` 0: single-process options; device
             must be the process group's device; on_nonfinite and autocast_bf16 apply).
@@ -216,13 +212,7 @@ class DistributedTrainer:
             raise ValueError("the embedding is already sharded")
         self.env: DistEnv = current_env()
         check_train_config(config, self.env.device.type)
-        norms = batch_norm_layers(model)
-        if norms:
-            raise ValueError(
-                f"batch norm ({', '.join(norms[:3])}) is not supported with --distributed: each rank would "
-                "keep its own statistics (padding rows included) and torch's SyncBatchNorm does not run on "
-                "CPU/gloo; set the model option batch_norm=false"
-            )
+        GlobalBatchNorm.convert(model)  # statistics of the global batch, padding left out
         sharding.check_device(self.env.device.type)
         self.config = config
         self.sharding = sharding
@@ -272,6 +262,7 @@ class DistributedTrainer:
         self.optimizer = CombinedOptimizer(optimizers)
         self.state = DistributedState(learning_rate=lr, table_learning_rate=sharding.optimizer.learning_rate)
         self._best: dict[str, list[torch.Tensor]] | None = None
+        self._norms = GlobalBatchNorm.modules_of(model)
 
     # -- one step, evaluation -------------------------------------------------------------------------
     def _emit(self, event: dict[str, Any]) -> None:
@@ -290,6 +281,8 @@ class DistributedTrainer:
         env = self.env
         batch = part.batch.to(env.device)
         mask = part.mask.to(env.device)
+        for norm in self._norms:
+            norm.mask = mask  # padding rows stay out of the batch statistics
         self.optimizer.zero_grad()
         with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=self.config.autocast_bf16):
             logits = self.dmp(batch.sparse, batch.dense)  # [b]

@@ -2,7 +2,8 @@
 
 - SGD tables and SGD dense (scale-sensitive: a gradient off by the world size shows) over global
   batches of 1001 rows (every batch padded on rank 1), one table data_parallel, checked against one
-  process; predictions gathered with a padding batch size; bf16 autocast applied; batch norm refused.
+  process, with and without batch norm (synced, padding left out); predictions gathered with a
+  padding batch size; bf16 autocast applied.
 - A NaN loss on one rank: every rank stops with the last checkpoint kept, or every rank skips it.
 - Dropout: distinct masks per rank; a run whose rank 1 is killed mid-step resumes (a damaged newest
   checkpoint falls back to the previous one) and ends with the uninterrupted run's weights, bit for
@@ -25,6 +26,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _dist_workers import (
+    BATCH_NORM_MODEL,
     PADDED_BATCH,
     SGD_TABLE_LR,
     dropout_run,
@@ -49,9 +51,9 @@ pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _single_process_sgd(data: Path, cache: Path) -> dict:
+def _single_process_sgd(data: Path, cache: Path, model_options: dict | None = None) -> dict:
     """One process, the featmux layer: SGD on the tables (table lr), SGD on the dense part (clipped)."""
-    config = sgd_config(data, cache)
+    config = sgd_config(data, cache, **({"model_options": model_options} if model_options else {}))
     prepared = prepare(config.dataset, config.data, config.dataset_options, config.cache_dir)
     torch.manual_seed(config.seed)
     layer = build_embedding(prepared.schema.categorical, config.embedding_spec(), prepared.vocabulary)
@@ -73,7 +75,7 @@ def _single_process_sgd(data: Path, cache: Path) -> dict:
     return {"losses": losses, "labels": labels, "logits": logits}
 
 
-def test_sgd_data_parallel_table_padding_bf16_and_batch_norm(frappe_small, tmp_path):
+def test_sgd_data_parallel_table_padding_bf16_and_synced_batch_norm(frappe_small, tmp_path):
     cache = tmp_path / "cache"
     ranks = launch_local(sgd_and_refusals, 2, (frappe_small, cache), timeout_s=600)
     single = _single_process_sgd(frappe_small, cache)
@@ -86,7 +88,11 @@ def test_sgd_data_parallel_table_padding_bf16_and_batch_norm(frappe_small, tmp_p
     np.testing.assert_allclose(got["logits"], single["logits"], rtol=0, atol=2e-5)
     plain, bf16 = got["bf16_losses"]
     assert plain != bf16 and abs(plain - bf16) < 1e-2  # autocast applied, not ignored
-    assert "batch norm" in got["batch_norm_error"] and "batch_norm=false" in got["batch_norm_error"]
+    norm = _single_process_sgd(frappe_small, cache, BATCH_NORM_MODEL)
+    np.testing.assert_allclose(got["bn_losses"], norm["losses"], rtol=0, atol=2e-6)
+    assert max(abs(a - b) for a, b in zip(got["bn_losses"], got["losses"], strict=True)) > 1e-3  # BN matters
+    np.testing.assert_array_equal(got["bn_labels"], norm["labels"])
+    np.testing.assert_allclose(got["bn_logits"], norm["logits"], rtol=0, atol=2e-5)  # running statistics too
     assert ranks[1]["losses"] == got["losses"]
 
 
