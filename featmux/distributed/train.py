@@ -86,7 +86,7 @@ from featmux.training.checkpoint import (  # noqa: E402
 )
 from featmux.training.config import NonFinitePolicy, OptimizerKind, TrainConfig  # noqa: E402
 from featmux.training.metrics import Metrics, binary_metrics  # noqa: E402
-from featmux.training.trainer import FitSummary, NonFiniteLossError, TrainProgress  # noqa: E402
+from featmux.training.trainer import FitSummary, NonFiniteLossError, TrainProgress, epoch_batches  # noqa: E402
 
 CHECKPOINT_FORMAT = 1
 META_FILE = "featmux.json"
@@ -653,7 +653,7 @@ class DistributedTrainer:
             torch.manual_seed(rank_seed(c.seed, env.rank))  # dropout: distinct masks on every rank
         s = self.state
         start_step = s.step
-        batches_per_epoch = train.num_batches(c.batch_size)
+        batches_per_epoch = epoch_batches(len(train), c.batch_size)
 
         def done() -> bool:  # early stopping or max_steps (a resumed run may raise max_steps)
             return s.stopped or (c.max_steps is not None and s.step >= c.max_steps)
@@ -666,7 +666,7 @@ class DistributedTrainer:
             while not done():
                 started = time.perf_counter()
                 part = next(parts, None)
-                if part is None:
+                if part is None or (part.global_rows == 1 and c.batch_size > 1):  # as `epoch_batches`
                     break
                 loss = self.train_step(part)
                 if not np.isfinite(loss):
