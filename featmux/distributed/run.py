@@ -189,7 +189,7 @@ def run_distributed_training(
     if draws is not None:
         embedding.fill_from_draws(draws)  # each rank writes its own shards only
     say("sharding plan:\n" + trainer.plan_report.to_markdown())
-    fit = trainer.fit(data.train, data.valid)
+    fit = trainer.fit(data.train, data.valid, resume=config.resume)
     test = trainer.evaluate(data.test) if data.test is not None else None
     if checkpoint_dir is not None and options.export:
         trainer.export_model(checkpoint_dir / "model.pt")

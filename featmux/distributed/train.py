@@ -640,7 +640,8 @@ class DistributedTrainer:
         Args:
             train: training split (every rank opens it and reads only its rows).
             valid: validation split for early stopping and AUC (None: keep the last weights).
-            resume: continue from `checkpoint_dir/last` (or `last.prev`) if it exists.
+            resume: continue from `checkpoint_dir/last` (or `last.prev`) if it exists; False deletes
+                the checkpoints there and starts over.
 
         Raises:
             NonFiniteLossError: a non-finite loss under on_nonfinite=stop (on every rank).
@@ -648,6 +649,12 @@ class DistributedTrainer:
         """
         c, env = self.config, self.env
         last = self.checkpoint_dir / "last" if self.checkpoint_dir is not None else None
+        if not resume and self.checkpoint_dir is not None:  # start over: no older run to fall back to
+            if env.is_main:
+                for name in ("last", "best"):
+                    for old in (self.checkpoint_dir / name, _previous(self.checkpoint_dir / name)):
+                        shutil.rmtree(old, ignore_errors=True)
+            dist.barrier()
         resumed_from = self._resume(last) if resume and last is not None else None
         if resumed_from is None:
             torch.manual_seed(rank_seed(c.seed, env.rank))  # dropout: distinct masks on every rank

@@ -400,7 +400,7 @@ def killed_mid_step(data: Path, cache: Path, checkpoint_dir: Path, step: int) ->
 
 def resume_twice(data: Path, cache: Path, checkpoint_dir: Path) -> dict[str, Any]:
     """Resume (a damaged `last` falls back to `last.prev`); then lose `last` between the two renames
-    of a save and resume again."""
+    of a save and resume again; then start over (resume=False)."""
     _quiet()
     import os
     import shutil
@@ -418,7 +418,8 @@ def resume_twice(data: Path, cache: Path, checkpoint_dir: Path) -> dict[str, Any
     dist.barrier()
     second: list[str] = []
     again = run_distributed_training(config, options, log=second.append)
-    return {"resumed": resumed, "first_log": first, "again": again, "second_log": second}
+    fresh = run_distributed_training(config.model_copy(update={"resume": False}), options)
+    return {"resumed": resumed, "first_log": first, "again": again, "second_log": second, "fresh": fresh}
 
 
 def slow_rank0_prepare(

@@ -146,6 +146,9 @@ def test_dropout_kill_resume_and_checkpoint_recovery(frappe_small, tmp_path):
     again = got["again"]["distributed"]
     assert again["resumed_from_step"] == 8 and again["steps_this_launch"] == 0
     assert any("interrupted between its two renames" in m for m in got["second_log"])
+    fresh = got["fresh"]["distributed"]  # --no-resume: the same run again from step 0
+    assert fresh["resumed_from_step"] is None and fresh["steps_this_launch"] == 8
+    assert got["fresh"]["losses"] == reference["losses"]
 
 
 def test_rank0_encoding_longer_than_the_collective_timeout(frappe_small, tmp_path):
