@@ -130,6 +130,14 @@ def test_avazu_hour_files_one_file_by_column_and_by_rows_agree(tmp_path):
         assert [p.auc for p in other.partitions] == [p.auc for p in by_file.partitions]
         for a, b in zip(by_file.model.state_dict().values(), other.model.state_dict().values(), strict=True):
             assert torch.equal(a, b)
+    # by hour, read lazily: a partition left unread (as a resumed run skips one) is read past, not lost
+    _, parts = iter_partitions(avazu(one, partition_column="hour_of_day", **common), BadRows())
+    next(parts)
+    second = next(parts)
+    frames = second.load()
+    assert not isinstance(frames, list)
+    rows = sum(f.height for f in frames)
+    assert second.name == "hour_of_day=1" and rows == 1_500
 
 
 def test_checkpoints_results_and_resume_of_a_finished_run(tmp_path):

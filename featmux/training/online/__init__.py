@@ -20,10 +20,10 @@ Embedding needs none; a fractional budget is measured against the same frozen co
 every method gets the same memory.
 
 Memory: a partition is never held whole. Its frames are read lazily in the source's chunks (a
-directory's file, a synthetic range), encoded into shards on disk (under `checkpoint_dir`, or a
-temporary directory) and trained from memory-mapped shards; only a shard being written and the rows
-of a batch are in memory. Limit: a single file cut by `partition_rows` is still read one block (one
-partition) per frame, and one cut by `partition_column` gathers a run's frames before it starts.
+directory's file, a synthetic range, a run of one file's `partition_column`), encoded into shards on
+disk (under `checkpoint_dir`, or a temporary directory) and trained from memory-mapped shards; only a
+shard being written and the rows of a batch are in memory. Limit: a single file cut by
+`partition_rows` is still read one block (one partition) per frame.
 
 A resumed run checks each partition it has results for against the stream: its name and, for files,
 a stamp of the file's size and modification time (a rewritten partition is an error, not stale

@@ -67,10 +67,8 @@ def _read_all(config: OnlineConfig, path: Path, bad_rows: BadRows) -> Iterator[p
     return _source(config, path, bad_rows).split("train")
 
 
-def _by_column(frames: Iterator[pl.DataFrame], column: str) -> Iterator[tuple[str, list[pl.DataFrame]]]:
-    """Runs of equal `column` values in stream order, as (name, frames)."""
-    pending: list[pl.DataFrame] = []
-    current: Any = None
+def _pieces(frames: Iterator[pl.DataFrame], column: str) -> Iterator[tuple[Any, pl.DataFrame]]:
+    """(value, slice) for each run of equal `column` values inside each frame, in stream order."""
     for frame in frames:
         if frame.height == 0:
             continue
@@ -78,14 +76,28 @@ def _by_column(frames: Iterator[pl.DataFrame], column: str) -> Iterator[tuple[st
         runs = values.rle_id().to_numpy()
         starts = np.concatenate(([0], np.flatnonzero(np.diff(runs)) + 1, [frame.height]))
         for lo, hi in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True):
-            value = values[lo]
-            if pending and value != current:
-                yield f"{column}={current}", pending
-                pending = []
-            current = value
-            pending.append(frame.slice(lo, hi - lo))
-    if pending:
-        yield f"{column}={current}", pending
+            yield values[lo], frame.slice(lo, hi - lo)
+
+
+def _by_column(frames: Iterator[pl.DataFrame], column: str) -> Iterator[tuple[str, Iterator[pl.DataFrame]]]:
+    """Runs of equal `column` values in stream order, as (name, its frames), read lazily: a run's
+    frames come as the source yields them; moving to the next run first reads past what the caller
+    left of the previous one (a skipped partition)."""
+    pieces = _pieces(frames, column)
+    ahead = next(pieces, None)  # the piece that starts the next run
+
+    def run(value: Any) -> Iterator[pl.DataFrame]:
+        nonlocal ahead
+        while ahead is not None and ahead[0] == value:
+            piece = ahead[1]
+            ahead = next(pieces, None)
+            yield piece
+
+    while ahead is not None:
+        current = run(ahead[0])
+        yield f"{column}={ahead[0]}", current
+        for _ in current:  # drain what was not read
+            pass
 
 
 def iter_partitions(config: OnlineConfig, bad_rows: BadRows) -> tuple[Schema, Iterator[StreamPartition]]:
@@ -170,6 +182,6 @@ def iter_partitions(config: OnlineConfig, bad_rows: BadRows) -> tuple[Schema, It
         for i, (name, frames) in enumerate(named):
             if i >= limit:
                 return
-            yield StreamPartition(i, name, functools.partial(list, frames), stamp)
+            yield StreamPartition(i, name, functools.partial(iter, frames), stamp)
 
     return schema, parts_of_file()
