@@ -50,7 +50,8 @@ from featmux.features import Schema
 SPLITS = ("train", "valid", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 
-SplitReader = Callable[[int], Iterator[pl.DataFrame]]  # chunk_rows -> frames of one pass over a split
+# (chunk_rows, line_filter) -> the rows of one pass over a split, with their line numbers (row indices)
+SplitReader = Callable[[int, LineFilter | None], Iterator[TextChunk]]
 ChunkReader = Callable[..., Iterator[TextChunk]]  # (path, *, chunk_rows, bad_rows, line_filter)
 # what an opener returns: schema, files, options, readers and where each split's rows come from
 _Opened = tuple[Schema, tuple[Path, ...], dict[str, Any], dict[str, SplitReader], dict[str, str]]
@@ -65,7 +66,7 @@ class DataSource:
         schema: the columns of every frame.
         files: every file read (for cache keys); empty for synthetic data.
         options: the resolved options, defaults included (JSON-able; for cache keys).
-        readers: split name -> function(chunk_rows) starting a new pass over that split.
+        readers: split name -> function(chunk_rows, line_filter) starting a new pass over that split.
         chunk_rows: default rows per frame.
         origins: split name -> where its rows come from, e.g. "80% of ratings.dat (carved by split seed
             0)" (shown by `featmux data inspect`).
@@ -107,12 +108,31 @@ class DataSource:
         Raises:
             ValueError: `name` is not a split of this source.
         """
+        return frames(self.chunks(name, chunk_rows))
+
+    def chunks(
+        self, name: str, chunk_rows: int | None = None, line_filter: LineFilter | None = None
+    ) -> Iterator[TextChunk]:
+        """A new pass over one split, each row with its line number (row index for Parquet and synthetic).
+
+        Args:
+            name: "train", "valid" or "test".
+            chunk_rows: rows per chunk (default `self.chunk_rows`); the last chunk may be shorter.
+            line_filter: called with the line numbers of the split's rows before they are parsed (text
+                files, and Parquet/synthetic row indices); rows where it returns False are not read.
+
+        Returns:
+            An iterator of `TextChunk`s whose frames have exactly the schema's columns.
+
+        Raises:
+            ValueError: `name` is not a split of this source.
+        """
         if name not in self.readers:
             raise ValueError(f"{self.name} has no split {name!r}; it has {list(self.splits)}")
         rows = self.chunk_rows if chunk_rows is None else chunk_rows
         if rows < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {rows}")
-        return self.readers[name](rows)
+        return self.readers[name](rows, line_filter)
 
 
 def split_assignment(
@@ -151,6 +171,19 @@ def _bucket_filter(seed: int, fractions: Sequence[float], buckets: frozenset[int
     return keep
 
 
+def _both(first: LineFilter | None, second: LineFilter | None) -> LineFilter | None:
+    """Lines kept by `first`, then passed to `second` (which sees only those)."""
+    if first is None or second is None:
+        return first or second
+
+    def keep(lines: np.ndarray) -> np.ndarray:
+        mask = np.asarray(first(lines), dtype=bool)
+        mask[mask] = np.asarray(second(lines[mask]), dtype=bool)
+        return mask
+
+    return keep
+
+
 def _file_readers(
     read: ChunkReader,
     files: Mapping[str, Path | None],
@@ -175,10 +208,11 @@ def _file_readers(
             plan[name] = (train, frozenset({i}))
 
     def reader(path: Path, buckets: frozenset[int] | None) -> SplitReader:
-        def run(chunk_rows: int) -> Iterator[pl.DataFrame]:
+        def run(chunk_rows: int, extra: LineFilter | None) -> Iterator[TextChunk]:
             line_filter = None if buckets is None else _bucket_filter(seed, fractions, buckets)
+            line_filter = _both(line_filter, extra)
             chunks = read(path, chunk_rows=chunk_rows, bad_rows=bad_rows, line_filter=line_filter)
-            return frames(rechunk(chunks, chunk_rows))
+            return rechunk(chunks, chunk_rows)
 
         return run
 
@@ -395,7 +429,17 @@ def _open_synthetic(path: Path | None, given: Mapping[str, Any], bad_rows: BadRo
     options |= {"valid_rows": sizes["valid"], "test_rows": sizes["test"]}
 
     def reader(start: int, count: int) -> SplitReader:
-        return lambda chunk_rows: iter_synthetic(config, count, chunk_rows, start_row=start)
+        def run(chunk_rows: int, line_filter: LineFilter | None) -> Iterator[TextChunk]:
+            first = start
+            for frame in iter_synthetic(config, count, chunk_rows, start_row=start):
+                rows = np.arange(first - start, first - start + frame.height, dtype=np.int64)
+                first += frame.height
+                if line_filter is not None:
+                    keep = np.asarray(line_filter(rows), dtype=bool)
+                    frame, rows = frame.filter(pl.Series(keep)), rows[keep]
+                yield TextChunk(frame, rows)
+
+        return run
 
     # disjoint row ranges of one stream: train, then valid, then test
     readers = {

@@ -27,7 +27,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featmux.data.errors import BadRows, DataError
-from featmux.data.readers._convert import conform_chunks, missing_columns, schema_columns, text_chunks
+from featmux.data.readers._convert import (
+    Prepare,
+    conform_chunks,
+    missing_columns,
+    schema_columns,
+    text_chunks,
+)
 from featmux.data.text import (
     DEFAULT_CHUNK_ROWS,
     LineFilter,
@@ -138,10 +144,10 @@ def csv_format(
 
 
 def _parquet_batches(
-    handle: pq.ParquetFile, schema: Schema, chunk_rows: int, line_filter: LineFilter | None, path: Path
+    handle: pq.ParquetFile, columns: list[str], chunk_rows: int, line_filter: LineFilter | None, path: Path
 ) -> Iterator[TextChunk]:
     start = 0
-    batches = handle.iter_batches(batch_size=chunk_rows, columns=schema_columns(schema))
+    batches = handle.iter_batches(batch_size=chunk_rows, columns=columns)
     while True:
         try:
             batch = next(batches, None)
@@ -160,8 +166,29 @@ def _parquet_batches(
         yield TextChunk(frame, rows)
 
 
+def _constant_label(label: str) -> Prepare:
+    """A `Prepare` step giving frames without a label column the label 0 (for tables that are scored)."""
+
+    def add(frame: pl.DataFrame) -> tuple[pl.DataFrame, list]:
+        return frame.with_columns(pl.lit("0").alias(label)), []
+
+    return add
+
+
+def _label_optional(missing: list[str], label: str, required: bool) -> tuple[list[str], Prepare | None]:
+    """The missing columns that are an error, and the step adding the label when it may be absent."""
+    if required or label not in missing:
+        return missing, None
+    return [c for c in missing if c != label], _constant_label(label)
+
+
 def table_chunks(
-    path: str | Path, schema: Schema, *, fmt: TextFormat | None = None, **options: Unpack[ReadOptions]
+    path: str | Path,
+    schema: Schema,
+    *,
+    fmt: TextFormat | None = None,
+    label_required: bool = True,
+    **options: Unpack[ReadOptions],
 ) -> Iterator[TextChunk]:
     """Typed rows of a CSV or Parquet table with their line numbers (Parquet: 0-based row indices).
 
@@ -169,6 +196,8 @@ def table_chunks(
         path: a CSV (any name) or Parquet file (detected by its magic bytes).
         schema: the columns to read and their types.
         fmt: the CSV layout (default: `csv_format()`, comma with header); ignored for Parquet.
+        label_required: False for tables that are only scored: a file without the label column then
+            reads with label 0 on every row (a file that has the column still has it checked).
         **options: the `ReadOptions` (chunk_rows, bad_rows, block_bytes, line_filter); for Parquet,
             line_filter selects by 0-based row index and block_bytes is not used.
 
@@ -185,18 +214,22 @@ def table_chunks(
         except (pa.ArrowException, OSError) as err:  # truncated or not Parquet after all
             raise DataError(path, None, None, f"not a readable Parquet file ({err})") from err
         names = handle.schema_arrow.names
-        missing = missing_columns(names, schema)
+        missing, prepare = _label_optional(missing_columns(names, schema), schema.label, label_required)
         if missing:
             raise DataError(path, None, missing[0], f"column missing from the file (it has {names})")
+        columns = [c for c in schema_columns(schema) if prepare is None or c != schema.label]
         chunk_rows = options.get("chunk_rows", DEFAULT_CHUNK_ROWS)
-        batches = _parquet_batches(handle, schema, chunk_rows, options.get("line_filter"), path)
-        return conform_chunks(batches, schema, path, options_bad_rows(options), lines_are_rows=True)
+        batches = _parquet_batches(handle, columns, chunk_rows, options.get("line_filter"), path)
+        return conform_chunks(
+            batches, schema, path, options_bad_rows(options), lines_are_rows=True, prepare=prepare
+        )
     fmt = fmt if fmt is not None else csv_format()
     missing = missing_columns(read_header(path, fmt), schema)
+    missing, prepare = _label_optional(missing, schema.label, label_required)
     if missing:
         line = 1 if fmt.header else None
         raise DataError(path, line, missing[0], "column missing from the header")
-    return text_chunks(path, fmt, schema, **options)
+    return text_chunks(path, fmt, schema, prepare=prepare, **options)
 
 
 def read_table(
