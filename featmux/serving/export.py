@@ -1,0 +1,215 @@
+"""A trained model as a self-contained artefact: safetensors weights, JSON rules, a `torch.export` program.
+
+The program maps fingerprints to logits; strings are fingerprinted before it (in `featmux.data`, as in
+training), salting, mixing and the table lookups run inside it:
+
+    program(ids [B, F_u] int64, dense [B, N] float32, bags [(values [L_j] int64, offsets [B + 1] int64)])
+        -> logits [B]
+
+B and every L_j are dynamic. `--precision int8` exports row-wise 8-bit tables (`featmux.serving.quantize`).
+An ONNX file (dynamo exporter) is written beside it when asked for; `check_onnx` compares onnxruntime's
+logits with the program's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum, unique
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save
+from torch import nn
+
+from featmux.atomic import atomic_open, write_json_atomic
+from featmux.features import Schema
+from featmux.models import CTRModel
+from featmux.serving.artefact import (
+    ARTEFACT_FORMAT,
+    MANIFEST,
+    ONNX_FILE,
+    PROGRAM_FILE,
+    WEIGHTS_FILE,
+    describe_model,
+)
+from featmux.serving.quantize import quantize_int8
+from featmux.sparse import Bag, SparseFeatures
+
+BagTensors = Sequence[tuple[torch.Tensor, torch.Tensor]]
+
+
+@unique
+class Precision(Enum):
+    """Precision of the exported embedding tables (dense layers stay fp32)."""
+
+    FP32 = "fp32"
+    INT8 = "int8"
+
+
+class ScoringGraph(nn.Module):
+    """A CTR model with plain tensor inputs (what `torch.export` and ONNX take): fingerprints -> logits.
+
+    Args:
+        model: the model (fp32 or `quantize_int8`'ed), in eval mode.
+
+    Example:
+        >>> graph = ScoringGraph(model.eval())
+        >>> graph(ids, dense, [(values, offsets)]).shape  # [B]
+    """
+
+    def __init__(self, model: CTRModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor, dense: torch.Tensor, bags: BagTensors) -> torch.Tensor:
+        """Logits [B] of ids [B, F_u], dense [B, N] and one (values [L_j], offsets [B + 1]) per bag."""
+        sparse = SparseFeatures(ids, tuple(Bag(values, offsets) for values, offsets in bags))
+        return self.model(sparse, dense)
+
+
+def example_inputs(schema: Schema, batch: int = 4) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """Inputs of `ScoringGraph` for tracing: `batch` rows (>= 2, so that B is not specialized)."""
+    ids = torch.arange(batch * len(schema.univalent), dtype=torch.int64).view(batch, -1)
+    dense = torch.zeros(batch, len(schema.numeric))
+    bags = [
+        (torch.arange(2 * batch, dtype=torch.int64), torch.arange(0, 2 * batch + 1, 2, dtype=torch.int64))
+        for _ in schema.multivalent
+    ]
+    return ids, dense, bags
+
+
+def dynamic_shapes(schema: Schema) -> dict[str, Any]:
+    """The dynamic dimensions: B for every input, L_j for each bag's values (offsets are B + 1)."""
+    batch = torch.export.Dim("batch", min=1, max=1 << 24)
+    bags = [
+        ({0: torch.export.Dim(f"values_{j}", min=0, max=1 << 30)}, {0: batch + 1})
+        for j in range(len(schema.multivalent))
+    ]
+    return {"ids": {0: batch}, "dense": {0: batch}, "bags": bags}
+
+
+def export_program(model: CTRModel, schema: Schema) -> torch.export.ExportedProgram:
+    """`torch.export` of `ScoringGraph(model)` with dynamic B and bag lengths.
+
+    Args:
+        model: the (possibly quantized) model.
+        schema: its schema (input layout).
+
+    Returns:
+        The exported program.
+    """
+    graph = ScoringGraph(model.eval())
+    with torch.no_grad():
+        return torch.export.export(graph, example_inputs(schema), dynamic_shapes=dynamic_shapes(schema))
+
+
+def export_onnx(model: CTRModel, schema: Schema, path: Path) -> None:
+    """The same graph in ONNX, with torch's dynamo exporter (opset its default)."""
+    graph = ScoringGraph(model.eval())
+    with torch.no_grad():
+        program = torch.onnx.export(
+            graph,
+            example_inputs(schema),
+            dynamo=True,
+            dynamic_shapes=dynamic_shapes(schema),
+            external_data=False,
+        )
+    with atomic_open(path) as f:
+        f.write(program.model_proto.SerializeToString())
+
+
+def check_onnx(path: Path, program: torch.export.ExportedProgram, schema: Schema, rows: int = 4096) -> float:
+    """Max |logit difference| between onnxruntime on `path` and `program`, on `rows` random fingerprints.
+
+    The fingerprints span the whole int64 range (and bags of 0 to 3 values), so that the 64-bit
+    wrap-around of the hashing inside the graph is exercised, not just small ids.
+    """
+    import onnxruntime
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(-(1 << 63), (1 << 63) - 1, (rows, len(schema.univalent)), generator=g)
+    dense = torch.randn(rows, len(schema.numeric), generator=g)
+    bags = []
+    for _ in schema.multivalent:
+        lengths = torch.randint(0, 4, (rows,), generator=g)
+        offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+        values = torch.randint(-(1 << 63), (1 << 63) - 1, (int(offsets[-1]),), generator=g)
+        bags.append((values, offsets))
+    with torch.no_grad():
+        expected = program.module()(ids, dense, bags).numpy()
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    arrays = [ids.numpy(), dense.numpy(), *(t.numpy() for bag in bags for t in bag)]
+    feeds = {i.name: a for i, a in zip(session.get_inputs(), arrays, strict=True)}
+    got = session.run(None, feeds)[0]
+    return float(abs(got - expected).max())
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    """What `export_model` wrote.
+
+    Args:
+        out: the artefact directory.
+        precision: of the tables.
+        files: file name -> size in bytes.
+        onnx_max_abs_diff: with ONNX, the largest |logit difference| of onnxruntime against the program.
+    """
+
+    out: Path
+    precision: Precision
+    files: dict[str, int]
+    onnx_max_abs_diff: float | None = None
+
+
+def export_model(
+    model: CTRModel,
+    schema: Schema,
+    out: str | Path,
+    precision: Precision = Precision.FP32,
+    onnx: bool = False,
+    source: dict[str, Any] | None = None,
+) -> ExportSummary:
+    """Write an artefact directory: `weights.safetensors`, `artefact.json`, `program.pt2` (+ `model.onnx`).
+
+    Args:
+        model: the trained fp32 model.
+        schema: its schema.
+        out: the artefact directory (created; existing artefact files are replaced).
+        precision: FP32, or INT8 row-wise tables.
+        onnx: also write the ONNX export.
+        source: where the model came from (recorded in the manifest).
+
+    Returns:
+        The files written and their sizes.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    manifest = describe_model(model, schema)  # rules and vocabularies come from the fp32 layers
+    scoring = quantize_int8(model) if precision is Precision.INT8 else model
+    state = {k: v.detach().contiguous() for k, v in scoring.state_dict().items()}
+    with atomic_open(out / WEIGHTS_FILE) as f:
+        f.write(save(state))
+    program = export_program(scoring, schema)
+    with atomic_open(out / PROGRAM_FILE) as f:
+        torch.export.save(program, f)
+    files = [WEIGHTS_FILE, PROGRAM_FILE]
+    (out / ONNX_FILE).unlink(missing_ok=True)
+    onnx_diff = None
+    if onnx:
+        export_onnx(scoring, schema, out / ONNX_FILE)
+        files.append(ONNX_FILE)
+        onnx_diff = check_onnx(out / ONNX_FILE, program, schema)
+    manifest = {
+        "featmux_artefact": ARTEFACT_FORMAT,
+        "precision": precision.value,
+        **manifest,
+        "files": {"weights": WEIGHTS_FILE, "program": PROGRAM_FILE, "onnx": ONNX_FILE if onnx else None},
+        "onnx_check": None if onnx_diff is None else {"rows": 4096, "max_abs_logit_diff": onnx_diff},
+        "source": source or {},
+    }
+    write_json_atomic(out / MANIFEST, manifest)
+    files.append(MANIFEST)
+    return ExportSummary(out, precision, {name: (out / name).stat().st_size for name in files}, onnx_diff)
