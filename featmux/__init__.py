@@ -7,6 +7,9 @@ The public API in a few names:
     >>> emb = fm.UnifiedEmbedding(features, fm.UnifiedEmbeddingConfig(rows=100_000, embedding_dim=16))
     >>> vectors = emb(fm.SparseFeatures(ids))          # ids: int64 [B, 2] -> [B, 2, 16]
 
+    >>> model = fm.load("runs/frappe")              # a --checkpoint-dir of `featmux train`, or an export
+    >>> model.predict(frame)                           # click probabilities of raw feature values
+
     >>> result = fm.run_experiment(fm.ExperimentConfig(dataset="frappe", data="data/frappe", budget="1/16"))
 """
 
@@ -40,6 +43,7 @@ _EXPORTS = {
         "ValueEncoding",
     ),
     "featmux.models": ("CTRModel", "build_model"),
+    "featmux.serving.predictor": ("Predictor", "load"),
     "featmux.sparse": ("Bag", "SparseFeatures"),
     "featmux.training.checkpoint": ("load_model", "save_model"),
     "featmux.training.config": ("OptimizerKind", "TrainConfig"),
@@ -80,6 +84,7 @@ __all__ = [
     "NumericTransform",
     "OnlineConfig",
     "OptimizerKind",
+    "Predictor",
     "Pooling",
     "Schema",
     "SparseFeatures",
@@ -93,6 +98,7 @@ __all__ = [
     "build_model",
     "embedding_from_config",
     "evaluate",
+    "load",
     "load_model",
     "run_experiment",
     "run_online",

@@ -20,6 +20,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from featmux.cli.common import choice_option, config_overrides, fail, parse_mapping, say, validation_message
+from featmux.cli.serving import register as register_serving
 
 # sub-command groups imported only when they run: `featmux --help` loads neither torch nor scikit-learn
 _LAZY_GROUPS = {
@@ -67,6 +68,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Look at datasets.")
 app.add_typer(data_app, name="data")
+register_serving(app)  # export, score, serve
 
 
 @app.command()

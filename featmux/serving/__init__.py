@@ -1,8 +1,8 @@
 """Serving a trained model: `load` + `Predictor.predict`, `export_model`, batch scoring and the HTTP server.
 
-    >>> import featmux as fm
-    >>> model = fm.load("runs/frappe")             # a --checkpoint-dir, or an exported artefact
-    >>> model.predict(frame)                        # probabilities, one per row
+>>> import featmux as fm
+>>> model = fm.load("runs/frappe")             # a --checkpoint-dir, or an exported artefact
+>>> model.predict(frame)                        # probabilities, one per row
 """
 
 from featmux.serving.artefact import Artefact, ArtefactError, read_artefact

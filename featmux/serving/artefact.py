@@ -36,7 +36,7 @@ ONNX_FILE = "model.onnx"
 FINGERPRINT_RULES = {
     ValueEncoding.STRING.value: "xxh3-64 (seed 0) of the UTF-8 bytes, as int64 (two's complement)",
     ValueEncoding.INT.value: "the integer itself, int64 (uint64 ids keep their bits)",
-    ValueEncoding.HEX.value: "the text parsed as an unsigned hexadecimal integer (at most 16 digits), as int64",
+    ValueEncoding.HEX.value: "the text parsed as unsigned hexadecimal (at most 16 digits), as int64",
     "missing": "null, or an empty string after stripping surrounding whitespace",
 }
 
@@ -146,7 +146,7 @@ class Artefact:
 
     @property
     def precision(self) -> str:
-        """"fp32" or "int8"."""
+        """ "fp32" or "int8"."""
         return str(self.manifest["precision"])
 
     def file(self, key: str) -> Path:

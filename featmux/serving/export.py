@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save
 from torch import nn
 
 from featmux.atomic import atomic_open, write_json_atomic
@@ -189,6 +188,8 @@ def export_model(
     model = model.eval()
     manifest = describe_model(model, schema)  # rules and vocabularies come from the fp32 layers
     scoring = quantize_int8(model) if precision is Precision.INT8 else model
+    from safetensors.torch import save  # the serving extra
+
     state = {k: v.detach().contiguous() for k, v in scoring.state_dict().items()}
     with atomic_open(out / WEIGHTS_FILE) as f:
         f.write(save(state))

@@ -133,7 +133,9 @@ class Predictor:
             pl.col(label) if label in frame.columns else pl.lit(0, pl.Int8).alias(label), *names
         )
         rows = np.arange(frame.height, dtype=np.int64)
-        typed = next(conform_chunks([TextChunk(frame, rows)], self.schema, INPUT, BadRows(), lines_are_rows=True))
+        typed = next(
+            conform_chunks([TextChunk(frame, rows)], self.schema, INPUT, BadRows(), lines_are_rows=True)
+        )
         return encode_frame(typed.frame, self.schema)
 
     def predict(self, data: Frame) -> np.ndarray:
@@ -152,7 +154,9 @@ class Predictor:
         n = len(chunk)
         out = np.empty(n, dtype=np.float32)
         for start in range(0, n, self.max_batch):
-            part = chunk if n <= self.max_batch else chunk.take(np.arange(start, min(n, start + self.max_batch)))
+            part = (
+                chunk if n <= self.max_batch else chunk.take(np.arange(start, min(n, start + self.max_batch)))
+            )
             out[start : start + len(part)] = torch.sigmoid(self.logits(part)).numpy()
         return out
 
@@ -188,14 +192,16 @@ def program_scoring(program: torch.nn.Module) -> ScoringFunction:
     return score
 
 
-def _checkpoint_file(path: Path) -> Path:
+def checkpoint_file(path: Path) -> Path:
+    """The checkpoint of a run directory (model.pt, else best.pt), or `path` itself if it is a file."""
     if path.is_file():
         return path
     for name in CHECKPOINT_FILES:
         if (path / name).is_file():
             return path / name
     raise FileNotFoundError(
-        f"{path}: neither an artefact (artefact.json) nor a checkpoint directory ({' or '.join(CHECKPOINT_FILES)})"
+        f"{path}: neither an artefact (artefact.json) nor a checkpoint directory "
+        f"({' or '.join(CHECKPOINT_FILES)})"
     )
 
 
@@ -228,6 +234,5 @@ def load(path: str | Path, backend: Backend | str | None = None) -> Predictor:
         return Predictor(artefact.schema, eager_scoring(artefact.eager_model()), Backend.EAGER, path)
     if chosen is Backend.PROGRAM:
         raise ValueError(f"{path}: the program backend needs an artefact (run `featmux export` first)")
-    model, schema = load_model(_checkpoint_file(path))
+    model, schema = load_model(checkpoint_file(path))
     return Predictor(schema, eager_scoring(model), Backend.EAGER, path)
-
