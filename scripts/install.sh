@@ -2,7 +2,8 @@
 # One place for every install recipe featmux needs. Idempotent: a second run only checks.
 #
 #   bash scripts/install.sh            # library + CLI in .venv
-#   bash scripts/install.sh --dev      # + test/lint tools and TorchRec (CPU), what CI uses
+#   bash scripts/install.sh --dev      # + test/lint tools, serving, ONNX and TorchRec (CPU), what CI uses
+#   bash scripts/install.sh --serving  # + export/score/serve (safetensors, FastAPI, uvicorn) and ONNX
 #   bash scripts/install.sh --torchrec # + TorchRec (CPU) only
 #
 # Why the TorchRec recipe is special: torchrec's metadata asks for the CUDA build of fbgemm-gpu
@@ -16,12 +17,14 @@ python="${PYTHON:-python3.11}"
 command -v "$python" >/dev/null 2>&1 || python=python3
 
 dev=0
+serving=0
 torchrec=0
 for arg in "$@"; do
   case "$arg" in
     --dev) dev=1; torchrec=1 ;;
+    --serving) serving=1 ;;
     --torchrec) torchrec=1 ;;
-    *) echo "install.sh: unknown option '$arg' (use --dev or --torchrec)" >&2; exit 2 ;;
+    *) echo "install.sh: unknown option '$arg' (use --dev, --serving or --torchrec)" >&2; exit 2 ;;
   esac
 done
 
@@ -33,7 +36,9 @@ pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 "${pip[@]}" "torch==2.13.0"
 if [ "$dev" = 1 ]; then
-  "${pip[@]}" -e "$here[dev]"
+  "${pip[@]}" -e "$here[dev]"  # dev includes the serving and onnx extras
+elif [ "$serving" = 1 ]; then
+  "${pip[@]}" -e "$here[serving,onnx]"
 else
   "${pip[@]}" -e "$here"
 fi

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # import name -> distribution name, where they differ
-DISTRIBUTION = {"sklearn": "scikit-learn", "yaml": "pyyaml"}
+DISTRIBUTION = {"sklearn": "scikit-learn", "yaml": "pyyaml", "typing_extensions": "typing-extensions"}
 # imported only inside the optional TorchRec path (scripts/install.sh --torchrec)
 OPTIONAL = {"torchrec", "fbgemm_gpu"}
+# extras whose modules featmux imports lazily (scripts/install.sh --serving)
+EXTRAS = ("serving", "onnx")
+EXTRA_MODULES = ("safetensors", "fastapi", "uvicorn", "onnx", "onnxscript", "onnxruntime")
 
 
 def _imported_top_level_modules() -> set[str]:
@@ -28,11 +32,24 @@ def _imported_top_level_modules() -> set[str]:
     return found
 
 
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~\[ ;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+
+
 def test_every_third_party_import_is_a_declared_dependency():
-    declared = {
-        re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
-        for requirement in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    }
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = _names(project["dependencies"])
+    for extra in EXTRAS:  # imported only by the commands that need them (checked below)
+        declared |= _names(project["optional-dependencies"][extra])
     third_party = _imported_top_level_modules() - set(sys.stdlib_module_names) - {"featmux"} - OPTIONAL
     missing = sorted(m for m in third_party if DISTRIBUTION.get(m, m).replace("_", "-") not in declared)
     assert not missing, f"imported by featmux but not in pyproject's dependencies: {missing}"
+
+
+def test_the_plain_install_imports_no_extra():
+    """`import featmux` (and fm.load of a checkpoint) must work without the serving/onnx extras."""
+    code = "import sys, featmux, featmux.serving; print(sorted(m for m in {} if m in sys.modules))".format(
+        EXTRA_MODULES
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", f"imported at `import featmux`: {out}"

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from featmux.cli.common import console, fail, parse_mapping
 from featmux.data.errors import DataError
+from featmux.serving.artefact import ONNX_FILE
 from featmux.serving.export import Precision
 
 CHECKPOINT_HINT = "a --checkpoint-dir of `featmux train` (model.pt or best.pt), or a checkpoint file"
@@ -65,6 +66,8 @@ def export_command(
     Console().print(table)
     if summary.onnx_max_abs_diff is not None:
         console.print(f"onnxruntime vs program: max |logit difference| {summary.onnx_max_abs_diff:.3g}")
+    if summary.onnx_error is not None:
+        fail(f"ONNX export failed ({summary.onnx_error}); the artefact was written without {ONNX_FILE}")
 
 
 def score_command(

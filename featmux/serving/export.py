@@ -119,6 +119,14 @@ def export_onnx(model: CTRModel, schema: Schema, path: Path) -> None:
         f.write(program.model_proto.SerializeToString())
 
 
+def onnx_failure(err: BaseException) -> str:
+    """The root cause of a failed ONNX export in one line (the exporter's messages run to pages)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {first[:300]}"
+
+
 def check_onnx(path: Path, program: torch.export.ExportedProgram, schema: Schema, rows: int = 4096) -> float:
     """Max |logit difference| between onnxruntime on `path` and `program`, on `rows` random fingerprints.
 
@@ -154,12 +162,14 @@ class ExportSummary:
         precision: of the tables.
         files: file name -> size in bytes.
         onnx_max_abs_diff: with ONNX, the largest |logit difference| of onnxruntime against the program.
+        onnx_error: why the ONNX export failed (None if it was not asked for, or worked).
     """
 
     out: Path
     precision: Precision
     files: dict[str, int]
     onnx_max_abs_diff: float | None = None
+    onnx_error: str | None = None
 
 
 def export_model(
@@ -198,19 +208,25 @@ def export_model(
         torch.export.save(program, f)
     files = [WEIGHTS_FILE, PROGRAM_FILE]
     (out / ONNX_FILE).unlink(missing_ok=True)
-    onnx_diff = None
+    onnx_diff, onnx_error = None, None
     if onnx:
-        export_onnx(scoring, schema, out / ONNX_FILE)
-        files.append(ONNX_FILE)
-        onnx_diff = check_onnx(out / ONNX_FILE, program, schema)
+        try:
+            export_onnx(scoring, schema, out / ONNX_FILE)
+        except Exception as err:  # the exporter's errors: e.g. an aten op without an ONNX function
+            onnx_error = onnx_failure(err)
+        else:
+            files.append(ONNX_FILE)
+            onnx_diff = check_onnx(out / ONNX_FILE, program, schema)
     manifest = {
         "featmux_artefact": ARTEFACT_FORMAT,
         "precision": precision.value,
         **manifest,
-        "files": {"weights": WEIGHTS_FILE, "program": PROGRAM_FILE, "onnx": ONNX_FILE if onnx else None},
-        "onnx_check": None if onnx_diff is None else {"rows": 4096, "max_abs_logit_diff": onnx_diff},
+        "files": {"weights": WEIGHTS_FILE, "program": PROGRAM_FILE, "onnx": ONNX_FILE if onnx_diff else None},
+        "onnx_check": {"rows": 4096, "max_abs_logit_diff": onnx_diff} if onnx_diff is not None else None,
+        "onnx_error": onnx_error,
         "source": source or {},
     }
     write_json_atomic(out / MANIFEST, manifest)
     files.append(MANIFEST)
-    return ExportSummary(out, precision, {name: (out / name).stat().st_size for name in files}, onnx_diff)
+    sizes = {name: (out / name).stat().st_size for name in files}
+    return ExportSummary(out, precision, sizes, onnx_diff, onnx_error)
