@@ -48,8 +48,7 @@ def test_every_third_party_import_is_a_declared_dependency():
 
 def test_the_plain_install_imports_no_extra():
     """`import featmux` (and fm.load of a checkpoint) must work without the serving/onnx extras."""
-    code = "import sys, featmux, featmux.serving; print(sorted(m for m in {} if m in sys.modules))".format(
-        EXTRA_MODULES
-    )
+    loaded = f"sorted(m for m in {EXTRA_MODULES} if m in sys.modules)"
+    code = f"import sys, featmux, featmux.serving; print({loaded})"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", f"imported at `import featmux`: {out}"
