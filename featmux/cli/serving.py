@@ -8,6 +8,7 @@ featmux serve artefacts/frappe --host 127.0.0.1 --port 8080
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -145,7 +146,10 @@ def serve_command(
     if threads is not None:
         torch.set_num_threads(threads)
     app = create_app(_load(artefact, backend), ServerConfig(max_batch, max_wait_ms))
+    logging.basicConfig(level=logging.INFO, format="featmux serve: %(message)s", stream=sys.stderr)
     console.print(f"featmux serve: {artefact} on http://{host}:{port} (docs at /docs)")
+    # SIGINT/SIGTERM: stop accepting, finish requests in flight (10 s at most), drain the queue; uvicorn
+    # then re-raises the signal, so the exit status is the signal's (-15 / 143 for SIGTERM)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
 
 

@@ -19,6 +19,7 @@ uvicorn stops accepting, finishes the requests in flight, and the queue is drain
 
 import asyncio
 import itertools
+import logging
 import math
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,7 @@ from featmux.features import CategoricalFeature, ValueEncoding
 from featmux.serving.predictor import Predictor
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+log = logging.getLogger("featmux.serve")
 MAX_INSTANCES = 10_000  # per request: bounds the memory one request can take
 
 
@@ -249,8 +251,10 @@ def create_app(predictor: Predictor, config: ServerConfig | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await batcher.start()
+        log.info("ready: %s (%s)", predictor.source, predictor.backend.value)
         yield
         await batcher.stop()
+        log.info("stopped: queue drained after %d forward passes", batcher.batches)
 
     app = FastAPI(title="featmux scorer", version="1", lifespan=lifespan)
     app.state.batcher = batcher

@@ -50,6 +50,12 @@ def instances(frame: pl.DataFrame) -> list[dict]:
     return rows
 
 
+@pytest.fixture(name="instances")
+def instances_fixture():
+    """`instances`, the rows -> /predict instances converter."""
+    return instances
+
+
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory) -> Path:
     """A --checkpoint-dir of a 1-epoch unified-embedding DCN-v2 run on 3,000 rows."""
