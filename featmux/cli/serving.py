@@ -128,7 +128,7 @@ def serve_command(
     max_batch: Annotated[int, typer.Option(min=1, help="Rows of one forward pass at most.")] = 4096,
     max_wait_ms: Annotated[
         float, typer.Option(min=0, help="Wait this long for more requests to batch with the first.")
-    ] = 2.0,
+    ] = 0.0,
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
     backend: Annotated[
         str | None, typer.Option(help="eager or program (artefacts: default program).")
