@@ -19,6 +19,7 @@ uvicorn stops accepting, finishes the requests in flight, and the queue is drain
 """
 
 import asyncio
+import gc
 import itertools
 import json
 import logging
@@ -258,6 +259,10 @@ def create_app(predictor: Predictor, config: ServerConfig | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await batcher.start()
+        # the model, torch and the app are long-lived: keep the collector from rescanning them. Without
+        # this, a full collection every ~1,000 requests stalled every request for ~0.8 s (measured).
+        gc.collect()
+        gc.freeze()
         log.info("ready: %s (%s)", predictor.source, predictor.backend.value)
         yield
         await batcher.stop()
