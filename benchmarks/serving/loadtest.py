@@ -128,6 +128,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server")
     parser.add_argument("--max-wait-ms", type=float, default=0.0)
     args = parser.parse_args()
+    load_before = os.getloadavg()
     pool = instances(args.data, args.dataset, 20_000)
     port = free_port()
     command = [sys.executable, "-m", "featmux.cli.main", "serve", str(args.artefact), "--host", "127.0.0.1"]
@@ -159,6 +160,7 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
+        "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
         "cells": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
