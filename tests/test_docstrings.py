@@ -7,7 +7,8 @@ import inspect
 import pytest
 
 import featmux
-from featmux import models
+from featmux import models, serving
+from featmux.serving.quantize import Int8Table
 
 PUBLIC = [
     featmux.CollisionlessEmbedding,
@@ -24,6 +25,10 @@ PUBLIC = [
     models.DeepFM,
     models.DCNv2,
     models.DLRM,
+    featmux.Predictor,
+    serving.ScoringGraph,
+    serving.Artefact,
+    Int8Table,
 ]
 
 

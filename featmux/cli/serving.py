@@ -11,16 +11,16 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from featmux.cli.common import console, fail, parse_mapping
+from featmux.cli.common import choice_option, console, fail, parse_mapping
 from featmux.data.errors import DataError
-from featmux.serving.artefact import ONNX_FILE
-from featmux.serving.export import Precision
+
+# torch and the serving modules are imported inside the commands: `featmux --help` stays fast
 
 CHECKPOINT_HINT = "a --checkpoint-dir of `featmux train` (model.pt or best.pt), or a checkpoint file"
 
@@ -38,13 +38,17 @@ def _load(path: Path, backend: str | None = None):  # -> Predictor
 def export_command(
     run: Annotated[Path, typer.Argument(help=f"The trained model: {CHECKPOINT_HINT}.")],
     out: Annotated[Path, typer.Option(help="The artefact directory to write.")],
-    precision: Annotated[Precision, typer.Option(help="Embedding tables: fp32, or int8 row-wise.")] = (
-        Precision.FP32
-    ),
+    precision: Annotated[
+        Any,
+        choice_option(
+            "featmux.serving.export:Precision", "Embedding tables: fp32 (default) or int8.", "PRECISION"
+        ),
+    ] = None,
     onnx: Annotated[bool, typer.Option(help="Also export ONNX and check it with onnxruntime.")] = False,
 ) -> None:
     """Export a trained model: safetensors weights, JSON rules and a torch.export program."""
-    from featmux.serving.export import export_model
+    from featmux.serving.artefact import ONNX_FILE
+    from featmux.serving.export import Precision, export_model
     from featmux.serving.predictor import checkpoint_file
     from featmux.training.checkpoint import CheckpointError, load_model
 
@@ -58,6 +62,7 @@ def export_command(
             import onnxruntime  # noqa: F401
         except ImportError:
             fail("--onnx needs onnxruntime (install with: bash scripts/install.sh --serving)")
+    precision = precision or Precision.FP32
     summary = export_model(model, schema, out, precision, onnx=onnx, source={"checkpoint": str(source)})
     table = Table(title=f"featmux export: {out} ({precision.value})")
     table.add_column("file")

@@ -168,3 +168,36 @@ def test_movielens_source(shared_data, encode_all):
     encode_all([parts[1]], source.schema)
     ml1m = open_source("movielens", shared_data / "movielens-1m", ratings="sample_movielens_rating.dat")
     assert {p.name for p in ml1m.files} == {"sample_movielens_rating.dat", "users.dat", "movies.dat"}
+
+
+def test_chunks_give_line_numbers_and_see_every_row_through_the_line_filter(tmp_path):
+    """`DataSource.chunks`: rows with their file line numbers; an extra line filter sees the split's rows."""
+    path = tmp_path / "t.csv"
+    path.write_text("click,ad\n1,a\n0,b\n\n1,c\n1,d\n")
+    source = open_source("csv", path, label="click", categorical=["ad"], fractions=[1.0, 0.0, 0.0])
+    seen: list[int] = []
+
+    def observe(lines: np.ndarray) -> np.ndarray:
+        seen.extend(lines.tolist())
+        return lines != 5  # drop line 5 ("1,c")
+
+    chunks = list(source.chunks("train", chunk_rows=2, line_filter=observe))
+    assert seen == [2, 3, 5, 6]  # the header and the blank line are not rows
+    assert [c.lines.tolist() for c in chunks] == [[2, 3], [6]]
+    assert pl.concat([c.frame for c in chunks])["ad"].to_list() == ["a", "b", "d"]
+
+
+def test_a_scored_table_may_lack_its_label(tmp_path):
+    from featmux.data.errors import DataError
+    from featmux.data.readers.table import table_chunks, table_schema
+
+    path = tmp_path / "t.csv"
+    path.write_text("ad,price\na,1.5\nb,2\n")
+    schema = table_schema("click", categorical=["ad"], numeric=["price"])
+    with pytest.raises(DataError, match="'click': column missing"):
+        list(table_chunks(path, schema))
+    (chunk,) = table_chunks(path, schema, label_required=False)
+    assert chunk.frame["click"].to_list() == [0, 0] and chunk.frame["ad"].to_list() == ["a", "b"]
+    pl.DataFrame({"ad": ["x"], "price": [3.0]}).write_parquet(tmp_path / "t.parquet")
+    (chunk,) = table_chunks(tmp_path / "t.parquet", schema, label_required=False)
+    assert chunk.frame["click"].to_list() == [0]
