@@ -93,6 +93,9 @@ def score_command(
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows scored at a time.")] = 65_536,
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    backend: Annotated[
+        str | None, typer.Option(help="eager or program (artefacts: default program, slower to load).")
+    ] = None,
 ) -> None:
     """Score a file, streamed: one score per input row, in input order."""
     import torch
@@ -101,7 +104,7 @@ def score_command(
 
     if threads is not None:
         torch.set_num_threads(threads)
-    predictor = _load(artefact)
+    predictor = _load(artefact, backend)
     options = parse_mapping(dataset_option, "--dataset-option")
     try:
         summary = score_file(
