@@ -142,6 +142,7 @@ def test_sigterm_shuts_down_gracefully(artefacts, rows, instances):
     port = _free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "featmux.cli.main", "serve", str(artefacts["fp32"]), "--port", str(port)]
+    command += ["--backend", "eager"]  # loads in 0.2 s, not the program's ~10 s: this test is about shutdown
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
