@@ -30,6 +30,7 @@ _EXPORTS = {
         "Vocabulary",
         "build_embedding",
         "embedding_from_config",
+        "method_names",
     ),
     "featmux.features": (
         "CategoricalFeature",
@@ -94,6 +95,7 @@ __all__ = [
     "embedding_from_config",
     "evaluate",
     "load_model",
+    "method_names",
     "run_experiment",
     "run_online",
     "save_model",

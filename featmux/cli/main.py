@@ -19,7 +19,16 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from featmux.cli.common import choice_option, config_overrides, fail, parse_mapping, say, validation_message
+from featmux.cli.common import (
+    BUDGET_HELP,
+    EMBEDDING_HELP,
+    choice_option,
+    config_overrides,
+    fail,
+    parse_mapping,
+    say,
+    validation_message,
+)
 
 # sub-command groups imported only when they run: `featmux --help` loads neither torch nor scikit-learn
 _LAZY_GROUPS = {
@@ -85,15 +94,11 @@ def train(
     model_option: Annotated[
         list[str] | None, typer.Option(help="Model option key=value, e.g. hidden=[400,400].")
     ] = None,
-    embedding: Annotated[
-        Any,
-        choice_option(
-            "featmux.embeddings:EmbeddingMethod",
-            "Embedding method: collisionless, hashing, unified, ... (any case).",
-            "METHOD",
-        ),
+    embedding: Annotated[str | None, typer.Option(help=EMBEDDING_HELP)] = None,
+    budget: Annotated[str | None, typer.Option(help=BUDGET_HELP)] = None,
+    embedding_option: Annotated[
+        list[str] | None, typer.Option(help="Embedding method option key=value, e.g. num_tables=2.")
     ] = None,
-    budget: Annotated[str | None, typer.Option(help="1/16, 0.25, rows:N or params:N.")] = None,
     embedding_dim: Annotated[int | None, typer.Option(help="Width D of one slot.")] = None,
     num_tables: Annotated[int | None, typer.Option(help="Unified: sub-tables T.")] = None,
     chunks: Annotated[int | None, typer.Option(help="Unified: chunks (probes) per feature.")] = None,
@@ -215,6 +220,8 @@ def train(
     overrides = config_overrides(flags, dataset_option)
     if model_option:
         overrides["model_options"] = parse_mapping(model_option, "--model-option")
+    if embedding_option:
+        overrides["embedding_options"] = parse_mapping(embedding_option, "--embedding-option")
     overrides["skip_bad_rows"] = skip_bad_rows
     extra = {"checkpoint_every_steps": checkpoint_every_steps, "on_nonfinite": on_nonfinite}
     overrides |= {k: v for k, v in extra.items() if v is not None}
@@ -318,7 +325,7 @@ def _train_online(
         fail(str(err))
     Console().print(progressive_table([result]))
     if plot is not None:
-        plot_progressive([result], plot, f"progressive validation: {cfg.embedding.value} on {cfg.dataset}")
+        plot_progressive([result], plot, f"progressive validation: {cfg.embedding} on {cfg.dataset}")
         say(f"plot written to {plot}")
     _write_out(out, result.as_dict())
 

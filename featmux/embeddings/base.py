@@ -84,9 +84,14 @@ class FeatureEmbedding(nn.Module, ABC):
         return sum(p.numel() for p in self.parameters())
 
     def memory_bytes(self) -> int:
-        """Bytes of parameters and buffers (e.g. a vocabulary's fingerprints), numel x element size."""
-        tensors = [*self.parameters(), *self.buffers()]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        """Bytes stored to serve: every tensor of the state_dict, numel x element size.
+
+        That is the parameters and the persistent buffers (a vocabulary's fingerprints, quantization
+        scales, hash constants). Index buffers that the constructor recomputes from `config()` (salts,
+        sub-table bounds) are not stored and not counted.
+        """
+        tensors = {id(t): t for t in self.state_dict(keep_vars=True).values()}
+        return sum(t.numel() * t.element_size() for t in tensors.values())
 
     def table_parameters(self) -> list[nn.Parameter]:
         """Parameters that receive sparse gradients when `set_sparse_gradients(True)`."""

@@ -134,7 +134,7 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
         data.schema.categorical, data.vocabulary, config.embedding_dim, config.min_count
     )
     say(
-        f"{config.embedding.value} embedding: {emb.num_parameters():,} parameters "
+        f"{config.embedding} embedding: {emb.num_parameters():,} parameters "
         f"({emb.num_parameters() / full:.4g} x collisionless), "
         f"{emb.num_slots} slots of dim {emb.embedding_dim}"
     )
@@ -164,7 +164,7 @@ def run_identity(config: RunConfig) -> dict[str, Any]:
     return {
         "dataset": config.dataset,
         "model": config.model,
-        "embedding": config.embedding.value,
+        "embedding": config.embedding,
         "budget": config.budget or "1",
         "seed": config.seed,
     }
