@@ -8,6 +8,7 @@ import pytest
 
 import featmux
 from featmux import models
+from featmux.embeddings import qr, registry, split, unified
 
 PUBLIC = [
     featmux.CollisionlessEmbedding,
@@ -15,6 +16,12 @@ PUBLIC = [
     featmux.UnifiedEmbedding,
     featmux.UnifiedEmbeddingConfig,
     featmux.Budget,
+    registry.BudgetTarget,
+    registry.VocabularyStats,
+    unified.UnifiedOptions,
+    split.FullTableSplit,
+    qr.QREmbedding,
+    qr.QROptions,
     featmux.Vocabulary,
     featmux.Trainer,
     featmux.CategoricalFeature,

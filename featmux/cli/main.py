@@ -378,6 +378,7 @@ def _print_result(result: dict[str, Any]) -> None:
         "valid_auc",
         "embedding_params",
         "budget_fraction",
+        "bytes_fraction",
         "embedding_bytes",
         "dense_params",
         "train_seconds",

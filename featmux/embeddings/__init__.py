@@ -162,6 +162,7 @@ def embedding_from_config(
 
 
 __all__ = [
+    "FP32_BYTES",
     "Budget",
     "BudgetTarget",
     "BudgetUnit",

@@ -100,8 +100,8 @@ class HashingMethod(EmbeddingMethod):
         rows = target.per_value(FP32_BYTES) // embedding_dim
         if rows < len(features):
             raise ValueError(
-                f"a budget of {target} is {rows} rows of width {embedding_dim}: per-feature hashing needs "
-                f"at least one row for each of the {len(features)} features"
+                f"a budget of {target} is too small: {rows} rows of width {embedding_dim}; per-feature "
+                f"hashing needs at least one row for each of the {len(features)} features"
             )
         caps = [stats.cardinalities[f.name] + 1 for f in features]
         alloc = split_rows(rows, caps)

@@ -372,9 +372,9 @@ class UnifiedMethod(EmbeddingMethod):
             )
         except ValueError:
             raise ValueError(
-                f"a budget of {target} leaves fewer than {options.num_tables} shared rows of width "
-                f"{embedding_dim} after the private tables ({len(private)}): raise the budget or make "
-                "fewer features private"
+                f"a budget of {target} is too small: it leaves fewer than {options.num_tables} shared "
+                f"rows of width {embedding_dim} after the private tables ({len(private)}): raise the "
+                "budget or make fewer features private"
             ) from None
         return self.layer_config(config(rows))
 

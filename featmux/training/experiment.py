@@ -23,7 +23,9 @@ from pydantic import Field, model_validator
 
 from featmux.data.prepare import PreparedData, prepare
 from featmux.embeddings import (
+    FP32_BYTES,
     FeatureEmbedding,
+    budget_target,
     build_embedding,
     collisionless_parameters,
 )
@@ -133,10 +135,12 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
     full = collisionless_parameters(
         data.schema.categorical, data.vocabulary, config.embedding_dim, config.min_count
     )
+    target = budget_target(data.schema.categorical, config.embedding_spec(), data.vocabulary)
     say(
-        f"{config.embedding} embedding: {emb.num_parameters():,} parameters "
-        f"({emb.num_parameters() / full:.4g} x collisionless), "
-        f"{emb.num_slots} slots of dim {emb.embedding_dim}"
+        f"{config.embedding} embedding: {emb.num_parameters():,} parameters, {emb.memory_bytes():,} bytes "
+        f"({emb.memory_bytes() / (full * FP32_BYTES):.4g} x the fp32 collisionless table"
+        + (f"; budget {target}" if target is not None else "")
+        + f"), {emb.num_slots} slots of dim {emb.embedding_dim}"
     )
     trainer = Trainer(
         model, config.train_config(), data.schema, config.checkpoint_dir, on_event=event_logger(say)
@@ -192,6 +196,7 @@ def experiment_result(
     """
     schema, vocabulary = data.schema, data.vocabulary
     full = collisionless_parameters(schema.categorical, vocabulary, config.embedding_dim, config.min_count)
+    target = budget_target(schema.categorical, config.embedding_spec(), vocabulary)
     best = fit.best_valid
     return {
         **run_identity(config),
@@ -203,7 +208,11 @@ def experiment_result(
         "embedding_params": embedding.num_parameters(),
         "embedding_bytes": embedding.memory_bytes(),
         "collisionless_params": full,
+        "collisionless_bytes": full * FP32_BYTES,
         "budget_fraction": embedding.num_parameters() / full,
+        "bytes_fraction": embedding.memory_bytes() / (full * FP32_BYTES),
+        "budget_target": {"amount": target.amount, "unit": target.unit.value} if target else None,
+        "embedding_config": embedding.config(),
         "dense_params": dense_params,
         "train_seconds": fit.train_seconds,
         "samples_per_second": fit.samples_per_second,
