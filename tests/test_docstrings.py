@@ -8,7 +8,7 @@ import pytest
 
 import featmux
 from featmux import models
-from featmux.embeddings import qr, registry, split, unified
+from featmux.embeddings import hash_embedding, qr, registry, split, unified
 
 PUBLIC = [
     featmux.CollisionlessEmbedding,
@@ -22,6 +22,8 @@ PUBLIC = [
     split.FullTableSplit,
     qr.QREmbedding,
     qr.QROptions,
+    hash_embedding.HashEmbedding,
+    hash_embedding.HashEmbeddingOptions,
     featmux.Vocabulary,
     featmux.Trainer,
     featmux.CategoricalFeature,

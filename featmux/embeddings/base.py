@@ -280,3 +280,42 @@ class TableEmbedding(FeatureEmbedding):
             start += r.numel()
             parts.append(pooled.view(chunks, bag.offsets.numel() - 1, -1).transpose(0, 1))  # [B, K, D]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, S, D]
+
+
+class ValueEmbedding(FeatureEmbedding):
+    """A method that computes each value's vector itself (from hashed parts, factors or an MLP).
+
+    Subclasses implement `embed`; this class applies it to the univalent columns at once and to each
+    bag's values, then pools every bag (mean or sum) over its own values. One slot per feature.
+
+    Args:
+        features: the categorical features.
+        embedding_dim: D.
+    """
+
+    @abstractmethod
+    def embed(self, values: torch.Tensor, index: slice | int) -> torch.Tensor:
+        """Vectors of values: [N, F'] for the features `index` (a slice of the slot order) or [L] for
+        one feature (an int) -> [N, F', D] or [L, D]."""
+
+    @property
+    def slot_names(self) -> tuple[str, ...]:
+        return tuple(f"{f.name}#0" for f in (*self.univalent, *self.multivalent))
+
+    def forward(self, sparse: SparseFeatures) -> torch.Tensor:
+        """Embed a batch: [B, F_u] ids and bags -> [B, F, D]."""
+        if sparse.ids.shape[1] != len(self.univalent) or len(sparse.bags) != len(self.multivalent):
+            raise ValueError(
+                f"{type(self).__name__} expects {len(self.univalent)} univalent id columns and "
+                f"{len(self.multivalent)} bags, got {sparse.ids.shape[1]} and {len(sparse.bags)}"
+            )
+        n = len(self.univalent)
+        parts = [self.embed(sparse.ids, slice(0, n))] if n else []  # [B, F_u, D]
+        for k, (feature, bag) in enumerate(zip(self.multivalent, sparse.bags, strict=True)):
+            vectors = self.embed(bag.values, n + k)  # [L, D]
+            position = torch.arange(vectors.shape[0], device=vectors.device)
+            pooled = F.embedding_bag(
+                position, vectors, bag.offsets, mode=feature.pooling.value, include_last_offset=True
+            )  # [B, D]
+            parts.append(pooled.unsqueeze(1))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, F, D]

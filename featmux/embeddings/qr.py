@@ -26,14 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featmux.embeddings.base import INIT_STD, FeatureEmbedding
+from featmux.embeddings.base import INIT_STD, FeatureEmbedding, ValueEmbedding
 from featmux.embeddings.budget import FP32_BYTES
 from featmux.embeddings.registry import BudgetTarget, BudgetUnit, EmbeddingMethod, VocabularyStats, register
 from featmux.embeddings.split import FullTableSplit, full_table_bytes, with_full_tables
 from featmux.embeddings.vocabulary import Vocabulary
 from featmux.features import CategoricalFeature
 from featmux.hashing.mixer import feature_salt, salted_rows, splitmix64
-from featmux.sparse import SparseFeatures
 
 KEY_BYTES = 8  # one int64 fingerprint per value (and per row start) in a full collisionless table
 
@@ -54,7 +53,7 @@ def _widths(combiner: QRCombiner, dim: int) -> tuple[int, int]:
     return dim, dim
 
 
-class QREmbedding(FeatureEmbedding):
+class QREmbedding(ValueEmbedding):
     """Quotient and remainder tables per feature; a value's vector combines one row of each.
 
     Args:
@@ -128,18 +127,14 @@ class QREmbedding(FeatureEmbedding):
             nn.init.normal_(self.quotient, std=std)
             nn.init.normal_(self.remainder, std=std)
 
-    @property
-    def slot_names(self) -> tuple[str, ...]:
-        return tuple(f"{f.name}#0" for f in (*self.univalent, *self.multivalent))
-
     def table_parameters(self) -> list[nn.Parameter]:
         return [self.quotient, self.remainder]
 
     def set_sparse_gradients(self, enabled: bool) -> None:
         self._sparse = enabled
 
-    def _embed(self, values: torch.Tensor, j: slice | int) -> torch.Tensor:
-        """Values [...] (or [..., F] with a slice of features) -> combined vectors [..., D]."""
+    def embed(self, values: torch.Tensor, j: slice | int) -> torch.Tensor:
+        """Values [N, F'] (features `j`, a slice) or [L] (one feature) -> combined vectors [..., D]."""
         index = salted_rows(splitmix64(values), self.salts[j], self.virtual[j])  # [...] in [0, Q * c)
         c = self.collisions[j]
         q = F.embedding(
@@ -151,24 +146,6 @@ class QREmbedding(FeatureEmbedding):
         if self.combiner is QRCombiner.ADD:
             return q + r
         return torch.cat([q, r], dim=-1)
-
-    def forward(self, sparse: SparseFeatures) -> torch.Tensor:
-        """Embed a batch: [B, F_u] ids and bags -> [B, F, D]."""
-        if sparse.ids.shape[1] != len(self.univalent) or len(sparse.bags) != len(self.multivalent):
-            raise ValueError(
-                f"QREmbedding expects {len(self.univalent)} univalent id columns and "
-                f"{len(self.multivalent)} bags, got {sparse.ids.shape[1]} and {len(sparse.bags)}"
-            )
-        n = len(self.univalent)
-        parts = [self._embed(sparse.ids, slice(0, n))] if n else []  # [B, F_u, D]
-        for k, (feature, bag) in enumerate(zip(self.multivalent, sparse.bags, strict=True)):
-            vectors = self._embed(bag.values, n + k)  # [L, D]
-            position = torch.arange(vectors.shape[0], device=vectors.device)
-            pooled = F.embedding_bag(
-                position, vectors, bag.offsets, mode=feature.pooling.value, include_last_offset=True
-            )  # [B, D]
-            parts.append(pooled.unsqueeze(1))
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, F, D]
 
     def config(self) -> dict[str, Any]:
         return {
