@@ -8,7 +8,7 @@ import pytest
 
 import featmux
 from featmux import models
-from featmux.embeddings import hash_embedding, qr, registry, split, unified
+from featmux.embeddings import hash_embedding, qr, registry, robe, split, unified
 
 PUBLIC = [
     featmux.CollisionlessEmbedding,
@@ -24,6 +24,8 @@ PUBLIC = [
     qr.QROptions,
     hash_embedding.HashEmbedding,
     hash_embedding.HashEmbeddingOptions,
+    robe.RobeEmbedding,
+    robe.RobeOptions,
     featmux.Vocabulary,
     featmux.Trainer,
     featmux.CategoricalFeature,
