@@ -8,7 +8,7 @@ import pytest
 
 import featmux
 from featmux import models
-from featmux.embeddings import hash_embedding, qr, registry, robe, split, unified
+from featmux.embeddings import hash_embedding, mde, qr, registry, robe, split, unified
 
 PUBLIC = [
     featmux.CollisionlessEmbedding,
@@ -26,6 +26,8 @@ PUBLIC = [
     hash_embedding.HashEmbeddingOptions,
     robe.RobeEmbedding,
     robe.RobeOptions,
+    mde.MixedDimEmbedding,
+    mde.MixedDimOptions,
     featmux.Vocabulary,
     featmux.Trainer,
     featmux.CategoricalFeature,
