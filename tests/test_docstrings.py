@@ -8,7 +8,7 @@ import pytest
 
 import featmux
 from featmux import models
-from featmux.embeddings import hash_embedding, mde, qr, registry, robe, split, unified
+from featmux.embeddings import dhe, hash_embedding, mde, qr, registry, robe, split, unified
 
 PUBLIC = [
     featmux.CollisionlessEmbedding,
@@ -28,6 +28,8 @@ PUBLIC = [
     robe.RobeOptions,
     mde.MixedDimEmbedding,
     mde.MixedDimOptions,
+    dhe.DeepHashEmbedding,
+    dhe.DeepHashOptions,
     featmux.Vocabulary,
     featmux.Trainer,
     featmux.CategoricalFeature,
