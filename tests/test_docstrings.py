@@ -8,7 +8,7 @@ import pytest
 
 import featmux
 from featmux import models
-from featmux.embeddings import dhe, hash_embedding, mde, qr, registry, robe, split, unified
+from featmux.embeddings import dhe, hash_embedding, mde, qr, registry, robe, split, tt, unified
 
 PUBLIC = [
     featmux.CollisionlessEmbedding,
@@ -30,6 +30,8 @@ PUBLIC = [
     mde.MixedDimOptions,
     dhe.DeepHashEmbedding,
     dhe.DeepHashOptions,
+    tt.TTEmbedding,
+    tt.TTOptions,
     featmux.Vocabulary,
     featmux.Trainer,
     featmux.CategoricalFeature,
