@@ -8,7 +8,7 @@ import pytest
 
 import featmux
 from featmux import models
-from featmux.embeddings import dhe, hash_embedding, mde, qr, registry, robe, split, tt, unified
+from featmux.embeddings import adaptive, dhe, hash_embedding, mde, qr, registry, robe, split, tt, unified
 
 PUBLIC = [
     featmux.CollisionlessEmbedding,
@@ -32,6 +32,8 @@ PUBLIC = [
     dhe.DeepHashOptions,
     tt.TTEmbedding,
     tt.TTOptions,
+    adaptive.AdaptiveEmbedding,
+    adaptive.AdaptiveOptions,
     featmux.Vocabulary,
     featmux.Trainer,
     featmux.CategoricalFeature,
