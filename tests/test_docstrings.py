@@ -8,7 +8,19 @@ import pytest
 
 import featmux
 from featmux import models
-from featmux.embeddings import adaptive, dhe, hash_embedding, mde, qr, registry, robe, split, tt, unified
+from featmux.embeddings import (
+    adaptive,
+    dhe,
+    hash_embedding,
+    mde,
+    precision,
+    qr,
+    registry,
+    robe,
+    split,
+    tt,
+    unified,
+)
 
 PUBLIC = [
     featmux.CollisionlessEmbedding,
@@ -34,6 +46,7 @@ PUBLIC = [
     tt.TTOptions,
     adaptive.AdaptiveEmbedding,
     adaptive.AdaptiveOptions,
+    precision.QuantizedEmbedding,
     featmux.Vocabulary,
     featmux.Trainer,
     featmux.CategoricalFeature,

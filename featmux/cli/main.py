@@ -99,6 +99,9 @@ def train(
     embedding_option: Annotated[
         list[str] | None, typer.Option(help="Embedding method option key=value, e.g. num_tables=2.")
     ] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="Tables served at fp16, int8 or int4 (quantized after training).")
+    ] = None,
     embedding_dim: Annotated[int | None, typer.Option(help="Width D of one slot.")] = None,
     num_tables: Annotated[int | None, typer.Option(help="Unified: sub-tables T.")] = None,
     chunks: Annotated[int | None, typer.Option(help="Unified: chunks (probes) per feature.")] = None,
@@ -201,6 +204,7 @@ def train(
         "embedding": embedding,
         "budget": budget,
         "embedding_dim": embedding_dim,
+        "precision": precision,
         "num_tables": num_tables,
         "default_chunks": chunks,
         "private_max_cardinality": private_max_cardinality,

@@ -19,6 +19,7 @@ from featmux.embeddings.base import FeatureEmbedding, TableEmbedding
 from featmux.embeddings.budget import FP32_BYTES, Budget, collisionless_rows
 from featmux.embeddings.collisionless import CollisionlessEmbedding
 from featmux.embeddings.hashing import HashingEmbedding
+from featmux.embeddings.precision import Precision, QuantizedEmbedding, quantize_embedding
 from featmux.embeddings.registry import (
     BudgetTarget,
     BudgetUnit,
@@ -157,8 +158,13 @@ def build_embedding(
 def embedding_from_config(
     features: Sequence[CategoricalFeature], config: Mapping[str, Any], device: torch.device | None = None
 ) -> FeatureEmbedding:
-    """Rebuild a layer (untrained; load its state_dict next) from `FeatureEmbedding.config()`."""
-    return get_method(str(config["method"])).from_config(features, config, device)
+    """Rebuild a layer (untrained; load its state_dict next) from `FeatureEmbedding.config()`.
+
+    A config with a `precision` (a quantized layer) rebuilds the layer, then quantizes it to that shape.
+    """
+    base = {k: v for k, v in config.items() if k != "precision"}
+    layer = get_method(str(config["method"])).from_config(features, base, device)
+    return quantize_embedding(layer, config["precision"]) if "precision" in config else layer
 
 
 __all__ = [
@@ -172,6 +178,8 @@ __all__ = [
     "FeatureEmbedding",
     "FeatureVocabulary",
     "HashingEmbedding",
+    "Precision",
+    "QuantizedEmbedding",
     "TableEmbedding",
     "UnifiedEmbedding",
     "UnifiedEmbeddingConfig",
@@ -185,4 +193,5 @@ __all__ = [
     "embedding_from_config",
     "get_method",
     "method_names",
+    "quantize_embedding",
 ]

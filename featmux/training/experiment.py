@@ -25,9 +25,11 @@ from featmux.data.prepare import PreparedData, prepare
 from featmux.embeddings import (
     FP32_BYTES,
     FeatureEmbedding,
+    Precision,
     budget_target,
     build_embedding,
     collisionless_parameters,
+    quantize_embedding,
 )
 from featmux.models import CTRModel, build_model
 from featmux.training.checkpoint import save_model
@@ -147,10 +149,18 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
     )
     fit = trainer.fit(data.train, data.valid, resume=config.resume)
     test = evaluate(model, data.test, trainer.config.eval_batch_size) if data.test is not None else None
+    trained = {"embedding_bytes": emb.memory_bytes(), "test_auc": test.auc if test else None}
+    if config.precision is not Precision.FP32:  # post-training: serve (and test) the quantized tables
+        model.embedding = emb = quantize_embedding(emb, config.precision)
+        test = evaluate(model, data.test, trainer.config.eval_batch_size) if data.test is not None else None
+        fp32_bytes = trained["embedding_bytes"]
+        say(f"{config.precision.value} tables: {emb.memory_bytes():,} bytes (fp32: {fp32_bytes:,})")
     if config.checkpoint_dir is not None:
         save_model(Path(config.checkpoint_dir) / "model.pt", model, data.schema)
     dense = sum(p.numel() for p in model.dense_parameters())
     result = experiment_result(config, data, emb, dense, fit, test, prepare_seconds)
+    if config.precision is not Precision.FP32:
+        result["fp32"] = trained
     if trainer.device.type == "cuda":
         result["peak_gpu_bytes"] = torch.cuda.max_memory_allocated(trainer.device)
     return result

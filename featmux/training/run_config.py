@@ -13,7 +13,7 @@ from typing import Any, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from featmux.embeddings import Budget, EmbeddingSpec, check_features, get_method
+from featmux.embeddings import Budget, EmbeddingSpec, Precision, check_features, get_method
 from featmux.embeddings.registry import shorthand_owners
 from featmux.embeddings.unified import check_placement, placement
 from featmux.features import Schema
@@ -41,6 +41,7 @@ class RunConfig(BaseModel):
     embedding_dim: int = Field(16, ge=1)
     budget: str | None = None
     min_count: int = Field(1, ge=1)
+    precision: Precision = Precision.FP32  # tables stored for serving: quantized after training
     batch_size: int = Field(4096, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     embedding_l2: float = Field(0.0, ge=0)
