@@ -7,10 +7,11 @@ pairs, so the virtual table is represented exactly in (Q_f + c_f) rows instead o
 rows are combined by `mult` (element-wise product), `add`, or `concat` (the two tables are D - D//2
 and D//2 wide, so the slot is still D wide). A multivalent feature combines per value, then pools.
 
-`solve` picks one c for all features (as the VLDB 2024 study searches its collision count): the
-smallest c whose layer fits the budget. A feature whose full collisionless table (rows and vocabulary
-keys) costs no more than its two QR tables keeps the full table, paid from the budget
-(`config()["full"]`).
+`solve` searches one collision count c for all features (as the VLDB 2024 study does): the smallest
+c whose layer fits the budget. A feature whose own cheapest count c*_f (near sqrt(|V_f|)) is below c
+uses c*_f instead, which shares fewer values per row and costs less. A feature whose full collisionless
+table (rows and vocabulary keys) costs no more than its QR tables keeps the full table, paid from the
+budget (`config()["full"]`).
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ def qr_costs(
 
     Args:
         cardinalities: |V_f|, [F].
-        collisions: candidate c values, [C].
+        collisions: candidate c values, [C] (the same for every feature) or [C, F].
         embedding_dim: D.
         combiner: sets the tables' widths.
         unit: bytes (fp32 values, int64 keys) or parameters (keys are not parameters).
@@ -203,7 +204,8 @@ def qr_costs(
     per_value, key = (FP32_BYTES, KEY_BYTES) if unit is BudgetUnit.BYTES else (1, 0)
     q_dim, r_dim = _widths(combiner, embedding_dim)
     rows = cardinalities.astype(np.int64) + 1  # [F]
-    c = collisions.astype(np.int64)[:, None]  # [C, 1]
+    c = collisions.astype(np.int64)
+    c = c[:, None] if c.ndim == 1 else c  # [C, 1] or [C, F]
     quotient = -(-rows[None, :] // c)  # ceil, [C, F]
     qr = (quotient * q_dim + c * r_dim) * per_value
     full = np.array(
@@ -235,23 +237,24 @@ class QRMethod(EmbeddingMethod):
         # cost falls with c until c ~ sqrt(|V_f|), then rises; past sqrt of the largest feature no c helps
         candidates = np.arange(1, math.isqrt(int(cards.max()) + 1) + 2, dtype=np.int64)
         qr, full = qr_costs(cards, candidates, embedding_dim, options.combiner, target.unit)
+        cheapest = candidates[qr.argmin(axis=0)]  # c*_f, [F]
+        counts = np.minimum(candidates[:, None], cheapest[None, :])  # [C, F]: so cost falls as c grows
+        qr, _ = qr_costs(cards, counts, embedding_dim, options.combiner, target.unit)
         keep_full = (full[None, :] <= qr) if options.full_tables else np.zeros_like(qr, dtype=bool)
         total = np.where(keep_full, full[None, :], qr).sum(axis=1)  # [C]
         fits = np.flatnonzero(total <= target.amount)
         if fits.size == 0:
             raise ValueError(
-                f"a budget of {target} is too small for qr: its smallest layer (c = "
-                f"{int(candidates[total.argmin()])}) costs {int(total.min()):,}"
+                f"a budget of {target} is too small for qr: its smallest layer costs {int(total.min()):,}"
             )
         best = int(fits[0])  # the smallest collision count that fits
-        c = int(candidates[best])
         quotient, remainder, full_sizes = {}, {}, {}
-        for f, n, full_row in zip(features, cards, keep_full[best], strict=True):
+        for f, n, c, full_row in zip(features, cards, counts[best], keep_full[best], strict=True):
             if full_row:
                 full_sizes[f.name] = int(n)
             else:
-                quotient[f.name] = -(-(int(n) + 1) // c)
-                remainder[f.name] = c
+                quotient[f.name] = -(-(int(n) + 1) // int(c))
+                remainder[f.name] = int(c)
         return {
             "method": self.name,
             "embedding_dim": embedding_dim,

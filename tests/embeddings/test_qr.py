@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from featmux.embeddings import Budget, EmbeddingSpec, build_embedding
+from featmux.embeddings import Budget, EmbeddingSpec, Vocabulary, build_embedding
 from featmux.embeddings.qr import QRCombiner, QREmbedding, qr_costs
 from featmux.embeddings.registry import BudgetUnit
 from featmux.embeddings.split import FullTableSplit
@@ -47,32 +47,48 @@ def test_solve_takes_the_smallest_collision_count_that_fits(features, vocabulary
     for budget in ("1", "1/4", "1/8"):
         layer = build_embedding(features, EmbeddingSpec("qr", DIM, Budget.parse(budget)), vocabulary)
         config = layer.config()
-        (c,) = set(config["remainder_rows"].values())
+        c = max(config["remainder_rows"].values())
         limit = round(Budget.parse(budget).fraction * FULL_BYTES)
         assert layer.memory_bytes() <= limit
-        # granularity: one collision fewer would not fit
+        # a feature below c uses its own cheapest count (near sqrt(|V_f| + 1))
         cards = np.array([1000, 300, 4, 18])
-        qr, full = qr_costs(cards, np.array([c - 1]), DIM, QRCombiner.MULT, BudgetUnit.BYTES)
+        for name, n in zip(("user", "item", "device", "genres"), cards, strict=True):
+            if name in config["remainder_rows"] and config["remainder_rows"][name] < c:
+                own = config["remainder_rows"][name]
+                costs, _ = qr_costs(np.array([n]), np.arange(1, 40), DIM, QRCombiner.MULT, BudgetUnit.BYTES)
+                assert own == 1 + int(costs[:, 0].argmin())
+        # granularity: one collision fewer (each feature at most its own cheapest) would not fit
+        candidates = np.arange(1, 40)
+        costs, _ = qr_costs(cards, candidates, DIM, QRCombiner.MULT, BudgetUnit.BYTES)
+        cheapest = candidates[costs.argmin(axis=0)]
+        qr, full = qr_costs(
+            cards, np.minimum(c - 1, cheapest)[None, :], DIM, QRCombiner.MULT, BudgetUnit.BYTES
+        )
         assert np.minimum(qr[0], full).sum() > limit
 
 
-def test_small_features_keep_a_full_table_paid_from_the_budget(features, vocabulary, sparse):
-    spec = EmbeddingSpec("qr", DIM, Budget.parse("1/16"), options={"combiner": "concat"})
-    layer = build_embedding(features, spec, vocabulary)
+def test_small_features_keep_a_full_table_paid_from_the_budget():
+    features = [CategoricalFeature("big", ValueEncoding.INT), CategoricalFeature("tiny", ValueEncoding.INT)]
+    vocabulary = Vocabulary(["big", "tiny"])
+    vocabulary.update("big", np.arange(1000))
+    vocabulary.update("tiny", np.arange(2))
+    layer = build_embedding(features, EmbeddingSpec("qr", DIM, Budget.parse("1/8")), vocabulary)
     assert isinstance(layer, FullTableSplit)
-    assert layer.config()["full"] == {"device": 4}  # 5 rows + 4 keys beat a quotient and 12 remainders
-    full_bytes = 5 * DIM * 4 + (4 + 1) * 8
+    # 3 rows and 2 keys (+ a row start): 120 bytes, below any QR pair of tables for 3 virtual rows (128)
+    assert layer.config()["full"] == {"tiny": 2}
+    full_bytes = 3 * DIM * 4 + (2 + 1) * 8
     assert layer.full.memory_bytes() == full_bytes
-    assert layer.memory_bytes() == layer.compressed.memory_bytes() + full_bytes <= FULL_BYTES / 16
-    out = layer(sparse)
-    assert layer.slot_names == ("user#0", "item#0", "genres#0", "device#0")
-    torch.testing.assert_close(out[:, 3], layer.full.weight[sparse.ids[:, 2] + 1])  # exact rows
-    no_full = EmbeddingSpec("qr", DIM, Budget.parse("1/4"), options={"full_tables": False})
+    assert layer.memory_bytes() == layer.compressed.memory_bytes() + full_bytes <= (1001 + 3) * DIM * 4 / 8
+    ids = torch.tensor([[5, 0], [6, 1], [7, 9]])
+    out = layer(SparseFeatures(ids))
+    assert layer.slot_names == ("big#0", "tiny#0")
+    torch.testing.assert_close(out[:, 1], layer.full.weight[torch.tensor([1, 2, 0])])  # exact rows, 9 is OOV
+    no_full = EmbeddingSpec("qr", DIM, Budget.parse("1/8"), options={"full_tables": False})
     assert isinstance(build_embedding(features, no_full, vocabulary), QREmbedding)
 
 
 def test_a_budget_below_the_smallest_qr_layer_is_refused(features, vocabulary):
-    with pytest.raises(ValueError, match=r"too small for qr: its smallest layer \(c = \d+\) costs"):
+    with pytest.raises(ValueError, match=r"too small for qr: its smallest layer costs"):
         build_embedding(features, EmbeddingSpec("qr", DIM, Budget.parse("1/64")), vocabulary)
     with pytest.raises(ValueError, match="combiner must be one of"):
         EmbeddingSpec("qr", DIM, Budget.parse("1/4"), options={"combiner": "max"})

@@ -29,7 +29,9 @@ FULL_ROWS = 1000 + 300 + 4 + 18 + 4
 def test_the_three_methods_are_registered_and_names_are_case_insensitive():
     assert {"collisionless", "hashing", "unified"} <= set(method_names())
     assert get_method("Unified").name == "unified"
-    with pytest.raises(ValueError, match=r"unknown embedding method 'nope'; choose one of \[.*'collisionless'"):
+    with pytest.raises(
+        ValueError, match=r"unknown embedding method 'nope'; choose one of \[.*'collisionless'"
+    ):
         get_method("nope")
     assert ExperimentConfig(embedding="HASHING").embedding == "hashing"
 
