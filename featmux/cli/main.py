@@ -102,6 +102,9 @@ def train(
     precision: Annotated[
         str | None, typer.Option(help="Tables served at fp16, int8 or int4 (quantized after training).")
     ] = None,
+    prune: Annotated[
+        float | None, typer.Option(help="Drop this share of table entries after training, store sparse.")
+    ] = None,
     embedding_dim: Annotated[int | None, typer.Option(help="Width D of one slot.")] = None,
     num_tables: Annotated[int | None, typer.Option(help="Unified: sub-tables T.")] = None,
     chunks: Annotated[int | None, typer.Option(help="Unified: chunks (probes) per feature.")] = None,
@@ -205,6 +208,7 @@ def train(
         "budget": budget,
         "embedding_dim": embedding_dim,
         "precision": precision,
+        "prune": prune,
         "num_tables": num_tables,
         "default_chunks": chunks,
         "private_max_cardinality": private_max_cardinality,

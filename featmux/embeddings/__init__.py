@@ -19,7 +19,8 @@ from featmux.embeddings.base import FeatureEmbedding, TableEmbedding
 from featmux.embeddings.budget import FP32_BYTES, Budget, collisionless_rows
 from featmux.embeddings.collisionless import CollisionlessEmbedding
 from featmux.embeddings.hashing import HashingEmbedding
-from featmux.embeddings.precision import Precision, QuantizedEmbedding, quantize_embedding
+from featmux.embeddings.precision import Precision, quantize_embedding
+from featmux.embeddings.pruning import prune_embedding
 from featmux.embeddings.registry import (
     BudgetTarget,
     BudgetUnit,
@@ -28,6 +29,7 @@ from featmux.embeddings.registry import (
     get_method,
     method_names,
 )
+from featmux.embeddings.serving import ServedEmbedding
 from featmux.embeddings.unified import UnifiedEmbedding, UnifiedEmbeddingConfig, UnifiedOptions
 from featmux.embeddings.vocabulary import FeatureVocabulary, Vocabulary
 from featmux.features import CategoricalFeature
@@ -160,11 +162,14 @@ def embedding_from_config(
 ) -> FeatureEmbedding:
     """Rebuild a layer (untrained; load its state_dict next) from `FeatureEmbedding.config()`.
 
-    A config with a `precision` (a quantized layer) rebuilds the layer, then quantizes it to that shape.
+    A config with a `precision` or `prune` (a layer served in that form) rebuilds the layer, then
+    gives it that form's shape.
     """
-    base = {k: v for k, v in config.items() if k != "precision"}
+    base = {k: v for k, v in config.items() if k not in ("precision", "prune")}
     layer = get_method(str(config["method"])).from_config(features, base, device)
-    return quantize_embedding(layer, config["precision"]) if "precision" in config else layer
+    if "precision" in config:
+        return quantize_embedding(layer, config["precision"])
+    return prune_embedding(layer, float(config["prune"])) if "prune" in config else layer
 
 
 __all__ = [
@@ -179,7 +184,7 @@ __all__ = [
     "FeatureVocabulary",
     "HashingEmbedding",
     "Precision",
-    "QuantizedEmbedding",
+    "ServedEmbedding",
     "TableEmbedding",
     "UnifiedEmbedding",
     "UnifiedEmbeddingConfig",
@@ -193,5 +198,6 @@ __all__ = [
     "embedding_from_config",
     "get_method",
     "method_names",
+    "prune_embedding",
     "quantize_embedding",
 ]

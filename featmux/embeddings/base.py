@@ -240,9 +240,9 @@ class TableEmbedding(FeatureEmbedding):
                 f"{type(self).__name__} expects {len(self.univalent)} univalent id columns and "
                 f"{len(self.multivalent)} bags, got {sparse.ids.shape[1]} and {len(sparse.bags)}"
             )
-        quantized = getattr(self, "quantized", None)  # set by featmux.embeddings.precision
-        if quantized is not None:
-            return quantized.embed(self, sparse)
+        served = getattr(self, "served", None)  # a serving form (featmux.embeddings.serving)
+        if served is not None:
+            return served.embed(self, sparse)
         if self._row_updates and self.weight.requires_grad and torch.is_grad_enabled():
             return self._forward_rows(sparse)
         parts = []

@@ -8,22 +8,18 @@ dequantizing only the rows a batch looks up:
     int8   uint8 codes, one float16 scale and bias per row: row = bias + scale * code (D + 4 bytes a row)
     int4   two 4-bit codes a byte, the same per-row scale and bias (ceil(D / 2) + 4 bytes a row)
 
-`memory_bytes()` then counts the codes, scales and biases. The result is for evaluation and serving;
-the quantized tables are not trained further.
+`memory_bytes()` then counts the codes, scales and biases (`featmux.embeddings.serving`).
 """
 
 from __future__ import annotations
 
 from enum import Enum, unique
-from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from featmux.embeddings.base import FeatureEmbedding, TableEmbedding, _chunk_offsets
-from featmux.features import Pooling
-from featmux.sparse import SparseFeatures
+from featmux.embeddings.base import FeatureEmbedding, TableEmbedding
+from featmux.embeddings.serving import ServedEmbedding, ServingTable
 
 
 @unique
@@ -67,8 +63,17 @@ def dequantize_rows(
     return bias.float().unsqueeze(-1) + scale.float().unsqueeze(-1) * codes.float()
 
 
-class _QuantizedTable(nn.Module):
-    """A `TableEmbedding`'s table as codes; reads the rows a batch needs, dequantized."""
+class QuantizedTable(ServingTable):
+    """A `TableEmbedding`'s table as codes; reads the rows a batch needs, dequantized.
+
+    Args:
+        table: the trained table (its weight is read, not changed).
+        precision: fp16, int8 or int4.
+
+    Example:
+        >>> QuantizedTable(layer.table_modules()[0], Precision.INT8).read(torch.tensor([0, 5])).shape
+        torch.Size([2, D])
+    """
 
     def __init__(self, table: TableEmbedding, precision: Precision) -> None:
         super().__init__()
@@ -88,72 +93,12 @@ class _QuantizedTable(nn.Module):
             self.dim,
         )
 
-    def embed(self, table: TableEmbedding, sparse: SparseFeatures) -> torch.Tensor:
-        """`TableEmbedding.forward` with rows read from these codes: [B, S, D]."""
-        parts = []
-        if table.univalent:
-            parts.append(self.read(table.univalent_rows(sparse.ids)))  # [B, S_u, D]
-        for j, (feature, bag) in enumerate(zip(table.multivalent, sparse.bags, strict=True)):
-            rows = table.bag_rows(j, bag.values)  # [L, K]
-            num_values, chunks = rows.shape
-            vectors = self.read(rows.t().reshape(-1))  # [K * L, D], chunk-major
-            pooled = F.embedding_bag(
-                torch.arange(vectors.shape[0], device=vectors.device),
-                vectors,
-                _chunk_offsets(bag.offsets, num_values, chunks),
-                mode=Pooling(feature.pooling).value,
-                include_last_offset=True,
-            )  # [K * B, D]
-            parts.append(pooled.view(chunks, bag.offsets.numel() - 1, -1).transpose(0, 1))  # [B, K, D]
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, S, D]
-
-
-class QuantizedEmbedding(FeatureEmbedding):
-    """A trained table-based layer whose tables are stored at `precision` (see the module docstring).
-
-    Args:
-        layer: the layer; its tables are quantized in place (their float weights are dropped).
-        precision: fp16, int8 or int4.
-
-    Example:
-        >>> served = QuantizedEmbedding(trained_layer, Precision.INT8)
-        >>> served.memory_bytes() < trained_layer_bytes
-        True
-    """
-
-    def __init__(self, layer: FeatureEmbedding, precision: Precision | str) -> None:
-        super().__init__(layer.features, layer.embedding_dim)
-        self.precision = Precision(precision)
-        if self.precision is Precision.FP32:
-            raise ValueError("fp32 is the trained precision: there is nothing to quantize")
-        tables = layer.table_modules()
-        covered = {id(t.weight) for t in tables}
-        other = [n for n, p in layer.named_parameters() if id(p) not in covered]
-        if not tables or other:
-            raise ValueError(
-                f"--precision quantizes table methods (collisionless, hashing, unified, adaptive); "
-                f"{layer.method or type(layer).__name__} stores other parameters ({other[:3]})"
-            )
-        for table in tables:
-            table.quantized = _QuantizedTable(table, self.precision)
-            del table.weight  # the codes replace it
-        self.inner = layer
-        self.method = layer.method
-
-    @property
-    def slot_names(self) -> tuple[str, ...]:
-        return self.inner.slot_names
-
-    def forward(self, sparse: SparseFeatures) -> torch.Tensor:
-        """Embed a batch: [B, F_u] ids and bags -> [B, S, D], rows dequantized."""
-        return self.inner(sparse)
-
-    def config(self) -> dict[str, Any]:
-        return {**self.inner.config(), "precision": self.precision.value}
-
 
 def quantize_embedding(layer: FeatureEmbedding, precision: Precision | str) -> FeatureEmbedding:
     """`layer` with its tables stored at `precision` (the layer itself for fp32)."""
-    if Precision(precision) is Precision.FP32:
+    p = Precision(precision)
+    if p is Precision.FP32:
         return layer
-    return QuantizedEmbedding(layer, precision)
+    return ServedEmbedding(
+        layer, lambda table: QuantizedTable(table, p), {"precision": p.value}, "--precision"
+    )

@@ -29,6 +29,7 @@ from featmux.embeddings import (
     budget_target,
     build_embedding,
     collisionless_parameters,
+    prune_embedding,
     quantize_embedding,
 )
 from featmux.models import CTRModel, build_model
@@ -150,16 +151,23 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
     fit = trainer.fit(data.train, data.valid, resume=config.resume)
     test = evaluate(model, data.test, trainer.config.eval_batch_size) if data.test is not None else None
     trained = {"embedding_bytes": emb.memory_bytes(), "test_auc": test.auc if test else None}
-    if config.precision is not Precision.FP32:  # post-training: serve (and test) the quantized tables
-        model.embedding = emb = quantize_embedding(emb, config.precision)
+    served = config.precision is not Precision.FP32 or config.prune > 0
+    if served:  # post-training: serve (and test) the quantized or pruned tables
+        emb = (
+            quantize_embedding(emb, config.precision)
+            if config.prune == 0
+            else prune_embedding(emb, config.prune)
+        )
+        model.embedding = emb
         test = evaluate(model, data.test, trainer.config.eval_batch_size) if data.test is not None else None
         fp32_bytes = trained["embedding_bytes"]
-        say(f"{config.precision.value} tables: {emb.memory_bytes():,} bytes (fp32: {fp32_bytes:,})")
+        form = f"{config.precision.value}" if config.prune == 0 else f"pruned to {config.prune:g} sparsity"
+        say(f"{form} tables: {emb.memory_bytes():,} bytes (fp32: {fp32_bytes:,})")
     if config.checkpoint_dir is not None:
         save_model(Path(config.checkpoint_dir) / "model.pt", model, data.schema)
     dense = sum(p.numel() for p in model.dense_parameters())
     result = experiment_result(config, data, emb, dense, fit, test, prepare_seconds)
-    if config.precision is not Precision.FP32:
+    if served:
         result["fp32"] = trained
     if trainer.device.type == "cuda":
         result["peak_gpu_bytes"] = torch.cuda.max_memory_allocated(trainer.device)

@@ -42,6 +42,7 @@ class RunConfig(BaseModel):
     budget: str | None = None
     min_count: int = Field(1, ge=1)
     precision: Precision = Precision.FP32  # tables stored for serving: quantized after training
+    prune: float = Field(0.0, ge=0, lt=1)  # share of table entries dropped after training, stored sparse
     batch_size: int = Field(4096, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     embedding_l2: float = Field(0.0, ge=0)
@@ -96,6 +97,12 @@ class RunConfig(BaseModel):
         if key not in MODELS:
             raise ValueError(f"unknown model {value!r}; choose one of {sorted(MODELS)}")
         return key
+
+    @model_validator(mode="after")
+    def _one_serving_form(self) -> Self:
+        if self.prune > 0 and self.precision is not Precision.FP32:
+            raise ValueError("give --prune or --precision, not both: they are separate serving forms")
+        return self
 
     @model_validator(mode="after")
     def _embedding_and_model_options(self) -> Self:

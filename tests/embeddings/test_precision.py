@@ -61,5 +61,5 @@ def test_quantized_layers_store_fewer_bytes_and_keep_their_output(
 
 def test_precision_refuses_methods_that_are_not_tables(features, vocabulary):
     layer = build_embedding(features, EmbeddingSpec("qr", DIM, Budget.parse("1/4")), vocabulary)
-    with pytest.raises(ValueError, match="quantizes table methods"):
+    with pytest.raises(ValueError, match="--precision applies to table methods"):
         quantize_embedding(layer, "int8")
