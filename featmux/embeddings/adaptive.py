@@ -18,13 +18,10 @@ import numpy as np
 import torch
 
 from featmux.embeddings.base import FeatureEmbedding, TableEmbedding
-from featmux.embeddings.budget import FP32_BYTES
-from featmux.embeddings.registry import BudgetTarget, BudgetUnit, EmbeddingMethod, VocabularyStats, register
+from featmux.embeddings.registry import BudgetTarget, EmbeddingMethod, VocabularyStats, register
 from featmux.embeddings.vocabulary import Vocabulary
 from featmux.features import CategoricalFeature
 from featmux.hashing.mixer import feature_salt, salted_rows, splitmix64
-
-KEY_BYTES = 8
 
 
 def hot_keys(vocabulary: Vocabulary, name: str, count: int, min_count: int = 1) -> np.ndarray:
@@ -154,7 +151,7 @@ class AdaptiveMethod(EmbeddingMethod):
         if stats.vocabulary is None:
             raise ValueError("adaptive counts its hot values on the training split: it needs a vocabulary")
         assert target is not None
-        per_value, key = (FP32_BYTES, KEY_BYTES) if target.unit is BudgetUnit.BYTES else (1, 0)
+        per_value, key = target.costs
         row = embedding_dim * per_value
         counts = [stats.vocabulary[f.name].counts for f in features]
         counts = [c[c >= stats.min_count] for c in counts]

@@ -28,14 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from featmux.embeddings.base import INIT_STD, FeatureEmbedding, ValueEmbedding
-from featmux.embeddings.budget import FP32_BYTES
 from featmux.embeddings.registry import BudgetTarget, BudgetUnit, EmbeddingMethod, VocabularyStats, register
 from featmux.embeddings.split import FullTableSplit, full_table_bytes, with_full_tables
 from featmux.embeddings.vocabulary import Vocabulary
 from featmux.features import CategoricalFeature
 from featmux.hashing.mixer import feature_salt, salted_rows, splitmix64
-
-KEY_BYTES = 8  # one int64 fingerprint per value (and per row start) in a full collisionless table
 
 
 @unique
@@ -201,7 +198,7 @@ def qr_costs(
     Returns:
         [C, F] costs of QR tables with Q = ceil((|V_f| + 1) / c) and c rows, and [F] of full tables.
     """
-    per_value, key = (FP32_BYTES, KEY_BYTES) if unit is BudgetUnit.BYTES else (1, 0)
+    per_value, key = BudgetTarget(0, unit).costs
     q_dim, r_dim = _widths(combiner, embedding_dim)
     rows = cardinalities.astype(np.int64) + 1  # [F]
     c = collisions.astype(np.int64)

@@ -60,6 +60,11 @@ class BudgetTarget:
         """Whether `layer` stays within the budget."""
         return self.cost(layer) <= self.amount
 
+    @property
+    def costs(self) -> tuple[int, int]:
+        """(one stored float32, one int64 vocabulary key) in this unit: (4, 8) bytes or (1, 0) parameters."""
+        return (4, 8) if self.unit is BudgetUnit.BYTES else (1, 0)
+
     def per_value(self, bytes_per_value: int) -> int:
         """The budget in stored values (parameters) of `bytes_per_value` bytes each, rounded down."""
         return self.amount // bytes_per_value if self.unit is BudgetUnit.BYTES else self.amount

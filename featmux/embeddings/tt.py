@@ -23,14 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from featmux.embeddings.base import INIT_STD, FeatureEmbedding, ValueEmbedding
-from featmux.embeddings.budget import FP32_BYTES
-from featmux.embeddings.registry import BudgetTarget, BudgetUnit, EmbeddingMethod, VocabularyStats, register
+from featmux.embeddings.registry import BudgetTarget, EmbeddingMethod, VocabularyStats, register
 from featmux.embeddings.split import FullTableSplit, full_table_bytes, with_full_tables
 from featmux.embeddings.vocabulary import Vocabulary
 from featmux.features import CategoricalFeature
 from featmux.hashing.mixer import feature_salt, salted_rows, splitmix64
-
-KEY_BYTES = 8  # int64 vocabulary keys of a full collisionless table
 
 
 def dim_factors(embedding_dim: int) -> tuple[int, int, int]:
@@ -175,7 +172,7 @@ class TTMethod(EmbeddingMethod):
         if not stats.known:
             raise ValueError("tt sizes each feature's cores from its cardinality: it needs a vocabulary")
         assert target is not None
-        per_value, key = (FP32_BYTES, KEY_BYTES) if target.unit is BudgetUnit.BYTES else (1, 0)
+        per_value, key = target.costs
         cards = {f.name: stats.cardinalities[f.name] for f in features}
         full = {
             n: c
