@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from featmux.embeddings.base import INIT_STD, FeatureEmbedding, ValueEmbedding
+from featmux.embeddings.layout import Layout, parse_layout
 from featmux.embeddings.registry import BudgetTarget, BudgetUnit, EmbeddingMethod, VocabularyStats, register
 from featmux.embeddings.split import FullTableSplit, full_table_bytes, with_full_tables
 from featmux.embeddings.vocabulary import Vocabulary
@@ -57,8 +58,9 @@ class QREmbedding(ValueEmbedding):
     Args:
         features: the categorical features.
         embedding_dim: D.
-        quotient_rows: Q_f per feature name.
-        remainder_rows: c_f per feature name (the collision count).
+        quotient_rows: Q_f per feature name, or one int: a quotient table shared by all features
+            (the unified layout; the features' hashes are salted apart).
+        remainder_rows: c_f per feature name (the collision count), or one int (unified layout).
         combiner: mult, add or concat.
         device: where to allocate; `meta` allocates nothing and skips initialization.
 
@@ -73,12 +75,19 @@ class QREmbedding(ValueEmbedding):
         self,
         features: Sequence[CategoricalFeature],
         embedding_dim: int,
-        quotient_rows: Mapping[str, int],
-        remainder_rows: Mapping[str, int],
+        quotient_rows: Mapping[str, int] | int,
+        remainder_rows: Mapping[str, int] | int,
         combiner: QRCombiner = QRCombiner.MULT,
         device: torch.device | None = None,
     ) -> None:
         super().__init__(features, embedding_dim)
+        self.shared = isinstance(quotient_rows, int) and isinstance(remainder_rows, int)
+        if self.shared:
+            quotient_rows = {f.name: quotient_rows for f in features}  # type: ignore[misc]
+            remainder_rows = {f.name: remainder_rows for f in features}  # type: ignore[misc]
+        elif isinstance(quotient_rows, int) or isinstance(remainder_rows, int):
+            raise ValueError("give quotient_rows and remainder_rows both per feature, or both as one int")
+        assert isinstance(quotient_rows, Mapping) and isinstance(remainder_rows, Mapping)
         missing = [f.name for f in features if f.name not in quotient_rows or f.name not in remainder_rows]
         if missing:
             raise ValueError(f"quotient_rows and remainder_rows need every feature; missing {missing}")
@@ -96,8 +105,8 @@ class QREmbedding(ValueEmbedding):
         q_dim, r_dim = _widths(self.combiner, embedding_dim)
         qs = [self.quotient_rows[f.name] for f in order]
         cs = [self.remainder_rows[f.name] for f in order]
-        self.quotient = nn.Parameter(torch.empty(sum(qs), q_dim, device=device))
-        self.remainder = nn.Parameter(torch.empty(sum(cs), r_dim, device=device))
+        self.quotient = nn.Parameter(torch.empty(qs[0] if self.shared else sum(qs), q_dim, device=device))
+        self.remainder = nn.Parameter(torch.empty(cs[0] if self.shared else sum(cs), r_dim, device=device))
 
         def buffer(name: str, values: list[int]) -> None:
             self.register_buffer(
@@ -107,8 +116,9 @@ class QREmbedding(ValueEmbedding):
         buffer("salts", [feature_salt(f.name) for f in order])
         buffer("virtual", [q * c for q, c in zip(qs, cs, strict=True)])
         buffer("collisions", cs)
-        buffer("q_starts", np.concatenate([[0], np.cumsum(qs)[:-1]]).tolist())
-        buffer("r_starts", np.concatenate([[0], np.cumsum(cs)[:-1]]).tolist())
+        zeros = [0] * len(order)
+        buffer("q_starts", zeros if self.shared else np.concatenate([[0], np.cumsum(qs)[:-1]]).tolist())
+        buffer("r_starts", zeros if self.shared else np.concatenate([[0], np.cumsum(cs)[:-1]]).tolist())
         self._sparse = False
         self.reset_parameters()
 
@@ -150,8 +160,8 @@ class QREmbedding(ValueEmbedding):
             "method": self.method,
             "embedding_dim": self.embedding_dim,
             "combiner": self.combiner.value,
-            "quotient_rows": dict(self.quotient_rows),
-            "remainder_rows": dict(self.remainder_rows),
+            "quotient_rows": self.quotient.shape[0] if self.shared else dict(self.quotient_rows),
+            "remainder_rows": self.remainder.shape[0] if self.shared else dict(self.remainder_rows),
         }
 
 
@@ -161,7 +171,10 @@ class QROptions:
 
     Args:
         combiner: how the quotient and remainder rows combine: mult, add or concat.
-        full_tables: let features whose full table costs no more than their QR tables keep it.
+        full_tables: let features whose full table costs no more than their QR tables keep it
+            (per-feature layout).
+        layout: per_feature (tables per feature) or unified (one quotient and one remainder table
+            for all features, over their summed virtual rows).
 
     Example:
         >>> QROptions(combiner="concat")
@@ -169,8 +182,10 @@ class QROptions:
 
     combiner: QRCombiner = QRCombiner.MULT
     full_tables: bool = True
+    layout: Layout = Layout.PER_FEATURE
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "layout", parse_layout(self.layout))
         try:
             object.__setattr__(self, "combiner", QRCombiner(self.combiner))
         except ValueError:
@@ -231,6 +246,8 @@ class QRMethod(EmbeddingMethod):
             )
         assert target is not None
         cards = np.array([stats.cardinalities[f.name] for f in features], dtype=np.int64)
+        if options.layout is Layout.UNIFIED:
+            return self._solve_unified(target, int((cards + 1).sum()), embedding_dim, options)
         # cost falls with c until c ~ sqrt(|V_f|), then rises; past sqrt of the largest feature no c helps
         candidates = np.arange(1, math.isqrt(int(cards.max()) + 1) + 2, dtype=np.int64)
         qr, full = qr_costs(cards, candidates, embedding_dim, options.combiner, target.unit)
@@ -259,6 +276,27 @@ class QRMethod(EmbeddingMethod):
             "quotient_rows": quotient,
             "remainder_rows": remainder,
             "full": full_sizes,
+        }
+
+    def _solve_unified(
+        self, target: BudgetTarget, virtual: int, embedding_dim: int, options: QROptions
+    ) -> dict[str, Any]:
+        """One quotient and one remainder table over all features' `virtual` rows, smallest c that fits."""
+        candidates = np.arange(1, math.isqrt(virtual) + 2, dtype=np.int64)
+        cost, _ = qr_costs(np.array([virtual - 1]), candidates, embedding_dim, options.combiner, target.unit)
+        fits = np.flatnonzero(cost[:, 0] <= target.amount)
+        if fits.size == 0:
+            raise ValueError(
+                f"a budget of {target} is too small for qr: its smallest layer costs {int(cost.min()):,}"
+            )
+        c = int(candidates[fits[0]])
+        return {
+            "method": self.name,
+            "embedding_dim": embedding_dim,
+            "combiner": options.combiner.value,
+            "quotient_rows": -(-virtual // c),
+            "remainder_rows": c,
+            "full": {},
         }
 
     def from_config(

@@ -92,3 +92,15 @@ def test_a_budget_below_the_smallest_qr_layer_is_refused(features, vocabulary):
         build_embedding(features, EmbeddingSpec("qr", DIM, Budget.parse("1/64")), vocabulary)
     with pytest.raises(ValueError, match="combiner must be one of"):
         EmbeddingSpec("qr", DIM, Budget.parse("1/4"), options={"combiner": "max"})
+
+
+def test_the_unified_layout_shares_one_quotient_and_one_remainder_table(features, vocabulary, sparse):
+    spec = EmbeddingSpec("qr", DIM, Budget.parse("1/16"), options={"layout": "unified"})
+    layer = build_embedding(features, spec, vocabulary)
+    assert isinstance(layer, QREmbedding) and layer.shared
+    virtual = 1001 + 301 + 5 + 19
+    c = layer.config()["remainder_rows"]
+    assert layer.config()["quotient_rows"] == -(-virtual // c)
+    assert layer.memory_bytes() == (-(-virtual // c) + c) * DIM * 4 <= FULL_BYTES / 16
+    assert (-(-virtual // (c - 1)) + c - 1) * DIM * 4 > FULL_BYTES / 16  # one collision fewer does not fit
+    assert layer(sparse).shape == (6, 4, DIM)
