@@ -105,6 +105,9 @@ def train(
     prune: Annotated[
         float | None, typer.Option(help="Drop this share of table entries after training, store sparse.")
     ] = None,
+    qat: Annotated[
+        bool, typer.Option(help="With --precision int8/int4: quantization-aware training.")
+    ] = False,
     embedding_dim: Annotated[int | None, typer.Option(help="Width D of one slot.")] = None,
     num_tables: Annotated[int | None, typer.Option(help="Unified: sub-tables T.")] = None,
     chunks: Annotated[int | None, typer.Option(help="Unified: chunks (probes) per feature.")] = None,
@@ -231,6 +234,8 @@ def train(
     if embedding_option:
         overrides["embedding_options"] = parse_mapping(embedding_option, "--embedding-option")
     overrides["skip_bad_rows"] = skip_bad_rows
+    if qat:
+        overrides["qat"] = True
     extra = {"checkpoint_every_steps": checkpoint_every_steps, "on_nonfinite": on_nonfinite}
     overrides |= {k: v for k, v in extra.items() if v is not None}
     if online:

@@ -13,7 +13,7 @@ adds (Unified Embedding's private tables). `slot_names` lists them as `feature#c
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -118,6 +118,63 @@ class FeatureEmbedding(nn.Module, ABC):
             table._row_updates = enabled
             table._lookups.clear()
 
+    def set_quantization_aware(self, levels: int) -> None:
+        """Read every table row fake-quantized to `levels` steps (255: int8, 15: int4; 0: off).
+
+        Quantization-aware training: the model trains and validates on the rows that row-wise
+        quantization will serve (`fake_quantize_rows`), gradients passing straight through.
+        """
+        if levels < 0:
+            raise ValueError(f"levels must be >= 0, got {levels}")
+        tables = self.table_modules()
+        if levels and not tables:
+            raise ValueError(
+                f"quantization-aware training needs table layers; {type(self).__name__} has none"
+            )
+        for table in tables:
+            table._qat_levels = levels
+
+
+def fake_quantize_rows(rows: torch.Tensor, levels: int) -> torch.Tensor:
+    """Rows [..., D] rounded to `levels` + 1 steps between their own min and max, gradients straight through.
+
+    What row-wise quantization (`featmux.embeddings.precision`) will store, so that quantization-aware
+    training learns rows that survive it; the backward pass is the identity (straight-through estimator).
+    """
+    x = rows.detach()
+    lo = x.amin(dim=-1, keepdim=True)
+    # the stored float16 scale and bias, exactly as the served rows use them
+    step = ((x.amax(dim=-1, keepdim=True) - lo) / levels).half().float()
+    bias = lo.half().float()
+    code = torch.round((x - bias) / step.clamp_min(torch.finfo(torch.float16).tiny)).clamp_(0, levels)
+    return rows + (bias + step * code - x)
+
+
+def embed_rows(
+    table: TableEmbedding, sparse: SparseFeatures, read: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """`TableEmbedding.forward` with each looked-up row produced by `read(rows) -> [..., D]`.
+
+    Bags read every value's rows, then pool (what a serving form or quantization-aware training needs:
+    the row must be formed before pooling).
+    """
+    parts = []
+    if table.univalent:
+        parts.append(read(table.univalent_rows(sparse.ids)))  # [B, S_u, D]
+    for j, (feature, bag) in enumerate(zip(table.multivalent, sparse.bags, strict=True)):
+        rows = table.bag_rows(j, bag.values)  # [L, K]
+        num_values, chunks = rows.shape
+        vectors = read(rows.t().reshape(-1))  # [K * L, D], chunk-major
+        pooled = F.embedding_bag(
+            torch.arange(vectors.shape[0], device=vectors.device),
+            vectors,
+            _chunk_offsets(bag.offsets, num_values, chunks),
+            mode=feature.pooling.value,
+            include_last_offset=True,
+        )  # [K * B, D]
+        parts.append(pooled.view(chunks, bag.offsets.numel() - 1, -1).transpose(0, 1))  # [B, K, D]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, S, D]
+
 
 class RowLookup(NamedTuple):
     """The distinct rows that one training forward pass read from a table, for a row optimizer.
@@ -182,6 +239,7 @@ class TableEmbedding(FeatureEmbedding):
         self.weight = nn.Parameter(torch.empty(num_rows, embedding_dim, device=device))
         self._sparse = False
         self._row_updates = False
+        self._qat_levels = 0
         self._lookups: list[RowLookup] = []
         self.reset_parameters()
 
@@ -245,6 +303,13 @@ class TableEmbedding(FeatureEmbedding):
             return served.embed(self, sparse)
         if self._row_updates and self.weight.requires_grad and torch.is_grad_enabled():
             return self._forward_rows(sparse)
+        if self._qat_levels:
+            levels = self._qat_levels
+            return embed_rows(
+                self,
+                sparse,
+                lambda r: fake_quantize_rows(F.embedding(r, self.weight, sparse=self._sparse), levels),
+            )
         parts = []
         if self.univalent:
             parts.append(F.embedding(self.univalent_rows(sparse.ids), self.weight, sparse=self._sparse))
@@ -265,8 +330,9 @@ class TableEmbedding(FeatureEmbedding):
         bag_rows = [self.bag_rows(j, bag.values) for j, bag in enumerate(sparse.bags)]  # [L_j, K_j]
         flat += [r.t().reshape(-1) for r in bag_rows]  # chunk-major, as `_pool` reads them
         rows, inverse = torch.unique(flat[0] if len(flat) == 1 else torch.cat(flat), return_inverse=True)
-        values = self.weight.detach().index_select(0, rows).requires_grad_()  # [U, D]
-        self._lookups.append(RowLookup(rows, values))
+        leaf = self.weight.detach().index_select(0, rows).requires_grad_()  # [U, D]
+        self._lookups.append(RowLookup(rows, leaf))
+        values = fake_quantize_rows(leaf, self._qat_levels) if self._qat_levels else leaf
         parts, start = [], 0
         if self.univalent:
             parts.append(_GatherRows.apply(values, inverse[: uni.numel()].view(uni.shape)))  # [B, S_u, D]

@@ -14,11 +14,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from featmux.embeddings.base import FeatureEmbedding, TableEmbedding, _chunk_offsets
-from featmux.features import Pooling
+from featmux.embeddings.base import FeatureEmbedding, TableEmbedding, embed_rows
 from featmux.sparse import SparseFeatures
 
 
@@ -30,23 +28,8 @@ class ServingTable(nn.Module, ABC):
         """Float rows [..., D] of the table for row indices [...]."""
 
     def embed(self, table: TableEmbedding, sparse: SparseFeatures) -> torch.Tensor:
-        """`TableEmbedding.forward` with rows read from these codes: [B, S, D]."""
-        parts = []
-        if table.univalent:
-            parts.append(self.read(table.univalent_rows(sparse.ids)))  # [B, S_u, D]
-        for j, (feature, bag) in enumerate(zip(table.multivalent, sparse.bags, strict=True)):
-            rows = table.bag_rows(j, bag.values)  # [L, K]
-            num_values, chunks = rows.shape
-            vectors = self.read(rows.t().reshape(-1))  # [K * L, D], chunk-major
-            pooled = F.embedding_bag(
-                torch.arange(vectors.shape[0], device=vectors.device),
-                vectors,
-                _chunk_offsets(bag.offsets, num_values, chunks),
-                mode=Pooling(feature.pooling).value,
-                include_last_offset=True,
-            )  # [K * B, D]
-            parts.append(pooled.view(chunks, bag.offsets.numel() - 1, -1).transpose(0, 1))  # [B, K, D]
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, S, D]
+        """`TableEmbedding.forward` with rows read from this form: [B, S, D]."""
+        return embed_rows(table, sparse, self.read)
 
 
 class ServedEmbedding(FeatureEmbedding):

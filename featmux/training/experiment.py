@@ -101,6 +101,8 @@ def build_experiment_model(config: ExperimentConfig, data: PreparedData) -> CTRM
     torch.manual_seed(config.seed)
     schema = data.schema
     embedding = build_embedding(schema.categorical, config.embedding_spec(), data.vocabulary)
+    if config.qat:  # quantization-aware: train and validate on the rows int8 / int4 will serve
+        embedding.set_quantization_aware(255 if config.precision is Precision.INT8 else 15)
     return build_model(config.model, embedding, len(schema.numeric), config.model_options)
 
 

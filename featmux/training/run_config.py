@@ -43,6 +43,7 @@ class RunConfig(BaseModel):
     min_count: int = Field(1, ge=1)
     precision: Precision = Precision.FP32  # tables stored for serving: quantized after training
     prune: float = Field(0.0, ge=0, lt=1)  # share of table entries dropped after training, stored sparse
+    qat: bool = False  # train on the rows `precision` (int8 or int4) will serve: quantization-aware
     batch_size: int = Field(4096, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     embedding_l2: float = Field(0.0, ge=0)
@@ -102,6 +103,8 @@ class RunConfig(BaseModel):
     def _one_serving_form(self) -> Self:
         if self.prune > 0 and self.precision is not Precision.FP32:
             raise ValueError("give --prune or --precision, not both: they are separate serving forms")
+        if self.qat and self.precision not in (Precision.INT8, Precision.INT4):
+            raise ValueError("qat trains for integer rows: give it with precision int8 or int4")
         return self
 
     @model_validator(mode="after")

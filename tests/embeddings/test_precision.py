@@ -63,3 +63,33 @@ def test_precision_refuses_methods_that_are_not_tables(features, vocabulary):
     layer = build_embedding(features, EmbeddingSpec("qr", DIM, Budget.parse("1/4")), vocabulary)
     with pytest.raises(ValueError, match="--precision applies to table methods"):
         quantize_embedding(layer, "int8")
+
+
+def test_quantization_aware_rows_are_what_int8_serves(features, vocabulary, sparse):
+    from featmux.embeddings.base import fake_quantize_rows
+
+    layer = build_embedding(features, EmbeddingSpec("unified", DIM, Budget.parse("1/4")), vocabulary)
+    with torch.no_grad():
+        layer.shared.weight.normal_()
+    layer.set_quantization_aware(255)
+    out = layer(sparse)
+    (out * torch.randn_like(out)).sum().backward()
+    assert (
+        layer.shared.weight.grad is not None and layer.shared.weight.grad.abs().sum() > 0
+    )  # straight through
+    torch.testing.assert_close(
+        layer(sparse)[:, 0],
+        fake_quantize_rows(layer.shared.weight, 255)[layer.shared.univalent_rows(sparse.ids)[:, 0]],
+    )
+    served = quantize_embedding(layer, "int8")  # the served rows: the same grid, up to float16 scales
+    torch.testing.assert_close(served(sparse), out.detach(), atol=2e-3, rtol=0)
+
+
+def test_qat_is_checked_up_front(features, vocabulary):
+    from featmux.training.experiment import ExperimentConfig
+
+    with pytest.raises(ValueError, match="qat trains for integer rows"):
+        ExperimentConfig(qat=True)
+    layer = build_embedding(features, EmbeddingSpec("robe", DIM, Budget.parse("1/4")), vocabulary)
+    with pytest.raises(ValueError, match="needs table layers"):
+        layer.set_quantization_aware(255)
