@@ -9,7 +9,8 @@ storage really needs:
     row_ptr    int32 [R + 1]        where each row's entries start (int64 past 2^31 entries)
 
 A lookup rebuilds only the rows it reads. At sparsity s that is about (1 - s)(4 + 1) D + 4 bytes a row
-against 4 D: pruning below s = 0.2 costs more than it saves, which `memory_bytes()` shows.
+against 4 D: below s = 1/5 + 4 / (5 D) (0.25 at D = 16) pruning costs more than it saves, which
+`memory_bytes()` shows.
 """
 
 from __future__ import annotations
