@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from featmux.embeddings.base import INIT_STD, FeatureEmbedding, ValueEmbedding
+from featmux.embeddings.layout import Layout, parse_layout
 from featmux.embeddings.registry import BudgetTarget, EmbeddingMethod, VocabularyStats, register
 from featmux.embeddings.split import FullTableSplit, full_table_bytes, with_full_tables
 from featmux.embeddings.vocabulary import Vocabulary
@@ -62,7 +63,8 @@ class TTEmbedding(ValueEmbedding):
     Args:
         features: the categorical features.
         embedding_dim: D (factored as d1 d2 d3 by `dim_factors`).
-        rows: virtual rows per feature (each is factored as n1 n2 n3 >= rows by `row_factors`).
+        rows: virtual rows per feature (each is factored as n1 n2 n3 >= rows by `row_factors`), or one
+            int: one set of cores shared by all features (the unified layout, hashes salted apart).
         rank: r, the TT rank shared by all features.
         device: where to allocate; `meta` allocates nothing and skips initialization.
 
@@ -77,7 +79,7 @@ class TTEmbedding(ValueEmbedding):
         self,
         features: Sequence[CategoricalFeature],
         embedding_dim: int,
-        rows: Mapping[str, int],
+        rows: Mapping[str, int] | int,
         rank: int,
         device: torch.device | None = None,
     ) -> None:
@@ -85,16 +87,18 @@ class TTEmbedding(ValueEmbedding):
         if rank < 1:
             raise ValueError(f"rank must be >= 1, got {rank}")
         order = [*self.univalent, *self.multivalent]
-        self.rows = {f.name: int(rows[f.name]) for f in self.features}
+        self.shared = isinstance(rows, int)
+        self.rows = {f.name: int(rows if isinstance(rows, int) else rows[f.name]) for f in self.features}
         if min(self.rows.values()) < 1:
             raise ValueError(f"every feature needs at least one row, got {self.rows}")
         self.rank = rank
         self.dims = dim_factors(embedding_dim)
         d1, d2, d3 = self.dims
         factors = [row_factors(self.rows[f.name]) for f in order]  # [(n1, n2, n3)] per slot
-        self.core1 = nn.Parameter(torch.empty(sum(n[0] for n in factors), d1 * rank, device=device))
-        self.core2 = nn.Parameter(torch.empty(sum(n[1] for n in factors), rank * d2 * rank, device=device))
-        self.core3 = nn.Parameter(torch.empty(sum(n[2] for n in factors), rank * d3, device=device))
+        stored = factors[:1] if self.shared else factors  # unified: every feature reads the same cores
+        self.core1 = nn.Parameter(torch.empty(sum(n[0] for n in stored), d1 * rank, device=device))
+        self.core2 = nn.Parameter(torch.empty(sum(n[1] for n in stored), rank * d2 * rank, device=device))
+        self.core3 = nn.Parameter(torch.empty(sum(n[2] for n in stored), rank * d3, device=device))
 
         def buffer(name: str, values: list[Any]) -> None:
             self.register_buffer(
@@ -103,7 +107,10 @@ class TTEmbedding(ValueEmbedding):
 
         buffer("salts", [feature_salt(f.name) for f in order])
         buffer("factors", factors)  # [F, 3]
-        starts = [[sum(n[k] for n in factors[:j]) for k in range(3)] for j in range(len(factors))]
+        starts = [
+            [0 if self.shared else sum(n[k] for n in factors[:j]) for k in range(3)]
+            for j in range(len(factors))
+        ]
         buffer("starts", starts)  # [F, 3], each feature's first row in each core table
         self.reset_parameters()
 
@@ -136,7 +143,7 @@ class TTEmbedding(ValueEmbedding):
         return {
             "method": self.method,
             "embedding_dim": self.embedding_dim,
-            "rows": dict(self.rows),
+            "rows": next(iter(self.rows.values())) if self.shared else dict(self.rows),
             "rank": self.rank,
         }
 
@@ -146,13 +153,20 @@ class TTOptions:
     """Options of the `tt` method (`embedding_options`).
 
     Args:
-        full_tables: let features whose full table costs no more than their rank-1 cores keep it.
+        full_tables: let features whose full table costs no more than their rank-1 cores keep it
+            (per-feature layout).
+        layout: per_feature (cores per feature) or unified (one set of cores over all features'
+            summed virtual rows).
 
     Example:
         >>> TTOptions(full_tables=False)
     """
 
     full_tables: bool = True
+    layout: Layout = Layout.PER_FEATURE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layout", parse_layout(self.layout))
 
 
 class TTMethod(EmbeddingMethod):
@@ -174,10 +188,14 @@ class TTMethod(EmbeddingMethod):
         assert target is not None
         per_value, key = target.costs
         cards = {f.name: stats.cardinalities[f.name] for f in features}
+        if options.layout is Layout.UNIFIED:
+            virtual = sum(c + 1 for c in cards.values())
+            cards = {"*": virtual - 1}  # one set of cores for all the features' virtual rows
         full = {
             n: c
             for n, c in cards.items()
             if options.full_tables
+            and options.layout is Layout.PER_FEATURE
             and full_table_bytes(c, embedding_dim, per_value, key)
             <= tt_floats(c + 1, embedding_dim, 1) * per_value
         }
@@ -193,7 +211,8 @@ class TTMethod(EmbeddingMethod):
         while lo < hi:  # the cores grow with the rank
             mid = (lo + hi + 1) // 2
             lo, hi = (mid, hi) if cost(mid) <= target.amount else (lo, mid - 1)
-        return {"method": self.name, "embedding_dim": embedding_dim, "rows": rest, "rank": lo, "full": full}
+        rows: dict[str, int] | int = rest["*"] if options.layout is Layout.UNIFIED else rest
+        return {"method": self.name, "embedding_dim": embedding_dim, "rows": rows, "rank": lo, "full": full}
 
     def from_config(
         self, features: Sequence[CategoricalFeature], config: Mapping[str, Any], device: torch.device | None

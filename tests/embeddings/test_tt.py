@@ -48,3 +48,14 @@ def test_solve_takes_the_largest_rank_that_fits(features, vocabulary):
     assert more + sum((n + 1) * DIM * 4 + (n + 1) * 8 for n in full.values()) > limit
     with pytest.raises(ValueError, match="too small for tt"):
         build_embedding(features, EmbeddingSpec("tt", DIM, Budget(params=30)), vocabulary)
+
+
+def test_the_unified_layout_shares_one_set_of_cores(features, vocabulary, sparse):
+    spec = EmbeddingSpec("tt", DIM, Budget.parse("1/8"), options={"layout": "unified"})
+    layer = build_embedding(features, spec, vocabulary)
+    assert isinstance(layer, TTEmbedding) and layer.shared
+    virtual = 1001 + 301 + 5 + 19
+    assert layer.config()["rows"] == virtual
+    assert layer.memory_bytes() == tt_floats(virtual, DIM, layer.rank) * 4 <= FULL_BYTES // 8
+    assert tt_floats(virtual, DIM, layer.rank + 1) * 4 > FULL_BYTES // 8
+    assert layer(sparse).shape == (6, 4, DIM)
