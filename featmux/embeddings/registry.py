@@ -18,7 +18,7 @@ import dataclasses
 import importlib
 import pkgutil
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, unique
 from typing import Any, ClassVar
@@ -115,31 +115,6 @@ class VocabularyStats:
 @dataclass(frozen=True)
 class NoOptions:
     """A method without options."""
-
-
-def largest_fitting(build: Callable[[int], FeatureEmbedding], target: BudgetTarget, lo: int, hi: int) -> int:
-    """The largest knob k in [lo, hi] whose layer `build(k)` fits `target`, by binary search.
-
-    `build` should allocate on the meta device (nothing is allocated; `memory_bytes()` still counts the
-    tensors' sizes) and the cost must not decrease as k grows.
-
-    Raises:
-        ValueError: when even `build(lo)` is over the budget.
-    """
-    if not target.fits(build(lo)):
-        raise ValueError(
-            f"the budget of {target} is too small: the smallest layer costs {target.cost(build(lo)):,}"
-        )
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if target.fits(build(mid)):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-META = torch.device("meta")
 
 
 class EmbeddingMethod(ABC):
@@ -274,14 +249,12 @@ def get_method(name: str) -> EmbeddingMethod:
 
 
 __all__ = [
-    "META",
     "BudgetTarget",
     "BudgetUnit",
     "EmbeddingMethod",
     "NoOptions",
     "VocabularyStats",
     "get_method",
-    "largest_fitting",
     "method_names",
     "normalize_name",
     "register",

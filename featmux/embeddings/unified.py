@@ -30,13 +30,12 @@ import torch
 from featmux.embeddings.base import FeatureEmbedding, TableEmbedding
 from featmux.embeddings.collisionless import CollisionlessEmbedding
 from featmux.embeddings.registry import (
-    META,
     BudgetTarget,
     EmbeddingMethod,
     VocabularyStats,
-    largest_fitting,
     register,
 )
+from featmux.embeddings.split import full_table_bytes
 from featmux.embeddings.vocabulary import Vocabulary
 from featmux.features import CategoricalFeature
 from featmux.hashing.mixer import feature_salt, salted_rows, splitmix64, stable_index
@@ -359,24 +358,22 @@ class UnifiedMethod(EmbeddingMethod):
                 if n <= options.private_max_cardinality and f.name not in options.chunks:
                     private[f.name] = n
 
-        def config(rows: int) -> UnifiedEmbeddingConfig:
-            return UnifiedEmbeddingConfig(
-                rows, embedding_dim, options.num_tables, options.chunks, options.default_chunks, private
-            )
-
-        # the private tables (rows and vocabulary keys) are paid first; the shared rows get the rest
-        most = max(options.num_tables, target.amount // embedding_dim + 1)
-        try:
-            rows = largest_fitting(
-                lambda r: UnifiedEmbedding(features, config(r), META), target, options.num_tables, most
-            )
-        except ValueError:
+        # the private tables (rows, vocabulary keys, row starts) are paid first; the shared rows get the
+        # rest (the shared table is all else the layer stores: its index buffers are not stored)
+        per_value, key = target.costs
+        paid = sum(full_table_bytes(n, embedding_dim, per_value, key) for n in private.values())
+        rows = (target.amount - paid) // (embedding_dim * per_value)
+        if rows < options.num_tables:
             raise ValueError(
                 f"a budget of {target} is too small: it leaves fewer than {options.num_tables} shared "
                 f"rows of width {embedding_dim} after the private tables ({len(private)}): raise the "
                 "budget or make fewer features private"
-            ) from None
-        return self.layer_config(config(rows))
+            )
+        return self.layer_config(
+            UnifiedEmbeddingConfig(
+                rows, embedding_dim, options.num_tables, options.chunks, options.default_chunks, private
+            )
+        )
 
     @staticmethod
     def layer_config(c: UnifiedEmbeddingConfig) -> dict[str, Any]:
