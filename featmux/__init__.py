@@ -33,6 +33,7 @@ _EXPORTS = {
         "Vocabulary",
         "build_embedding",
         "embedding_from_config",
+        "method_names",
     ),
     "featmux.features": (
         "CategoricalFeature",
@@ -100,6 +101,7 @@ __all__ = [
     "evaluate",
     "load",
     "load_model",
+    "method_names",
     "run_experiment",
     "run_online",
     "save_model",

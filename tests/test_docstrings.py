@@ -8,6 +8,21 @@ import pytest
 
 import featmux
 from featmux import models, serving
+from featmux.embeddings import (
+    adaptive,
+    dhe,
+    hash_embedding,
+    mde,
+    precision,
+    pruning,
+    qr,
+    registry,
+    robe,
+    split,
+    tt,
+    unified,
+)
+from featmux.embeddings import serving as embedding_serving
 from featmux.serving.quantize import Int8Table
 
 PUBLIC = [
@@ -16,6 +31,27 @@ PUBLIC = [
     featmux.UnifiedEmbedding,
     featmux.UnifiedEmbeddingConfig,
     featmux.Budget,
+    registry.BudgetTarget,
+    registry.VocabularyStats,
+    unified.UnifiedOptions,
+    split.FullTableSplit,
+    qr.QREmbedding,
+    qr.QROptions,
+    hash_embedding.HashEmbedding,
+    hash_embedding.HashEmbeddingOptions,
+    robe.RobeEmbedding,
+    robe.RobeOptions,
+    mde.MixedDimEmbedding,
+    mde.MixedDimOptions,
+    dhe.DeepHashEmbedding,
+    dhe.DeepHashOptions,
+    tt.TTEmbedding,
+    tt.TTOptions,
+    adaptive.AdaptiveEmbedding,
+    adaptive.AdaptiveOptions,
+    precision.QuantizedTable,
+    embedding_serving.ServedEmbedding,
+    pruning.PrunedTable,
     featmux.Vocabulary,
     featmux.Trainer,
     featmux.CategoricalFeature,

@@ -20,8 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from featmux.analysis.orthogonality import DEFAULT_RANK_TOL, FirstLayer
-from featmux.cli.common import config_overrides, console, fail, parse_mapping, say
-from featmux.embeddings import EmbeddingMethod
+from featmux.cli.common import EMBEDDING_HELP, config_overrides, console, fail, parse_mapping, say
 
 analyze_app = typer.Typer(
     no_args_is_help=True, help="Analyse embedding layers: collisions, orthogonality, budget plans."
@@ -65,9 +64,7 @@ def collisions(
     dataset: Annotated[str | None, typer.Option(help="Source name (frappe, criteo, synthetic, ...).")] = None,
     data: Annotated[Path | None, typer.Option(help="Dataset file or directory.")] = None,
     dataset_option: Annotated[list[str] | None, typer.Option(help="Source option key=value.")] = None,
-    embedding: Annotated[
-        EmbeddingMethod | None, typer.Option(help="Embedding method.", case_sensitive=False)
-    ] = None,
+    embedding: Annotated[str | None, typer.Option(help=EMBEDDING_HELP)] = None,
     budget: Annotated[str | None, typer.Option(help="1/16, 0.25, rows:N or params:N.")] = None,
     embedding_dim: Annotated[int | None, typer.Option(help="D.")] = None,
     num_tables: Annotated[int | None, typer.Option(help="Unified: sub-tables T.")] = None,

@@ -23,7 +23,7 @@ Steps of `plan_unified`:
 1. Features with cardinality <= `private_max_cardinality` get private collisionless tables (|V_f| + 1
    rows and |V_f| int64 vocabulary keys), paid for first, as `build_embedding` does.
 2. The shared table gets every remaining row the memory budget allows (parameters x bytes per parameter
-   plus the layer's index buffers, checked by building the layer on the meta device).
+   plus the layer's stored buffers, checked by building the layer on the meta device).
 3. Sub-tables: `num_tables`, or the fewest that keep each under `max_table_rows` (fewer tables, more
    sharing), or 1. Placement is Unified Embedding's own (round-robin over (feature, chunk) sorted by
    name) and tables are equal in size, so their loads differ: the plan reports each table's load.
@@ -319,7 +319,10 @@ def _objective(
 
 
 def _buffer_bytes(chunks: Mapping[str, int], private: Mapping[str, int], dim: int, tables: int) -> int:
-    """Bytes of the layer's buffers (index buffers, private vocabularies), from a meta-device build."""
+    """Bytes of the layer's stored buffers (private vocabularies), from a meta-device build.
+
+    As `FeatureEmbedding.memory_bytes` counts them: index buffers rebuilt from the config are not stored.
+    """
     features = [CategoricalFeature(name) for name in (*chunks, *private)]
     config = UnifiedEmbeddingConfig(
         rows=max(tables, 1),
@@ -329,7 +332,7 @@ def _buffer_bytes(chunks: Mapping[str, int], private: Mapping[str, int], dim: in
         private=dict(private),
     )
     layer = UnifiedEmbedding(features, config, device=torch.device("meta"))
-    return sum(b.numel() * b.element_size() for b in layer.buffers())
+    return layer.memory_bytes() - sum(p.numel() * p.element_size() for p in layer.parameters())
 
 
 def plan_unified(

@@ -48,7 +48,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from featmux.embeddings import Budget, EmbeddingMethod
+from featmux.embeddings import Budget, get_method
+from featmux.embeddings.registry import shorthand_owners
 
 if TYPE_CHECKING:
     from featmux.training.experiment import ExperimentConfig
@@ -61,6 +62,7 @@ GRID_KEYS = frozenset(
         "model",
         "model_options",
         "embedding",
+        "embedding_options",
         "budget",
         "seed",
         "split_seed",
@@ -93,11 +95,11 @@ def _check_settings(settings: Mapping[str, Any], where: str) -> None:
     per_cell = sorted(set(settings) & PER_CELL_KEYS)
     if per_cell:
         raise ValueError(f"{where}: {per_cell} is set per cell by the runner (bench run --checkpoints)")
-    unknown = sorted(set(settings) - _experiment_fields())
+    valid = _experiment_fields() | set(shorthand_owners())  # e.g. unified's num_tables
+    unknown = sorted(set(settings) - valid)
     if unknown:
         raise ValueError(
-            f"{where}: unknown setting(s) {unknown}; valid settings are "
-            f"{sorted(_experiment_fields() - GRID_KEYS)}"
+            f"{where}: unknown setting(s) {unknown}; valid settings are {sorted(valid - GRID_KEYS)}"
         )
 
 
@@ -111,13 +113,15 @@ class MethodEntry(BaseModel):
     """One embedding method of the grid.
 
     Args:
-        embedding: collisionless, hashing or unified (default: the method's label).
-        settings: ExperimentConfig keys for this method only (e.g. num_tables, default_chunks).
+        embedding: a registered method name (default: the method's label).
+        options: the method's `embedding_options` (e.g. {num_tables: 2, default_chunks: 2} for unified).
+        settings: ExperimentConfig keys for this method only (e.g. learning_rate).
     """
 
     model_config = _STRICT
 
-    embedding: EmbeddingMethod | None = None
+    embedding: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
     settings: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("settings")
@@ -230,13 +234,11 @@ class BenchmarkGrid(BaseModel):
             raise ValueError(f"duplicate split seeds in {self.split_seeds}")
         for label, method in self.methods.items():
             _check_label("method", label)
-            if method.embedding is None:
-                try:
-                    EmbeddingMethod(label)
-                except ValueError:
-                    raise ValueError(
-                        f"method {label!r}: say which embedding it uses (embedding: unified, ...)"
-                    ) from None
+            try:
+                get_method(method.embedding or label)
+            except ValueError as err:
+                hint = "" if method.embedding else " (say which it uses: embedding: unified, ...)"
+                raise ValueError(f"method {label!r}: {err}{hint}") from None
         for label, entry in self.datasets.items():
             _check_label("dataset", label)
             unknown = sorted(set(entry.methods or ()) - set(self.methods))
@@ -254,10 +256,10 @@ class BenchmarkGrid(BaseModel):
             raise ValueError(f"{path}: expected a mapping with name, datasets, methods, budgets, seeds")
         return cls(**data)
 
-    def method(self, label: str) -> EmbeddingMethod:
-        """The embedding method behind a method label."""
+    def method(self, label: str) -> str:
+        """The embedding method (its registered name) behind a method label."""
         entry = self.methods[label]
-        return entry.embedding or EmbeddingMethod(label)
+        return get_method(entry.embedding or label).name
 
     def cells(self) -> list[Cell]:
         """Every cell of the grid, each validated as an ExperimentConfig (errors name the cell).
@@ -275,7 +277,9 @@ class BenchmarkGrid(BaseModel):
                 for seed, split in [(s, k) for s in self.seeds for k in self.split_seeds or [None]]:
                     for m_label in methods:
                         method = self.method(m_label)
-                        method_budgets = ["1"] if method is EmbeddingMethod.COLLISIONLESS else budgets
+                        budgeted = get_method(method).budgeted
+                        method_budgets = budgets if budgeted else ["1"]
+                        options = self.methods[m_label].options
                         for budget in method_budgets:
                             spec: dict[str, Any] = {
                                 **self.settings,
@@ -286,12 +290,14 @@ class BenchmarkGrid(BaseModel):
                                 "dataset_options": dict(ds.dataset_options),
                                 "model": model,
                                 "model_options": dict(model_options),
-                                "embedding": method.value,
-                                "budget": None if method is EmbeddingMethod.COLLISIONLESS else budget,
+                                "embedding": method,
+                                "budget": budget if budgeted else None,
                                 "seed": seed,
                             }
                             if split is not None:  # absent otherwise: old cells keep their fingerprints
                                 spec["split_seed"] = split
+                            if options:  # only then: the fingerprints of option-less cells stay put
+                                spec["embedding_options"] = dict(options)
                             cell = Cell(ds_label, model, m_label, budget, seed, spec, split)
                             try:
                                 cell.experiment_config()

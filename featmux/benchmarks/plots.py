@@ -1,4 +1,4 @@
-"""Pareto plots: embedding parameters (log x) against test AUC, one figure per dataset x model.
+"""Pareto plots: embedding bytes (log x, `memory_bytes()`) against test AUC, one figure per dataset x model.
 
 Each budgeted method is a line through its budgets with seed-std error bars; the collisionless table
 (fixed size) is one point with error bars and a dashed horizontal reference at its mean AUC. Drawn
@@ -36,8 +36,8 @@ def pareto_figure(rows: Sequence[ReportRow], title: str) -> Figure:
         if r.test_auc.mean is not None:
             by_method[r.method].append(r)
     for method in sorted(by_method, key=_method_rank):
-        rs = sorted(by_method[method], key=lambda r: r.embedding_params)
-        xs = [r.embedding_params for r in rs]
+        rs = sorted(by_method[method], key=lambda r: r.embedding_bytes)
+        xs = [r.embedding_bytes for r in rs]
         ys = [r.test_auc.mean for r in rs]
         errs = [r.test_auc.std or 0.0 for r in rs]
         if rs[0].embedding == "collisionless":
@@ -49,7 +49,7 @@ def pareto_figure(rows: Sequence[ReportRow], title: str) -> Figure:
             for r, x, y in zip(rs, xs, ys, strict=True):
                 ax.annotate(r.budget, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.set_xscale("log")
-    ax.set_xlabel("embedding parameters (log scale)")
+    ax.set_xlabel("embedding bytes stored (memory_bytes(), log scale)")
     ax.set_ylabel("test AUC (mean ± std over seeds)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)

@@ -249,7 +249,7 @@ def aggregate(records: Sequence[CellRecord]) -> list[ReportRow]:
                 at_cap=sum(1 for r in rs if r.at_cap),
             )
         )
-    return sorted(rows, key=lambda r: (r.dataset, r.model, _method_rank(r.method), -r.embedding_params))
+    return sorted(rows, key=lambda r: (r.dataset, r.model, _method_rank(r.method), -r.embedding_bytes))
 
 
 def record_key(record: CellRecord) -> str:

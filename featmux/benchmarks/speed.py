@@ -55,7 +55,6 @@ from featmux.data.encoded import EncodedChunk
 from featmux.embeddings import (
     Budget,
     CollisionlessEmbedding,
-    EmbeddingMethod,
     EmbeddingSpec,
     FeatureEmbedding,
     HashingEmbedding,
@@ -348,10 +347,10 @@ def _run_featmux(spec: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(spec["seed"])
     dim = spec["embedding_dim"]
     if spec["method"] == "unified":  # the same number of rows as the peers' tables
-        emb_spec = EmbeddingSpec(EmbeddingMethod.UNIFIED, dim, Budget(rows=sum(meta["vocab_sizes"])))
+        emb_spec = EmbeddingSpec("unified", dim, Budget(rows=sum(meta["vocab_sizes"])))
         vocabulary = None
     else:
-        emb_spec = EmbeddingSpec(EmbeddingMethod.COLLISIONLESS, dim)
+        emb_spec = EmbeddingSpec("collisionless", dim)
         vocabulary = splits["train"].fit_vocabulary()
     embedding = build_embedding(schema.categorical, emb_spec, vocabulary)
     model = build_model(spec["model"], embedding, 0, _model_options(spec))

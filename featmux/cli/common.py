@@ -13,6 +13,9 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+EMBEDDING_HELP = "Embedding method, e.g. unified, hashing, collisionless, qr (an unknown name lists all)."
+BUDGET_HELP = "1/16 or 0.25 (of the fp32 collisionless table's bytes), bytes:N, rows:N or params:N."
+
 console = Console(stderr=True)  # messages and logs go to stderr; results tables to stdout
 
 

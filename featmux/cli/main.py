@@ -19,7 +19,16 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from featmux.cli.common import choice_option, config_overrides, fail, parse_mapping, say, validation_message
+from featmux.cli.common import (
+    BUDGET_HELP,
+    EMBEDDING_HELP,
+    choice_option,
+    config_overrides,
+    fail,
+    parse_mapping,
+    say,
+    validation_message,
+)
 from featmux.cli.serving import register as register_serving
 
 # sub-command groups imported only when they run: `featmux --help` loads neither torch nor scikit-learn
@@ -87,15 +96,20 @@ def train(
     model_option: Annotated[
         list[str] | None, typer.Option(help="Model option key=value, e.g. hidden=[400,400].")
     ] = None,
-    embedding: Annotated[
-        Any,
-        choice_option(
-            "featmux.embeddings:EmbeddingMethod",
-            "Embedding method: collisionless, hashing, unified, ... (any case).",
-            "METHOD",
-        ),
+    embedding: Annotated[str | None, typer.Option(help=EMBEDDING_HELP)] = None,
+    budget: Annotated[str | None, typer.Option(help=BUDGET_HELP)] = None,
+    embedding_option: Annotated[
+        list[str] | None, typer.Option(help="Embedding method option key=value, e.g. num_tables=2.")
     ] = None,
-    budget: Annotated[str | None, typer.Option(help="1/16, 0.25, rows:N or params:N.")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="Tables served at fp16, int8 or int4 (quantized after training).")
+    ] = None,
+    prune: Annotated[
+        float | None, typer.Option(help="Drop this share of table entries after training, store sparse.")
+    ] = None,
+    qat: Annotated[
+        bool, typer.Option(help="With --precision int8/int4: quantization-aware training.")
+    ] = False,
     embedding_dim: Annotated[int | None, typer.Option(help="Width D of one slot.")] = None,
     num_tables: Annotated[int | None, typer.Option(help="Unified: sub-tables T.")] = None,
     chunks: Annotated[int | None, typer.Option(help="Unified: chunks (probes) per feature.")] = None,
@@ -198,6 +212,8 @@ def train(
         "embedding": embedding,
         "budget": budget,
         "embedding_dim": embedding_dim,
+        "precision": precision,
+        "prune": prune,
         "num_tables": num_tables,
         "default_chunks": chunks,
         "private_max_cardinality": private_max_cardinality,
@@ -217,7 +233,11 @@ def train(
     overrides = config_overrides(flags, dataset_option)
     if model_option:
         overrides["model_options"] = parse_mapping(model_option, "--model-option")
+    if embedding_option:
+        overrides["embedding_options"] = parse_mapping(embedding_option, "--embedding-option")
     overrides["skip_bad_rows"] = skip_bad_rows
+    if qat:
+        overrides["qat"] = True
     extra = {"checkpoint_every_steps": checkpoint_every_steps, "on_nonfinite": on_nonfinite}
     overrides |= {k: v for k, v in extra.items() if v is not None}
     if online:
@@ -320,7 +340,7 @@ def _train_online(
         fail(str(err))
     Console().print(progressive_table([result]))
     if plot is not None:
-        plot_progressive([result], plot, f"progressive validation: {cfg.embedding.value} on {cfg.dataset}")
+        plot_progressive([result], plot, f"progressive validation: {cfg.embedding} on {cfg.dataset}")
         say(f"plot written to {plot}")
     _write_out(out, result.as_dict())
 
@@ -373,6 +393,7 @@ def _print_result(result: dict[str, Any]) -> None:
         "valid_auc",
         "embedding_params",
         "budget_fraction",
+        "bytes_fraction",
         "embedding_bytes",
         "dense_params",
         "train_seconds",

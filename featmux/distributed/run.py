@@ -168,7 +168,7 @@ def run_distributed_training(
     )
     params = embedding.num_parameters()
     say(
-        f"{config.embedding.value} embedding as {len(embedding.tables)} TorchRec table(s), "
+        f"{config.embedding} embedding as {len(embedding.tables)} TorchRec table(s), "
         f"{params:,} parameters ({params / full:.4g} x collisionless), "
         f"{env.world_size} rank(s) on {env.backend.value}"
     )

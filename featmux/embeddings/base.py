@@ -13,7 +13,7 @@ adds (Unified Embedding's private tables). `slot_names` lists them as `feature#c
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -84,9 +84,14 @@ class FeatureEmbedding(nn.Module, ABC):
         return sum(p.numel() for p in self.parameters())
 
     def memory_bytes(self) -> int:
-        """Bytes of parameters and buffers (e.g. a vocabulary's fingerprints), numel x element size."""
-        tensors = [*self.parameters(), *self.buffers()]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        """Bytes stored to serve: every tensor of the state_dict, numel x element size.
+
+        That is the parameters and the persistent buffers (a vocabulary's fingerprints, quantization
+        scales, hash constants). Index buffers that the constructor recomputes from `config()` (salts,
+        sub-table bounds) are not stored and not counted.
+        """
+        tensors = {id(t): t for t in self.state_dict(keep_vars=True).values()}
+        return sum(t.numel() * t.element_size() for t in tensors.values())
 
     def table_parameters(self) -> list[nn.Parameter]:
         """Parameters that receive sparse gradients when `set_sparse_gradients(True)`."""
@@ -112,6 +117,63 @@ class FeatureEmbedding(nn.Module, ABC):
         for table in self.table_modules():
             table._row_updates = enabled
             table._lookups.clear()
+
+    def set_quantization_aware(self, levels: int) -> None:
+        """Read every table row fake-quantized to `levels` steps (255: int8, 15: int4; 0: off).
+
+        Quantization-aware training: the model trains and validates on the rows that row-wise
+        quantization will serve (`fake_quantize_rows`), gradients passing straight through.
+        """
+        if levels < 0:
+            raise ValueError(f"levels must be >= 0, got {levels}")
+        tables = self.table_modules()
+        if levels and not tables:
+            raise ValueError(
+                f"quantization-aware training needs table layers; {type(self).__name__} has none"
+            )
+        for table in tables:
+            table._qat_levels = levels
+
+
+def fake_quantize_rows(rows: torch.Tensor, levels: int) -> torch.Tensor:
+    """Rows [..., D] rounded to `levels` + 1 steps between their own min and max, gradients straight through.
+
+    What row-wise quantization (`featmux.embeddings.precision`) will store, so that quantization-aware
+    training learns rows that survive it; the backward pass is the identity (straight-through estimator).
+    """
+    x = rows.detach()
+    lo = x.amin(dim=-1, keepdim=True)
+    # the stored float16 scale and bias, exactly as the served rows use them
+    step = ((x.amax(dim=-1, keepdim=True) - lo) / levels).half().float()
+    bias = lo.half().float()
+    code = torch.round((x - bias) / step.clamp_min(torch.finfo(torch.float16).tiny)).clamp_(0, levels)
+    return rows + (bias + step * code - x)
+
+
+def embed_rows(
+    table: TableEmbedding, sparse: SparseFeatures, read: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """`TableEmbedding.forward` with each looked-up row produced by `read(rows) -> [..., D]`.
+
+    Bags read every value's rows, then pool (what a serving form or quantization-aware training needs:
+    the row must be formed before pooling).
+    """
+    parts = []
+    if table.univalent:
+        parts.append(read(table.univalent_rows(sparse.ids)))  # [B, S_u, D]
+    for j, (feature, bag) in enumerate(zip(table.multivalent, sparse.bags, strict=True)):
+        rows = table.bag_rows(j, bag.values)  # [L, K]
+        num_values, chunks = rows.shape
+        vectors = read(rows.t().reshape(-1))  # [K * L, D], chunk-major
+        pooled = F.embedding_bag(
+            torch.arange(vectors.shape[0], device=vectors.device),
+            vectors,
+            _chunk_offsets(bag.offsets, num_values, chunks),
+            mode=feature.pooling.value,
+            include_last_offset=True,
+        )  # [K * B, D]
+        parts.append(pooled.view(chunks, bag.offsets.numel() - 1, -1).transpose(0, 1))  # [B, K, D]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, S, D]
 
 
 class RowLookup(NamedTuple):
@@ -177,6 +239,7 @@ class TableEmbedding(FeatureEmbedding):
         self.weight = nn.Parameter(torch.empty(num_rows, embedding_dim, device=device))
         self._sparse = False
         self._row_updates = False
+        self._qat_levels = 0
         self._lookups: list[RowLookup] = []
         self.reset_parameters()
 
@@ -235,8 +298,18 @@ class TableEmbedding(FeatureEmbedding):
                 f"{type(self).__name__} expects {len(self.univalent)} univalent id columns and "
                 f"{len(self.multivalent)} bags, got {sparse.ids.shape[1]} and {len(sparse.bags)}"
             )
+        served = getattr(self, "served", None)  # a serving form (featmux.embeddings.serving)
+        if served is not None:
+            return served.embed(self, sparse)
         if self._row_updates and self.weight.requires_grad and torch.is_grad_enabled():
             return self._forward_rows(sparse)
+        if self._qat_levels:
+            levels = self._qat_levels
+            return embed_rows(
+                self,
+                sparse,
+                lambda r: fake_quantize_rows(F.embedding(r, self.weight, sparse=self._sparse), levels),
+            )
         parts = []
         if self.univalent:
             parts.append(F.embedding(self.univalent_rows(sparse.ids), self.weight, sparse=self._sparse))
@@ -257,8 +330,9 @@ class TableEmbedding(FeatureEmbedding):
         bag_rows = [self.bag_rows(j, bag.values) for j, bag in enumerate(sparse.bags)]  # [L_j, K_j]
         flat += [r.t().reshape(-1) for r in bag_rows]  # chunk-major, as `_pool` reads them
         rows, inverse = torch.unique(flat[0] if len(flat) == 1 else torch.cat(flat), return_inverse=True)
-        values = self.weight.detach().index_select(0, rows).requires_grad_()  # [U, D]
-        self._lookups.append(RowLookup(rows, values))
+        leaf = self.weight.detach().index_select(0, rows).requires_grad_()  # [U, D]
+        self._lookups.append(RowLookup(rows, leaf))
+        values = fake_quantize_rows(leaf, self._qat_levels) if self._qat_levels else leaf
         parts, start = [], 0
         if self.univalent:
             parts.append(_GatherRows.apply(values, inverse[: uni.numel()].view(uni.shape)))  # [B, S_u, D]
@@ -275,3 +349,42 @@ class TableEmbedding(FeatureEmbedding):
             start += r.numel()
             parts.append(pooled.view(chunks, bag.offsets.numel() - 1, -1).transpose(0, 1))  # [B, K, D]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, S, D]
+
+
+class ValueEmbedding(FeatureEmbedding):
+    """A method that computes each value's vector itself (from hashed parts, factors or an MLP).
+
+    Subclasses implement `embed`; this class applies it to the univalent columns at once and to each
+    bag's values, then pools every bag (mean or sum) over its own values. One slot per feature.
+
+    Args:
+        features: the categorical features.
+        embedding_dim: D.
+    """
+
+    @abstractmethod
+    def embed(self, values: torch.Tensor, index: slice | int) -> torch.Tensor:
+        """Vectors of values: [N, F'] for the features `index` (a slice of the slot order) or [L] for
+        one feature (an int) -> [N, F', D] or [L, D]."""
+
+    @property
+    def slot_names(self) -> tuple[str, ...]:
+        return tuple(f"{f.name}#0" for f in (*self.univalent, *self.multivalent))
+
+    def forward(self, sparse: SparseFeatures) -> torch.Tensor:
+        """Embed a batch: [B, F_u] ids and bags -> [B, F, D]."""
+        if sparse.ids.shape[1] != len(self.univalent) or len(sparse.bags) != len(self.multivalent):
+            raise ValueError(
+                f"{type(self).__name__} expects {len(self.univalent)} univalent id columns and "
+                f"{len(self.multivalent)} bags, got {sparse.ids.shape[1]} and {len(sparse.bags)}"
+            )
+        n = len(self.univalent)
+        parts = [self.embed(sparse.ids, slice(0, n))] if n else []  # [B, F_u, D]
+        for k, (feature, bag) in enumerate(zip(self.multivalent, sparse.bags, strict=True)):
+            vectors = self.embed(bag.values, n + k)  # [L, D]
+            position = torch.arange(vectors.shape[0], device=vectors.device)
+            pooled = F.embedding_bag(
+                position, vectors, bag.offsets, mode=feature.pooling.value, include_last_offset=True
+            )  # [B, D]
+            parts.append(pooled.unsqueeze(1))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, F, D]

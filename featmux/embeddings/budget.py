@@ -1,8 +1,9 @@
-"""Parameter budgets: every method is given the same number of embedding parameters.
+"""Embedding budgets: every method is given the same memory (or the same number of parameters).
 
-A budget is stated as a fraction of the collisionless parameter count (`1/16`), as rows of width D
-(`rows:100000`), or as parameters (`params:1600000`); `Budget.parameters` turns it into a parameter
-count, which each method then converts into its own rows.
+A budget is stated as a fraction of the fp32 collisionless table's bytes (`1/16`), as bytes
+(`bytes:4000000`), as rows of width D (`rows:100000`) or as parameters (`params:1600000`).
+`Budget.target` resolves it to one number that a method's `solve` must not exceed: bytes of
+`memory_bytes()` (fractions and `bytes:`) or parameters of `num_parameters()` (`rows:`, `params:`).
 """
 
 from __future__ import annotations
@@ -11,65 +12,83 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+from featmux.embeddings.registry import BudgetTarget, BudgetUnit
+
+FP32_BYTES = 4
+"""Bytes of one stored float32 value: the collisionless reference table stores D of them per row."""
+
 
 @dataclass(frozen=True)
 class Budget:
-    """An embedding parameter budget; exactly one field is set.
+    """An embedding budget; exactly one field is set.
 
     Args:
-        fraction: share of the collisionless parameter count (> 0; may exceed 1).
-        rows: rows of width `embedding_dim`.
+        fraction: share of the fp32 collisionless table's bytes (> 0; may exceed 1).
+        rows: rows of width `embedding_dim` (a parameter budget).
         params: parameters (floats) in embedding tables.
+        bytes: bytes of everything the layer stores (`memory_bytes()`).
 
     Example:
-        >>> Budget.parse("1/16").parameters(collisionless_parameters=1_000_000, embedding_dim=10)
-        62500
+        >>> Budget.parse("1/16").target(collisionless_parameters=1_000_000, embedding_dim=10)
+        BudgetTarget(amount=250000, unit=<BudgetUnit.BYTES: 'bytes'>)
     """
 
     fraction: float | None = None
     rows: int | None = None
     params: int | None = None
+    bytes: int | None = None
 
     def __post_init__(self) -> None:
-        given = [v for v in (self.fraction, self.rows, self.params) if v is not None]
+        given = [v for v in (self.fraction, self.rows, self.params, self.bytes) if v is not None]
         if len(given) != 1:
-            raise ValueError("a Budget takes exactly one of fraction, rows, params")
+            raise ValueError("a Budget takes exactly one of fraction, rows, params, bytes")
         if given[0] <= 0:
             raise ValueError(f"budget must be positive, got {given[0]}")
 
     @classmethod
     def parse(cls, text: str) -> Budget:
-        """`1/16`, `0.25`, `rows:100000` or `params:1600000`."""
+        """`1/16`, `0.25`, `bytes:4000000`, `rows:100000` or `params:1600000`."""
         raw = text.strip().lower().replace("_", "")
         try:
             if raw.startswith("rows:"):
                 return cls(rows=int(raw[5:]))
             if raw.startswith("params:"):
                 return cls(params=int(raw[7:]))
+            if raw.startswith("bytes:"):
+                return cls(bytes=int(raw[6:]))
             return cls(fraction=float(Fraction(raw)))
         except (ValueError, ZeroDivisionError) as err:
             raise ValueError(
                 f"cannot read budget {text!r}: use a fraction of the collisionless size "
-                "such as 1/16 or 0.25, or rows:N, or params:N (N > 0)"
+                "such as 1/16 or 0.25, or bytes:N, rows:N, or params:N (N > 0)"
             ) from err
 
-    def parameters(self, collisionless_parameters: int | None, embedding_dim: int) -> int:
-        """The budget in parameters. A fraction needs the collisionless count (i.e. vocabulary sizes)."""
+    def target(self, collisionless_parameters: int | None, embedding_dim: int) -> BudgetTarget:
+        """The budget as bytes or parameters. A fraction needs the collisionless count (a vocabulary).
+
+        Args:
+            collisionless_parameters: (|V_f| + 1) * D summed over features (None: unknown).
+            embedding_dim: D.
+        """
         if self.params is not None:
-            return self.params
+            return BudgetTarget(self.params, BudgetUnit.PARAMS)
         if self.rows is not None:
-            return self.rows * embedding_dim
+            return BudgetTarget(self.rows * embedding_dim, BudgetUnit.PARAMS)
+        if self.bytes is not None:
+            return BudgetTarget(self.bytes, BudgetUnit.BYTES)
         if collisionless_parameters is None:
             raise ValueError(
                 "a fractional budget needs the collisionless parameter count (fit a vocabulary first)"
             )
-        return max(1, round(self.fraction * collisionless_parameters))
+        return BudgetTarget(max(1, round(self.fraction * collisionless_parameters * FP32_BYTES)))
 
     def __str__(self) -> str:
         if self.fraction is not None:
             frac = Fraction(self.fraction).limit_denominator(4096)
             return str(frac) if abs(float(frac) - self.fraction) < 1e-12 else repr(self.fraction)
-        return f"rows:{self.rows}" if self.rows is not None else f"params:{self.params}"
+        if self.rows is not None:
+            return f"rows:{self.rows}"
+        return f"params:{self.params}" if self.params is not None else f"bytes:{self.bytes}"
 
 
 def collisionless_rows(cardinalities: Mapping[str, int]) -> int:

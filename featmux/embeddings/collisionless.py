@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from featmux.embeddings.base import TableEmbedding
+from featmux.embeddings.base import FeatureEmbedding, TableEmbedding
+from featmux.embeddings.registry import BudgetTarget, EmbeddingMethod, VocabularyStats, register
 from featmux.embeddings.vocabulary import Vocabulary
 from featmux.features import CategoricalFeature
 
@@ -72,14 +73,27 @@ class CollisionlessEmbedding(TableEmbedding):
         device: torch.device | None = None,
     ) -> CollisionlessEmbedding:
         """Build the layer from fitted value counts; values seen fewer than `min_count` times are OOV."""
-        kept = {f.name: vocabulary[f.name].kept(min_count) for f in features}
-        layer = cls(features, embedding_dim, {n: k.size for n, k in kept.items()}, device)
-        order = [*layer.univalent, *layer.multivalent]
+        sizes = {f.name: vocabulary[f.name].cardinality(min_count) for f in features}
+        layer = cls(features, embedding_dim, sizes, device)
+        layer.fill_vocabulary(vocabulary, min_count)
+        return layer
+
+    def fill_vocabulary(self, vocabulary: Vocabulary, min_count: int = 1) -> None:
+        """Copy the kept values' fingerprints into the `keys` buffer (sizes must match the layer's).
+
+        Args:
+            vocabulary: the fitted value counts.
+            min_count: values seen fewer times are out of vocabulary.
+        """
+        order = [*self.univalent, *self.multivalent]
+        kept = {f.name: vocabulary[f.name].kept(min_count) for f in order}
+        sizes = {n: k.size for n, k in kept.items()}
+        if sizes != self.vocab_sizes:
+            raise ValueError(f"vocabulary sizes {sizes} differ from the layer's {self.vocab_sizes}")
         with torch.no_grad():
-            layer.keys.copy_(
+            self.keys.copy_(
                 torch.from_numpy(np.concatenate([np.zeros(0, np.int64)] + [kept[f.name] for f in order]))
             )
-        return layer
 
     def _rows(self, index: int, values: torch.Tensor) -> torch.Tensor:
         lo, hi = self._key_slices[index]
@@ -104,3 +118,38 @@ class CollisionlessEmbedding(TableEmbedding):
             "embedding_dim": self.embedding_dim,
             "vocab_sizes": dict(self.vocab_sizes),
         }
+
+
+class CollisionlessMethod(EmbeddingMethod):
+    """`collisionless`: the fixed-size reference (one row per training value); it takes no budget."""
+
+    name = "collisionless"
+    budgeted = False
+
+    def solve(
+        self,
+        features: Sequence[CategoricalFeature],
+        target: BudgetTarget | None,
+        stats: VocabularyStats,
+        embedding_dim: int,
+        options: Any,
+    ) -> dict[str, Any]:
+        if not stats.known:
+            raise ValueError("the collisionless table needs a vocabulary")
+        return {
+            "method": self.name,
+            "embedding_dim": embedding_dim,
+            "vocab_sizes": {f.name: stats.cardinalities[f.name] for f in features},
+        }
+
+    def from_config(
+        self, features: Sequence[CategoricalFeature], config: Mapping[str, Any], device: torch.device | None
+    ) -> CollisionlessEmbedding:
+        return CollisionlessEmbedding(features, int(config["embedding_dim"]), config["vocab_sizes"], device)
+
+    def fill(self, layer: FeatureEmbedding, vocabulary: Vocabulary, min_count: int) -> None:
+        assert isinstance(layer, CollisionlessEmbedding)
+        layer.fill_vocabulary(vocabulary, min_count)
+
+
+register(CollisionlessMethod())

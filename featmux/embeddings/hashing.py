@@ -1,7 +1,8 @@
 """Per-feature hashing (the "hashing trick"): each feature hashes into a table of its own.
 
 The total row budget is split across features in proportion to their vocabulary sizes and capped at
-them (Coleman et al. 2023, sec. 5), so no feature gets more rows than it has values.
+|V_f| + 1 (Coleman et al. 2023, sec. 5): no feature gets more rows than its collisionless table has,
+so at budget 1 hashing has exactly the collisionless (and unified) row count.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any
 import torch
 
 from featmux.embeddings.base import TableEmbedding
-from featmux.embeddings.budget import split_rows
-from featmux.embeddings.vocabulary import Vocabulary
+from featmux.embeddings.budget import FP32_BYTES, split_rows
+from featmux.embeddings.registry import BudgetTarget, EmbeddingMethod, VocabularyStats, register
 from featmux.features import CategoricalFeature
 from featmux.hashing.mixer import feature_salt, salted_rows, splitmix64
 
@@ -28,7 +29,7 @@ class HashingEmbedding(TableEmbedding):
         device: where to allocate.
 
     Example:
-        >>> layer = HashingEmbedding.from_budget(schema.categorical, vocab, embedding_dim=10, rows=5000)
+        >>> layer = HashingEmbedding(schema.categorical, 10, {"user": 4000, "item": 1000})
         >>> layer(sparse).shape  # [B, F, 10]
     """
 
@@ -59,20 +60,6 @@ class HashingEmbedding(TableEmbedding):
         salts = [feature_salt(f.name) for f in order]
         self.register_buffer("salts", torch.tensor(salts, dtype=torch.int64, device=device), persistent=False)
 
-    @classmethod
-    def from_budget(
-        cls,
-        features: Sequence[CategoricalFeature],
-        vocabulary: Vocabulary,
-        embedding_dim: int,
-        rows: int,
-        device: torch.device | None = None,
-    ) -> HashingEmbedding:
-        """Split `rows` across features in proportion to their cardinality, capped at it."""
-        caps = [max(1, vocabulary.cardinality(f.name)) for f in features]
-        alloc = split_rows(rows, caps)
-        return cls(features, embedding_dim, {f.name: a for f, a in zip(features, alloc, strict=True)}, device)
-
     def univalent_rows(self, ids: torch.Tensor) -> torch.Tensor:
         n = len(self.univalent)
         return salted_rows(splitmix64(ids), self.salts[:n], self.sizes[:n]).add_(self.starts[:n])  # [B, F_u]
@@ -83,3 +70,51 @@ class HashingEmbedding(TableEmbedding):
 
     def config(self) -> dict[str, Any]:
         return {"method": self.method, "embedding_dim": self.embedding_dim, "rows": dict(self.rows)}
+
+
+class HashingMethod(EmbeddingMethod):
+    """`hashing`: per-feature tables whose rows split the budget in proportion to cardinality."""
+
+    name = "hashing"
+    above_full_note = "per-feature hashing caps each feature at its vocabulary, so the excess is not used"
+
+    def check_budget(self, budget: Any) -> None:
+        if (budget.fraction or 0) > 1:
+            raise ValueError(
+                f"budget {budget} is larger than the collisionless size: per-feature hashing caps every "
+                "feature at its vocabulary, so the excess could not be used; give a budget of at most 1"
+            )
+
+    def solve(
+        self,
+        features: Sequence[CategoricalFeature],
+        target: BudgetTarget | None,
+        stats: VocabularyStats,
+        embedding_dim: int,
+        options: Any,
+    ) -> dict[str, Any]:
+        if not stats.known:
+            raise ValueError("per-feature hashing splits its rows by vocabulary size: it needs a vocabulary")
+        assert target is not None
+        # the layer stores only its table (the salts and block bounds are recomputed from the config)
+        rows = target.per_value(FP32_BYTES) // embedding_dim
+        if rows < len(features):
+            raise ValueError(
+                f"a budget of {target} is too small: {rows} rows of width {embedding_dim}; per-feature "
+                f"hashing needs at least one row for each of the {len(features)} features"
+            )
+        caps = [stats.cardinalities[f.name] + 1 for f in features]
+        alloc = split_rows(rows, caps)
+        return {
+            "method": self.name,
+            "embedding_dim": embedding_dim,
+            "rows": {f.name: a for f, a in zip(features, alloc, strict=True)},
+        }
+
+    def from_config(
+        self, features: Sequence[CategoricalFeature], config: Mapping[str, Any], device: torch.device | None
+    ) -> HashingEmbedding:
+        return HashingEmbedding(features, int(config["embedding_dim"]), config["rows"], device)
+
+
+register(HashingMethod())

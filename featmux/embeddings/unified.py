@@ -29,6 +29,13 @@ import torch
 
 from featmux.embeddings.base import FeatureEmbedding, TableEmbedding
 from featmux.embeddings.collisionless import CollisionlessEmbedding
+from featmux.embeddings.registry import (
+    BudgetTarget,
+    EmbeddingMethod,
+    VocabularyStats,
+    register,
+)
+from featmux.embeddings.split import full_table_bytes
 from featmux.embeddings.vocabulary import Vocabulary
 from featmux.features import CategoricalFeature
 from featmux.hashing.mixer import feature_salt, salted_rows, splitmix64, stable_index
@@ -260,46 +267,10 @@ class UnifiedEmbedding(FeatureEmbedding):
         self._shared_bags = [bag_index[f.name] for f in self.shared.multivalent]
         self._private_bags = [bag_index[f.name] for f in private if f.multivalent]
 
-    @classmethod
-    def from_budget(
-        cls,
-        features: Sequence[CategoricalFeature],
-        embedding_dim: int,
-        parameters: int,
-        num_tables: int = 1,
-        chunks: Mapping[str, int] | None = None,
-        default_chunks: int = 1,
-        private: Mapping[str, int] | None = None,
-        device: torch.device | None = None,
-    ) -> UnifiedEmbedding:
-        """A layer with exactly `parameters` table cells (rounded down to whole rows).
-
-        Private tables (|V_f| + 1 rows each) are paid for first; the shared table gets the rest.
-        """
-        private = dict(private or {})
-        private_params = sum((n + 1) * embedding_dim for n in private.values())
-        rows = (parameters - private_params) // embedding_dim
-        if rows < num_tables:
-            raise ValueError(
-                f"a budget of {parameters} parameters leaves {rows} shared rows after the private tables "
-                f"({private_params} parameters): raise the budget or make fewer features private"
-            )
-        config = UnifiedEmbeddingConfig(
-            rows, embedding_dim, num_tables, chunks or {}, default_chunks, private
-        )
-        return cls(features, config, device)
-
     def fill_private_vocabulary(self, vocabulary: Vocabulary, min_count: int = 1) -> None:
         """Copy the private features' vocabularies into their tables (needed once, before training)."""
-        if self.private is None:
-            return
-        donor = CollisionlessEmbedding.from_vocabulary(self.private.features, vocabulary, 1, min_count)
-        if donor.vocab_sizes != self.private.vocab_sizes:
-            raise ValueError(
-                f"vocabulary sizes {donor.vocab_sizes} differ from the config's {self.private.vocab_sizes}"
-            )
-        with torch.no_grad():
-            self.private.keys.copy_(donor.keys)
+        if self.private is not None:
+            self.private.fill_vocabulary(vocabulary, min_count)
 
     @property
     def slot_names(self) -> tuple[str, ...]:
@@ -321,9 +292,94 @@ class UnifiedEmbedding(FeatureEmbedding):
         return [self.shared.weight] + ([self.private.weight] if self.private is not None else [])
 
     def config(self) -> dict[str, Any]:
-        c = self.unified_config
+        return UnifiedMethod.layer_config(self.unified_config)
+
+
+@dataclass(frozen=True)
+class UnifiedOptions:
+    """Options of the `unified` method (`embedding_options`; `--num-tables`, `--chunks` on the CLI).
+
+    Args:
+        num_tables: T sub-tables of the shared table.
+        chunks: K_f per feature name; unlisted features get `default_chunks`.
+        default_chunks: K for unlisted features.
+        private_max_cardinality: features with at most this many values keep a private collisionless
+            table, paid from the budget (0: none).
+
+    Example:
+        >>> UnifiedOptions(num_tables=2, chunks={"user": 2})
+    """
+
+    num_tables: int = 1
+    chunks: Mapping[str, int] = field(default_factory=dict)
+    default_chunks: int = 1
+    private_max_cardinality: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "chunks", {str(k): int(v) for k, v in dict(self.chunks).items()})
+        if self.num_tables < 1:
+            raise ValueError(f"num_tables must be >= 1, got {self.num_tables}")
+        if self.default_chunks < 1:
+            raise ValueError(f"default_chunks must be >= 1, got {self.default_chunks}")
+        bad = {n: k for n, k in self.chunks.items() if k < 1}
+        if bad:
+            raise ValueError(f"chunks must be >= 1, got {bad}")
+        if self.private_max_cardinality < 0:
+            raise ValueError(f"private_max_cardinality must be >= 0, got {self.private_max_cardinality}")
+
+
+class UnifiedMethod(EmbeddingMethod):
+    """`unified`: Unified Embedding; the shared table gets what the private tables leave of the budget."""
+
+    name = "unified"
+    options = UnifiedOptions
+    shorthands = frozenset({"num_tables", "chunks", "default_chunks", "private_max_cardinality"})
+
+    def check_features(self, options: UnifiedOptions, names: Sequence[str]) -> None:
+        unknown = sorted(set(options.chunks) - set(names))
+        if unknown:
+            raise ValueError(f"chunks name unknown feature(s) {unknown}; the features are {list(names)}")
+
+    def solve(
+        self,
+        features: Sequence[CategoricalFeature],
+        target: BudgetTarget | None,
+        stats: VocabularyStats,
+        embedding_dim: int,
+        options: UnifiedOptions,
+    ) -> dict[str, Any]:
+        assert target is not None
+        private: dict[str, int] = {}
+        if options.private_max_cardinality > 0:
+            if not stats.known:
+                raise ValueError("private tables for small features need a vocabulary")
+            for f in features:
+                n = stats.cardinalities[f.name]
+                if n <= options.private_max_cardinality and f.name not in options.chunks:
+                    private[f.name] = n
+
+        # the private tables (rows, vocabulary keys, row starts) are paid first; the shared rows get the
+        # rest (the shared table is all else the layer stores: its index buffers are not stored)
+        per_value, key = target.costs
+        paid = sum(full_table_bytes(n, embedding_dim, per_value, key) for n in private.values())
+        rows = (target.amount - paid) // (embedding_dim * per_value)
+        if rows < options.num_tables:
+            raise ValueError(
+                f"a budget of {target} is too small: it leaves fewer than {options.num_tables} shared "
+                f"rows of width {embedding_dim} after the private tables ({len(private)}): raise the "
+                "budget or make fewer features private"
+            )
+        return self.layer_config(
+            UnifiedEmbeddingConfig(
+                rows, embedding_dim, options.num_tables, options.chunks, options.default_chunks, private
+            )
+        )
+
+    @staticmethod
+    def layer_config(c: UnifiedEmbeddingConfig) -> dict[str, Any]:
+        """The plain config (checkpoint form) of a layer of shape `c`."""
         return {
-            "method": self.method,
+            "method": UnifiedMethod.name,
             "embedding_dim": c.embedding_dim,
             "rows": c.rows,
             "num_tables": c.num_tables,
@@ -332,3 +388,23 @@ class UnifiedEmbedding(FeatureEmbedding):
             "private": dict(c.private),
             "placement": c.placement,
         }
+
+    def from_config(
+        self, features: Sequence[CategoricalFeature], config: Mapping[str, Any], device: torch.device | None
+    ) -> UnifiedEmbedding:
+        unified = UnifiedEmbeddingConfig(
+            rows=int(config["rows"]),
+            embedding_dim=int(config["embedding_dim"]),
+            num_tables=int(config["num_tables"]),
+            chunks=config.get("chunks", {}),
+            default_chunks=int(config.get("default_chunks", 1)),
+            private=config.get("private", {}),
+        ).with_placement(int(config.get("placement", 1)))  # configs without it predate layout version 2
+        return UnifiedEmbedding(features, unified, device)
+
+    def fill(self, layer: FeatureEmbedding, vocabulary: Vocabulary, min_count: int) -> None:
+        assert isinstance(layer, UnifiedEmbedding)
+        layer.fill_private_vocabulary(vocabulary, min_count)
+
+
+register(UnifiedMethod())

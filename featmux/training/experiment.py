@@ -23,9 +23,14 @@ from pydantic import Field, model_validator
 
 from featmux.data.prepare import PreparedData, prepare
 from featmux.embeddings import (
+    FP32_BYTES,
     FeatureEmbedding,
+    Precision,
+    budget_target,
     build_embedding,
     collisionless_parameters,
+    prune_embedding,
+    quantize_embedding,
 )
 from featmux.models import CTRModel, build_model
 from featmux.training.checkpoint import save_model
@@ -96,6 +101,8 @@ def build_experiment_model(config: ExperimentConfig, data: PreparedData) -> CTRM
     torch.manual_seed(config.seed)
     schema = data.schema
     embedding = build_embedding(schema.categorical, config.embedding_spec(), data.vocabulary)
+    if config.qat:  # quantization-aware: train and validate on the rows int8 / int4 will serve
+        embedding.set_quantization_aware(255 if config.precision is Precision.INT8 else 15)
     return build_model(config.model, embedding, len(schema.numeric), config.model_options)
 
 
@@ -133,20 +140,37 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
     full = collisionless_parameters(
         data.schema.categorical, data.vocabulary, config.embedding_dim, config.min_count
     )
+    target = budget_target(data.schema.categorical, config.embedding_spec(), data.vocabulary)
     say(
-        f"{config.embedding.value} embedding: {emb.num_parameters():,} parameters "
-        f"({emb.num_parameters() / full:.4g} x collisionless), "
-        f"{emb.num_slots} slots of dim {emb.embedding_dim}"
+        f"{config.embedding} embedding: {emb.num_parameters():,} parameters, {emb.memory_bytes():,} bytes "
+        f"({emb.memory_bytes() / (full * FP32_BYTES):.4g} x the fp32 collisionless table"
+        + (f"; budget {target}" if target is not None else "")
+        + f"), {emb.num_slots} slots of dim {emb.embedding_dim}"
     )
     trainer = Trainer(
         model, config.train_config(), data.schema, config.checkpoint_dir, on_event=event_logger(say)
     )
     fit = trainer.fit(data.train, data.valid, resume=config.resume)
     test = evaluate(model, data.test, trainer.config.eval_batch_size) if data.test is not None else None
+    trained = {"embedding_bytes": emb.memory_bytes(), "test_auc": test.auc if test else None}
+    served = config.precision is not Precision.FP32 or config.prune > 0
+    if served:  # post-training: serve (and test) the quantized or pruned tables
+        emb = (
+            quantize_embedding(emb, config.precision)
+            if config.prune == 0
+            else prune_embedding(emb, config.prune)
+        )
+        model.embedding = emb
+        test = evaluate(model, data.test, trainer.config.eval_batch_size) if data.test is not None else None
+        fp32_bytes = trained["embedding_bytes"]
+        form = f"{config.precision.value}" if config.prune == 0 else f"pruned to {config.prune:g} sparsity"
+        say(f"{form} tables: {emb.memory_bytes():,} bytes (fp32: {fp32_bytes:,})")
     if config.checkpoint_dir is not None:
         save_model(Path(config.checkpoint_dir) / "model.pt", model, data.schema)
     dense = sum(p.numel() for p in model.dense_parameters())
     result = experiment_result(config, data, emb, dense, fit, test, prepare_seconds)
+    if served:
+        result["fp32"] = trained
     if trainer.device.type == "cuda":
         result["peak_gpu_bytes"] = torch.cuda.max_memory_allocated(trainer.device)
     return result
@@ -164,7 +188,7 @@ def run_identity(config: RunConfig) -> dict[str, Any]:
     return {
         "dataset": config.dataset,
         "model": config.model,
-        "embedding": config.embedding.value,
+        "embedding": config.embedding,
         "budget": config.budget or "1",
         "seed": config.seed,
     }
@@ -192,6 +216,7 @@ def experiment_result(
     """
     schema, vocabulary = data.schema, data.vocabulary
     full = collisionless_parameters(schema.categorical, vocabulary, config.embedding_dim, config.min_count)
+    target = budget_target(schema.categorical, config.embedding_spec(), vocabulary)
     best = fit.best_valid
     return {
         **run_identity(config),
@@ -203,7 +228,11 @@ def experiment_result(
         "embedding_params": embedding.num_parameters(),
         "embedding_bytes": embedding.memory_bytes(),
         "collisionless_params": full,
+        "collisionless_bytes": full * FP32_BYTES,
         "budget_fraction": embedding.num_parameters() / full,
+        "bytes_fraction": embedding.memory_bytes() / (full * FP32_BYTES),
+        "budget_target": {"amount": target.amount, "unit": target.unit.value} if target else None,
+        "embedding_config": embedding.config(),
         "dense_params": dense_params,
         "train_seconds": fit.train_seconds,
         "samples_per_second": fit.samples_per_second,

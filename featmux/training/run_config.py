@@ -13,7 +13,8 @@ from typing import Any, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from featmux.embeddings import Budget, EmbeddingMethod, EmbeddingSpec, check_features
+from featmux.embeddings import Budget, EmbeddingSpec, Precision, check_features, get_method
+from featmux.embeddings.registry import shorthand_owners
 from featmux.embeddings.unified import check_placement, placement
 from featmux.features import Schema
 from featmux.models import MODELS
@@ -35,14 +36,14 @@ class RunConfig(BaseModel):
     dataset_options: dict[str, Any] = Field(default_factory=dict)
     model: str = "dcnv2"
     model_options: dict[str, Any] = Field(default_factory=dict)
-    embedding: EmbeddingMethod = EmbeddingMethod.UNIFIED
+    embedding: str = "unified"
+    embedding_options: dict[str, Any] = Field(default_factory=dict)
     embedding_dim: int = Field(16, ge=1)
     budget: str | None = None
     min_count: int = Field(1, ge=1)
-    num_tables: int = Field(1, ge=1)
-    chunks: dict[str, int] = Field(default_factory=dict)
-    default_chunks: int = Field(1, ge=1)
-    private_max_cardinality: int = Field(0, ge=0)
+    precision: Precision = Precision.FP32  # tables stored for serving: quantized after training
+    prune: float = Field(0.0, ge=0, lt=1)  # share of table entries dropped after training, stored sparse
+    qat: bool = False  # train on the rows `precision` (int8 or int4) will serve: quantization-aware
     batch_size: int = Field(4096, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     embedding_l2: float = Field(0.0, ge=0)
@@ -54,6 +55,29 @@ class RunConfig(BaseModel):
     checkpoint_every_steps: int | None = Field(None, ge=1)
     skip_bad_rows: bool = False
     on_nonfinite: NonFinitePolicy = NonFinitePolicy.STOP  # a NaN/Inf loss stops the run, or skips its batch
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, data: Any) -> Any:
+        """Top-level shorthands of method options (`num_tables: 2`) move into `embedding_options`."""
+        if not isinstance(data, dict):
+            return data
+        owners = shorthand_owners()
+        given = {k: v for k, v in data.items() if k in owners}
+        if not given:
+            return data
+        method = get_method(str(data.get("embedding", cls.model_fields["embedding"].default)))
+        wrong = sorted(set(given) - method.shorthands)
+        if wrong:
+            whose = sorted({m for k in wrong for m in owners[k]})
+            raise ValueError(f"{wrong} are options of the {'/'.join(whose)} method, not of {method.name}")
+        rest = {k: v for k, v in data.items() if k not in given}
+        return rest | {"embedding_options": {**(data.get("embedding_options") or {}), **given}}
+
+    @field_validator("embedding")
+    @classmethod
+    def _embedding(cls, value: str) -> str:
+        return get_method(value).name  # case-insensitive; unknown names list the registered methods
 
     @field_validator("budget")
     @classmethod
@@ -74,6 +98,14 @@ class RunConfig(BaseModel):
         if key not in MODELS:
             raise ValueError(f"unknown model {value!r}; choose one of {sorted(MODELS)}")
         return key
+
+    @model_validator(mode="after")
+    def _one_serving_form(self) -> Self:
+        if self.prune > 0 and self.precision is not Precision.FP32:
+            raise ValueError("give --prune or --precision, not both: they are separate serving forms")
+        if self.qat and self.precision not in (Precision.INT8, Precision.INT4):
+            raise ValueError("qat trains for integer rows: give it with precision int8 or int4")
+        return self
 
     @model_validator(mode="after")
     def _embedding_and_model_options(self) -> Self:
@@ -124,10 +156,7 @@ class RunConfig(BaseModel):
             embedding_dim=self.embedding_dim,
             budget=Budget.parse(self.budget) if self.budget is not None else None,
             min_count=self.min_count,
-            num_tables=self.num_tables,
-            chunks=self.chunks,
-            default_chunks=self.default_chunks,
-            private_max_cardinality=self.private_max_cardinality,
+            options=self.embedding_options,
         )
 
     def check_schema(self, schema: Schema) -> None:
@@ -142,11 +171,12 @@ class RunConfig(BaseModel):
         """
         spec = self.embedding_spec()
         check_features(spec, schema.categorical)
-        if spec.method is EmbeddingMethod.UNIFIED and spec.num_tables > 1:
+        options = spec.options
+        if spec.method == "unified" and options.num_tables > 1:
             # private tables (decided by the vocabulary, later) can only take slots away
-            chunks = {f.name: spec.chunks.get(f.name, spec.default_chunks) for f in schema.categorical}
+            chunks = {f.name: options.chunks.get(f.name, options.default_chunks) for f in schema.categorical}
             slots = [(name, c) for name, k in chunks.items() for c in range(k)]
-            check_placement(placement(slots, spec.num_tables), spec.num_tables)
+            check_placement(placement(slots, options.num_tables), options.num_tables)
 
 
 def check_options(spec: EmbeddingSpec, model: str, model_options: dict[str, Any]) -> None:
@@ -161,9 +191,5 @@ def check_options(spec: EmbeddingSpec, model: str, model_options: dict[str, Any]
         ValueError: saying what to change.
     """
     config_from_dict(MODELS[model][1], model_options)
-    budget = spec.budget
-    if spec.method is EmbeddingMethod.HASHING and budget is not None and (budget.fraction or 0) > 1:
-        raise ValueError(
-            f"budget {budget} is larger than the collisionless size: per-feature hashing caps every "
-            "feature at its vocabulary, so the excess could not be used; give a budget of at most 1"
-        )
+    if spec.budget is not None:
+        spec.implementation.check_budget(spec.budget)

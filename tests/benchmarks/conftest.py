@@ -33,7 +33,7 @@ def _fake_result(config: Any) -> dict[str, Any]:
 
     fraction = 1.0 if config.budget is None else Budget.parse(config.budget).fraction
     params = round(COLLISIONLESS_PARAMS * fraction)
-    bonus = {"collisionless": 0.02, "hashing": 0.0, "unified": 0.01}[config.embedding.value]
+    bonus = {"collisionless": 0.02, "hashing": 0.0, "unified": 0.01}[config.embedding]
     return {
         **run_identity(config),
         "test_auc": 0.7 + bonus + 0.001 * config.seed,

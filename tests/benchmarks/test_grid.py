@@ -29,7 +29,7 @@ def test_cells_of_a_grid(grid_file):
     assert all("/" not in c.filename for c in cells)
     config = cells[2].experiment_config()
     assert isinstance(config, ExperimentConfig)
-    assert (config.embedding.value, config.budget, config.seed) == ("hashing", "1/4", 0)
+    assert (config.embedding, config.budget, config.seed) == ("hashing", "1/4", 0)
     assert (config.embedding_dim, config.epochs, config.batch_size) == (4, 1, 256)
     assert config.model_options == {"cross_layers": 1, "hidden": [8]}
     assert cells[0].experiment_config().budget is None  # collisionless has no budget
@@ -44,8 +44,24 @@ def test_settings_layering_and_method_variants(grid_dict, tmp_path):
     cells = grid.cells()
     unified = [c for c in cells if c.method == "unified-t2"]
     config = unified[0].experiment_config()
-    assert (config.embedding.value, config.num_tables, config.epochs) == ("unified", 2, 3)
+    assert (config.embedding, config.embedding_options, config.epochs) == ("unified", {"num_tables": 2}, 3)
     assert cells[0].experiment_config().epochs == 1
+
+
+def test_method_options_become_embedding_options_and_only_then_enter_the_fingerprint(grid_dict):
+    grid_dict["methods"] = {
+        "unified": {},
+        "unified-k2": {"embedding": "unified", "options": {"default_chunks": 2}},
+    }
+    cells = BenchmarkGrid(**grid_dict).cells()
+    plain = next(c for c in cells if c.method == "unified")
+    k2 = next(c for c in cells if c.method == "unified-k2" and c.budget == plain.budget)
+    assert "embedding_options" not in plain.spec  # cells without options keep their old fingerprints
+    assert k2.experiment_config().embedding_spec().options.default_chunks == 2
+    assert plain.fingerprint != k2.fingerprint
+    grid_dict["methods"] = {"hashing": {"options": {"chunks": {"a": 2}}}}
+    with pytest.raises(ValueError, match=r"unknown hashing option\(s\) \['chunks'\]"):
+        BenchmarkGrid(**grid_dict).cells()
 
 
 def test_fingerprint_ignores_threads_but_not_settings(grid_dict):
@@ -76,7 +92,7 @@ def test_data_paths_resolve_against_the_root(grid_dict, tmp_path):
         (lambda g: g["datasets"]["syn"]["settings"].update(budget="1/2"), "set by the grid"),
         (lambda g: g.update(budgets=["1/4", "0.25"]), "duplicate budgets"),
         (lambda g: g.update(budgets=["1/0"]), "cannot read budget"),
-        (lambda g: g.update(methods=["unified", "qr"]), "say which embedding"),
+        (lambda g: g.update(methods=["unified", "unified-k2"]), "say which it uses"),
         (lambda g: g["datasets"]["syn"].update(methods=["nope"]), "unknown method"),
         (lambda g: g["datasets"]["syn"]["models"].update(dcnv3={}), "unknown model"),
         (lambda g: g["datasets"]["syn"]["models"]["dcnv2"].update(layers=2), "unknown DCNv2Config option"),

@@ -32,10 +32,10 @@ def counting(fake_result, kill_at: int | None = None, fail_keys: tuple[str, ...]
     calls = []
 
     def function(config, log):
-        calls.append((config.embedding.value, config.budget, config.seed))
+        calls.append((config.embedding, config.budget, config.seed))
         if kill_at is not None and len(calls) == kill_at:
             raise Killed
-        if (config.embedding.value, config.budget, config.seed) in fail_keys:
+        if (config.embedding, config.budget, config.seed) in fail_keys:
             raise RuntimeError("boom")
         log("training")
         return fake_result(config)
@@ -191,7 +191,7 @@ def run(config, log):
     log("child running")
     if config.seed == 1:
         os.kill(os.getpid(), signal.SIGKILL)  # a crash / OOM kill in the middle of a cell
-    return {"dataset": config.dataset, "embedding": config.embedding.value, "pid": os.getpid()}
+    return {"dataset": config.dataset, "embedding": config.embedding, "pid": os.getpid()}
 """
 
 

@@ -102,7 +102,11 @@ def test_invalid_config_is_rejected_up_front(tmp_path):
     result = runner.invoke(app, ["train", "--model", "gpt", "--no-progress"])
     assert result.exit_code == 2 and "unknown model" in text(result)
     result = runner.invoke(app, ["train", "--embedding", "hashing", "--num-tables", "4", "--no-progress"])
-    assert result.exit_code == 2 and "unified method only" in text(result)
+    assert result.exit_code == 2 and "options of the unified method, not of hashing" in text(result)
+    result = runner.invoke(app, ["train", "--embedding", "nope", "--no-progress"])
+    assert result.exit_code == 2 and "unknown embedding method 'nope'; choose one of" in text(result)
+    result = runner.invoke(app, ["train", "--embedding-option", "colour=2", "--no-progress"])
+    assert result.exit_code == 2 and "unknown unified option(s) ['colour']" in text(result)
 
 
 def test_bad_rows_stop_with_location_or_are_skipped(tmp_path, monkeypatch):

@@ -88,26 +88,24 @@ def _sharded_lookups_match() -> dict[str, float]:
     from torchrec.distributed.model_parallel import DistributedModelParallel
 
     from featmux.distributed import ShardingConfig, TorchRecEmbedding, make_topology, plan_sharding
-    from featmux.embeddings import Budget, EmbeddingMethod, EmbeddingSpec, build_embedding
+    from featmux.embeddings import Budget, EmbeddingSpec, build_embedding
 
     vocab = make_vocabulary()
     cases = {
         "hashing/table_wise": (
-            EmbeddingSpec(EmbeddingMethod.HASHING, 8, Budget(rows=900)),
+            EmbeddingSpec("hashing", 8, Budget(rows=900)),
             ShardingConfig(("table_wise",)),
         ),
         "collisionless/column_wise/dim10": (  # TorchRec tables 12 wide: column shards cross the padding
-            EmbeddingSpec(EmbeddingMethod.COLLISIONLESS, 10),
+            EmbeddingSpec("collisionless", 10),
             ShardingConfig(("column_wise",)),
         ),
         "unified+private/mixed": (
             EmbeddingSpec(
-                EmbeddingMethod.UNIFIED,
+                "unified",
                 8,
                 Budget(rows=1200),
-                num_tables=2,
-                chunks={"user": 3},
-                private_max_cardinality=20,
+                options={"num_tables": 2, "chunks": {"user": 3}, "private_max_cardinality": 20},
             ),
             ShardingConfig(
                 ("table_wise",),

@@ -11,7 +11,6 @@ from featmux.distributed import TorchRecEmbedding, tables_on_meta
 from featmux.embeddings import (
     Budget,
     CollisionlessEmbedding,
-    EmbeddingMethod,
     EmbeddingSpec,
     HashingEmbedding,
     UnifiedEmbedding,
@@ -34,21 +33,15 @@ def _layers(features, vocabulary, dim: int = 8):
         "unified_private": build_embedding(
             features,
             EmbeddingSpec(
-                EmbeddingMethod.UNIFIED,
+                "unified",
                 dim,
                 Budget(rows=1200),
-                num_tables=2,
-                chunks={"user": 2},
-                private_max_cardinality=20,
+                options={"num_tables": 2, "chunks": {"user": 2}, "private_max_cardinality": 20},
             ),
             vocabulary,
         ),
-        "hashing": build_embedding(
-            features, EmbeddingSpec(EmbeddingMethod.HASHING, dim, Budget(rows=900)), vocabulary
-        ),
-        "collisionless": build_embedding(
-            features, EmbeddingSpec(EmbeddingMethod.COLLISIONLESS, dim), vocabulary
-        ),
+        "hashing": build_embedding(features, EmbeddingSpec("hashing", dim, Budget(rows=900)), vocabulary),
+        "collisionless": build_embedding(features, EmbeddingSpec("collisionless", dim), vocabulary),
     }
 
 
@@ -148,15 +141,13 @@ def test_tables_on_meta_allocates_no_table(features):
 
 SPECS = {
     "unified_private_dim10": EmbeddingSpec(
-        EmbeddingMethod.UNIFIED,
+        "unified",
         10,
         Budget(rows=1203),
-        num_tables=2,
-        chunks={"user": 2},
-        private_max_cardinality=20,
+        options={"num_tables": 2, "chunks": {"user": 2}, "private_max_cardinality": 20},
     ),
-    "hashing": EmbeddingSpec(EmbeddingMethod.HASHING, 8, Budget(rows=905)),
-    "collisionless_dim3": EmbeddingSpec(EmbeddingMethod.COLLISIONLESS, 3),
+    "hashing": EmbeddingSpec("hashing", 8, Budget(rows=905)),
+    "collisionless_dim3": EmbeddingSpec("collisionless", 3),
 }
 
 

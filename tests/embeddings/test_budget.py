@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from featmux.embeddings.budget import Budget, split_rows
+from featmux.embeddings.registry import BudgetTarget, BudgetUnit
 
 
 def test_parse_forms():
@@ -10,21 +11,28 @@ def test_parse_forms():
     assert Budget.parse("0.25") == Budget(fraction=0.25)
     assert Budget.parse("rows:1000") == Budget(rows=1000)
     assert Budget.parse("params:1_600") == Budget(params=1600)
+    assert Budget.parse("bytes:4_000") == Budget(bytes=4000)
+    assert str(Budget.parse("bytes:4000")) == "bytes:4000"
     assert str(Budget.parse("1/16")) == "1/16"
 
 
-@pytest.mark.parametrize("text", ["-1", "0", "abc", "rows:-5", "1/0", "params:x"])
+@pytest.mark.parametrize("text", ["-1", "0", "abc", "rows:-5", "1/0", "params:x", "bytes:0", "bytes:-4"])
 def test_parse_rejects_with_guidance(text):
     with pytest.raises(ValueError, match="budget"):
         Budget.parse(text)
 
 
-def test_parameters():
-    assert Budget(fraction=0.25).parameters(1000, 10) == 250
-    assert Budget(rows=7).parameters(None, 10) == 70
-    assert Budget(params=33).parameters(None, 10) == 33
+def test_targets_fractions_are_bytes_of_the_fp32_collisionless_table():
+    # a fraction of the fp32 collisionless table: 1000 parameters = 4000 bytes
+    assert Budget(fraction=0.25).target(1000, 10) == BudgetTarget(1000, BudgetUnit.BYTES)
+    assert Budget(bytes=123).target(None, 10) == BudgetTarget(123, BudgetUnit.BYTES)
+    # rows and params stay parameter budgets
+    assert Budget(rows=7).target(None, 10) == BudgetTarget(70, BudgetUnit.PARAMS)
+    assert Budget(params=33).target(None, 10) == BudgetTarget(33, BudgetUnit.PARAMS)
     with pytest.raises(ValueError, match="vocabulary"):
-        Budget(fraction=0.5).parameters(None, 10)
+        Budget(fraction=0.5).target(None, 10)
+    assert BudgetTarget(1001, BudgetUnit.BYTES).per_value(4) == 250
+    assert BudgetTarget(1001, BudgetUnit.PARAMS).per_value(4) == 1001
 
 
 def test_split_rows_proportional_capped_and_exact():

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from featmux.embeddings import (
     Budget,
     CollisionlessEmbedding,
-    EmbeddingMethod,
     EmbeddingSpec,
     HashingEmbedding,
     UnifiedEmbedding,
@@ -47,7 +46,7 @@ def test_collisionless_min_count(features, vocabulary):
 
 
 def test_hashing_rows_follow_budget(features, vocabulary, sparse):
-    spec = EmbeddingSpec(EmbeddingMethod.HASHING, DIM, Budget.parse("1/4"))
+    spec = EmbeddingSpec("hashing", DIM, Budget.parse("1/4"))
     layer = build_embedding(features, spec, vocabulary)
     assert isinstance(layer, HashingEmbedding)
     budget_rows = round(FULL_ROWS * DIM / 4) // DIM
@@ -66,15 +65,16 @@ def test_hashing_rows_follow_budget(features, vocabulary, sparse):
 
 @pytest.mark.parametrize("fraction", ["1/4", "1/16", "16"])
 def test_unified_budget_is_exact(features, vocabulary, fraction):
-    spec = EmbeddingSpec(EmbeddingMethod.UNIFIED, DIM, Budget.parse(fraction))
+    spec = EmbeddingSpec("unified", DIM, Budget.parse(fraction))
     if Budget.parse(fraction).fraction > 1:
         with pytest.warns(UserWarning, match="above the collisionless size"):
             layer = build_embedding(features, spec, vocabulary)
     else:
         layer = build_embedding(features, spec, vocabulary)
-    params = Budget.parse(fraction).parameters(FULL_ROWS * DIM, DIM)
-    assert layer.num_parameters() == (params // DIM) * DIM
-    assert layer.unified_config.rows == params // DIM
+    # a fraction of the fp32 collisionless table's bytes; the shared table is all the layer stores
+    budget_bytes = round(Budget.parse(fraction).fraction * FULL_ROWS * DIM * 4)
+    assert layer.unified_config.rows == budget_bytes // (4 * DIM)
+    assert layer.memory_bytes() == layer.num_parameters() * 4 == layer.unified_config.rows * DIM * 4
 
 
 def test_unified_multi_chunk_concatenation(features, sparse):
@@ -158,12 +158,14 @@ def test_multivalent_mean_and_sum_pooling(features, sparse):
 
 
 def test_private_tables_for_tiny_features(features, vocabulary, sparse):
-    spec = EmbeddingSpec(EmbeddingMethod.UNIFIED, DIM, Budget.parse("1/4"), private_max_cardinality=20)
+    spec = EmbeddingSpec("unified", DIM, Budget.parse("1/4"), options={"private_max_cardinality": 20})
     layer = build_embedding(features, spec, vocabulary)
     assert layer.unified_config.private == {"device": 4, "genres": 18}
-    budget = round(FULL_ROWS * DIM / 4)
-    private_params = (5 + 19) * DIM
-    assert layer.num_parameters() == private_params + ((budget - private_params) // DIM) * DIM
+    budget_bytes = round(FULL_ROWS * DIM * 4 / 4)
+    # the private tables are paid first: their rows, their 4 + 18 vocabulary keys and 2 row starts
+    private_bytes = (5 + 19) * DIM * 4 + (4 + 18) * 8 + 2 * 8
+    assert layer.unified_config.rows == (budget_bytes - private_bytes) // (DIM * 4)
+    assert layer.memory_bytes() == private_bytes + layer.unified_config.rows * DIM * 4 <= budget_bytes
     out = layer(sparse)
     assert layer.slot_names == ("user#0", "item#0", "device#0", "genres#0")
     assert out.shape == (6, 4, DIM)
@@ -175,18 +177,16 @@ def test_private_tables_for_tiny_features(features, vocabulary, sparse):
 @pytest.mark.parametrize(
     "spec",
     [
-        EmbeddingSpec(EmbeddingMethod.COLLISIONLESS, DIM),
-        EmbeddingSpec(EmbeddingMethod.HASHING, DIM, Budget.parse("1/8")),
+        EmbeddingSpec("collisionless", DIM),
+        EmbeddingSpec("hashing", DIM, Budget.parse("1/8")),
         EmbeddingSpec(
-            EmbeddingMethod.UNIFIED,
+            "unified",
             DIM,
             Budget.parse("1/8"),
-            num_tables=2,
-            chunks={"item": 2},
-            private_max_cardinality=5,
+            options={"num_tables": 2, "chunks": {"item": 2}, "private_max_cardinality": 5},
         ),
     ],
-    ids=lambda s: s.method.value,
+    ids=lambda s: s.method,
 )
 def test_save_load_gives_identical_output(features, vocabulary, sparse, spec, tmp_path):
     layer = build_embedding(features, spec, vocabulary)
@@ -244,10 +244,10 @@ def test_unified_rejects_unknown_features(features):
 
 
 def test_spec_rejects_options_of_other_methods():
-    with pytest.raises(ValueError, match="unified method only"):
-        EmbeddingSpec(EmbeddingMethod.HASHING, 8, Budget(0.5), num_tables=2)
+    with pytest.raises(ValueError, match=r"unknown hashing option\(s\) \['num_tables'\]"):
+        EmbeddingSpec("hashing", 8, Budget(0.5), options={"num_tables": 2})
     with pytest.raises(ValueError, match="fixed size"):
-        EmbeddingSpec(EmbeddingMethod.COLLISIONLESS, 8, Budget(0.5))
+        EmbeddingSpec("collisionless", 8, Budget(0.5))
 
 
 def test_embedding_bag_matches_functional(features, sparse):

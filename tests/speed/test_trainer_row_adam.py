@@ -9,7 +9,7 @@ import torch
 from helpers import PLANTED_SCHEMA, planted_chunk
 
 from featmux.data.cache import EncodedDataset
-from featmux.embeddings import Budget, EmbeddingMethod, EmbeddingSpec, build_embedding
+from featmux.embeddings import Budget, EmbeddingSpec, build_embedding
 from featmux.models import build_model
 from featmux.training.config import OptimizerKind, TrainConfig
 from featmux.training.trainer import Trainer
@@ -25,9 +25,9 @@ def data(tmp_path):
     return train, valid
 
 
-def _model(train, method: EmbeddingMethod):
+def _model(train, method: str):
     torch.manual_seed(0)
-    budget = None if method is EmbeddingMethod.COLLISIONLESS else Budget(fraction=1.0)
+    budget = None if method == "collisionless" else Budget(fraction=1.0)
     emb = build_embedding(SCHEMA.categorical, EmbeddingSpec(method, 8, budget), train.fit_vocabulary())
     return build_model("deepfm", emb, 1, {"hidden": [16]})
 
@@ -37,7 +37,7 @@ CONFIG = TrainConfig(
 )
 
 
-@pytest.mark.parametrize("method", list(EmbeddingMethod))
+@pytest.mark.parametrize("method", ["collisionless", "hashing", "unified"])
 def test_row_adam_trains_like_sparse_adam(data, method):
     train, valid = data
     reference = _model(train, method)
@@ -55,11 +55,11 @@ def test_row_adam_trains_like_sparse_adam(data, method):
 def test_row_adam_resumes_bit_identically(data, tmp_path):
     train, valid = data
     cfg = TrainConfig(**{**CONFIG.__dict__, "optimizer": OptimizerKind.ROW_ADAM, "epochs": 2})
-    whole = _model(train, EmbeddingMethod.UNIFIED)
+    whole = _model(train, "unified")
     Trainer(whole, cfg, SCHEMA).fit(train, valid)
-    first = _model(train, EmbeddingMethod.UNIFIED)
+    first = _model(train, "unified")
     Trainer(first, TrainConfig(**{**cfg.__dict__, "epochs": 1}), SCHEMA, tmp_path / "ck").fit(train, valid)
-    resumed = _model(train, EmbeddingMethod.UNIFIED)
+    resumed = _model(train, "unified")
     Trainer(resumed, cfg, SCHEMA, tmp_path / "ck").fit(train, valid)
     for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
@@ -69,7 +69,7 @@ def test_bf16_autocast_trains_like_float32(data):
     train, valid = data
     results = []
     for bf16 in (False, True):
-        model = _model(train, EmbeddingMethod.UNIFIED)
+        model = _model(train, "unified")
         options = {
             "optimizer": OptimizerKind.ROW_ADAM,
             "autocast_bf16": bf16,

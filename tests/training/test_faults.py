@@ -233,11 +233,11 @@ def nan_dataset(tmp_path: Path, planted_data) -> EncodedDataset:
 
 
 def small_model(schema, train, dim: int = 8):
-    from featmux.embeddings import Budget, EmbeddingMethod, EmbeddingSpec, build_embedding
+    from featmux.embeddings import Budget, EmbeddingSpec, build_embedding
     from featmux.models import build_model
 
     torch.manual_seed(0)
-    spec = EmbeddingSpec(EmbeddingMethod.UNIFIED, dim, Budget(fraction=1.0))
+    spec = EmbeddingSpec("unified", dim, Budget(fraction=1.0))
     return build_model(
         "dcnv2", build_embedding(schema.categorical, spec, train.fit_vocabulary()), 1, {"hidden": [16]}
     )

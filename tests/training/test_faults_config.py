@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from featmux.embeddings import Budget, EmbeddingMethod, EmbeddingSpec, Vocabulary, build_embedding
+from featmux.embeddings import Budget, EmbeddingSpec, Vocabulary, build_embedding
 from featmux.features import CategoricalFeature, ValueEncoding
 from featmux.training.experiment import ExperimentConfig, run_experiment
 
@@ -25,7 +25,7 @@ def vocabulary() -> Vocabulary:
 @pytest.mark.parametrize("budget", ["-1/4", "0", "rows:-5", "params:0", "a quarter"])
 def test_bad_budgets_say_what_to_write(budget):
     with pytest.raises(
-        ValidationError, match=r"cannot read budget .*use a fraction .* or rows:N, or params:N"
+        ValidationError, match=r"cannot read budget .*use a fraction .* or bytes:N, rows:N, or params:N"
     ):
         ExperimentConfig(budget=budget)
 
@@ -38,20 +38,18 @@ def test_hashing_budget_above_the_collisionless_size_is_rejected():
 
 def test_budget_above_the_vocabulary_warns_when_building():
     for method, text in (
-        (EmbeddingMethod.HASHING, "excess is not used"),
-        (EmbeddingMethod.UNIFIED, "collision"),
+        ("hashing", "excess is not used"),
+        ("unified", "collision"),
     ):
         with pytest.warns(UserWarning, match=rf"above the collisionless size .*{text}"):
             build_embedding(FEATURES, EmbeddingSpec(method, 4, Budget(rows=1_000)), vocabulary())
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        build_embedding(
-            FEATURES, EmbeddingSpec(EmbeddingMethod.UNIFIED, 4, Budget(fraction=1.0)), vocabulary()
-        )
+        build_embedding(FEATURES, EmbeddingSpec("unified", 4, Budget(fraction=1.0)), vocabulary())
 
 
 def test_unknown_feature_names_list_the_valid_ones():
-    spec = EmbeddingSpec(EmbeddingMethod.UNIFIED, 4, Budget(rows=100), chunks={"usr": 2})
+    spec = EmbeddingSpec("unified", 4, Budget(rows=100), options={"chunks": {"usr": 2}})
     with pytest.raises(
         ValueError, match=r"unknown feature\(s\) \['usr'\]; the features are \['user', 'item'\]"
     ):
@@ -77,7 +75,7 @@ def test_unknown_names_fail_before_any_data_is_encoded(tmp_path):
         ({"model": "dcn3"}, r"unknown model 'dcn3'; choose one of"),
         ({"embedding_dim": 0}, "embedding_dim"),
         ({"batch_size": -1}, "batch_size"),
-        ({"embedding": "hashing", "chunks": {"C1": 2}}, "unified method only"),
+        ({"embedding": "hashing", "chunks": {"C1": 2}}, "options of the unified method, not of hashing"),
         ({"embedding": "collisionless", "budget": "1/4"}, "use min_count to shrink it"),
         ({"learning_rate": 0}, "learning_rate"),
         ({"epoch": 3}, "extra"),

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from featmux.data.synthetic import SyntheticConfig
-from featmux.embeddings import EmbeddingMethod
+from featmux.embeddings import get_method
 from featmux.training.experiment import environment
 from featmux.training.online.avazu_stream import write_avazu_stream
 from featmux.training.online.config import OnlineConfig
@@ -66,7 +66,7 @@ class OnlineBenchmark(BaseModel):
 
     name: str
     description: str = ""
-    methods: list[EmbeddingMethod] = Field(default_factory=lambda: list(EmbeddingMethod))
+    methods: list[str] = Field(default_factory=lambda: ["collisionless", "hashing", "unified"])
     budgets: list[str] = Field(default_factory=lambda: ["1"])
     settings: dict[str, Any] = Field(default_factory=dict)
     avazu_stream: AvazuStreamSpec | None = None
@@ -87,14 +87,15 @@ class OnlineBenchmark(BaseModel):
         if settings.get("data") is not None and not Path(settings["data"]).is_absolute():
             settings["data"] = self.root / settings["data"]
         for method in self.methods:
-            budgets = ["1"] if method is EmbeddingMethod.COLLISIONLESS else self.budgets
+            budgeted = get_method(method).budgeted
+            budgets = self.budgets if budgeted else ["1"]
             for budget in budgets:
-                tag = f"{method.value}-{budget.replace('/', '_')}"
+                tag = f"{method}-{budget.replace('/', '_')}"
                 out.append(
                     OnlineConfig(
                         **settings,
                         embedding=method,
-                        budget=None if method is EmbeddingMethod.COLLISIONLESS else budget,
+                        budget=budget if budgeted else None,
                         checkpoint_dir=work / self.name / tag,
                         resume=True,
                     )
@@ -150,7 +151,7 @@ def run_online_benchmark(
         work = work / f"stream-{digest}"
     results, seconds = [], []
     for config in bench.configs(work):
-        say(f"== {config.embedding.value} budget {config.budget or '1'}")
+        say(f"== {config.embedding} budget {config.budget or '1'}")
         started = time.perf_counter()
         result = run_online(config, log=say)
         seconds.append(time.perf_counter() - started)

@@ -277,7 +277,7 @@ def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -
         progress = _Progress()
     emb = model.embedding
     say(
-        f"online {config.dataset}: {config.embedding.value} embedding, {emb.num_parameters():,} parameters "
+        f"online {config.dataset}: {config.embedding} embedding, {emb.num_parameters():,} parameters "
         f"({emb.num_parameters() / full:.4g} x the frozen collisionless size {full:,})"
     )
     state = trainer.state
@@ -365,7 +365,7 @@ def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -
     if ckpt is not None:
         save_model(ckpt / "model.pt", model, schema)
     return OnlineResult(
-        embedding=config.embedding.value,
+        embedding=config.embedding,
         budget=config.budget or "1",
         embedding_params=emb.num_parameters(),
         collisionless_params=full,

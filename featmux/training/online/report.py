@@ -10,12 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from featmux.embeddings import EmbeddingMethod
 from featmux.training.online.results import OnlineResult, PartitionResult
 
 
 def _label(result: OnlineResult) -> str:
-    if result.embedding == EmbeddingMethod.COLLISIONLESS.value:
+    if result.embedding == "collisionless":
         return "collisionless (frozen vocab)"
     return f"{result.embedding} @ {result.budget}"
 
