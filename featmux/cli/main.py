@@ -117,6 +117,10 @@ def train(
     seed: Annotated[int | None, typer.Option()] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
     device: Annotated[str | None, typer.Option(help="Train on this device: cpu or cuda.")] = None,
+    bf16: Annotated[
+        bool | None,
+        typer.Option("--bf16/--no-bf16", help="bf16 autocast (default: on where the device has native bf16)"),
+    ] = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="Resumable checkpoints go here.")] = None,
     cache_dir: Annotated[
         Path | None, typer.Option(help="Encoded-data cache (default ~/.cache/featmux).")
@@ -211,6 +215,7 @@ def train(
         "seed": seed,
         "threads": threads,
         "device": device,
+        "bf16": bf16,
         "checkpoint_dir": checkpoint_dir,
         "cache_dir": cache_dir,
     }
@@ -382,6 +387,8 @@ def _print_result(result: dict[str, Any]) -> None:
     ]
     for key in keys:
         table.add_row(key, _fmt(result.get(key)))
+    if "precision" in result:
+        table.add_row("bf16 autocast", "on" if result["precision"]["bf16"] else "off")
     Console().print(table)
 
 

@@ -7,9 +7,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from featmux.models.dropout import FastDropout
+
 
 class MLP(nn.Sequential):
-    """Linear -> [BatchNorm] -> ReLU -> [Dropout] per hidden layer; no output layer.
+    """Linear -> [BatchNorm] -> ReLU -> [Dropout] per hidden layer; no output layer (dropout: `FastDropout`).
 
     Args:
         input_dim: width of the input.
@@ -29,7 +31,7 @@ class MLP(nn.Sequential):
                 layers.append(nn.BatchNorm1d(h))
             layers.append(nn.ReLU())
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(FastDropout(dropout))
             width = h
         super().__init__(*layers)
         self.output_dim = width

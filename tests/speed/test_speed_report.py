@@ -5,16 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from featmux.benchmarks.speed import (
-    PlainEmbeddingBag,
-    _ratios,
-    _save_split,
-    _schema,
-    _summarise_training,
-    dense_flops_per_sample,
-    encoded_splits,
-    render_markdown,
-)
+from featmux.benchmarks.speed.contenders.featmux import dense_flops_per_sample
+from featmux.benchmarks.speed.contenders.plain import PlainEmbeddingBag
+from featmux.benchmarks.speed.report import _ratios, _summarise_training, render_markdown
+from featmux.benchmarks.speed.workloads import _save_split, _schema, encoded_splits
 from featmux.models import build_model
 from featmux.sparse import SparseFeatures
 
@@ -68,7 +62,8 @@ def test_ratios_use_the_faster_peer_and_a_common_auc_target():
     report = {
         "created": "now",
         "machine": {"cpu": "cpu", "cpu_flags": ["avx2"], "cores": 2, "torch": "2", "threads": 2,
-                    "loadavg": [0.1, 0.1, 0.1], "bf16_native": False},
+                    "loadavg": [0.1, 0.1, 0.1], "bf16": False, "bf16_native": False,
+                    "bf16_reason": "forced off"},
         "gemm_peak_gflops": 100.0,
         "training": training,
         "ratios": [ratio],
