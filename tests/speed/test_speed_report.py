@@ -7,7 +7,15 @@ import torch
 
 from featmux.benchmarks.speed.contenders.featmux import dense_flops_per_sample
 from featmux.benchmarks.speed.contenders.plain import PlainEmbeddingBag
-from featmux.benchmarks.speed.report import _ratios, _summarise_training, render_markdown
+from featmux.benchmarks.speed.loop import use_torch_dropout
+from featmux.benchmarks.speed.report import (
+    _ratios,
+    _summarise_training,
+    loop_and_inference_markdown,
+    render_markdown,
+    summarise_inference,
+    summarise_loop,
+)
 from featmux.benchmarks.speed.workloads import _save_split, _schema, encoded_splits
 from featmux.models import build_model
 from featmux.sparse import SparseFeatures
@@ -84,3 +92,45 @@ def test_shard_cache_follows_re_exported_arrays(tmp_path):
     train = encoded_splits(tmp_path)["train"]
     assert len(train) == 6
     assert next(iter(train.chunks())).ids[0].tolist() == [100, 101]
+
+
+def _loop_runs() -> list[dict]:
+    runs = []
+    for repeat in range(2):
+        runs.append({"what": "data", "repeat": repeat, "samples_per_s": 1e6})
+        for bf16, base in ((False, 100.0), (True, 300.0)):
+            runs.append({"what": "step", "repeat": repeat, "bf16": bf16, "dropout": "FastDropout",
+                         "samples_per_s": base})
+            runs.append({"what": "step", "repeat": repeat, "bf16": bf16, "dropout": "nn.Dropout",
+                         "samples_per_s": base / 2})
+            runs.append({"what": "fit", "repeat": repeat, "bf16": bf16, "dropout": "FastDropout",
+                         "epochs": 2, "samples_per_s": base * 0.9})
+    return runs  # fmt: skip
+
+
+def test_loop_summary_ratios_and_report():
+    loop = {"runs": _loop_runs()}
+    s = summarise_loop(loop)
+    assert s["bf16_step_speedup"] == 3.0 and s["bf16_fit_speedup"] == 3.0
+    assert s["fast_dropout_speedup_fp32"] == 2.0
+    assert abs(s["fit_over_step_bf16"] - 0.9) < 1e-12
+    inference = {
+        "runs": [
+            {"repeat": 0, "bf16": bf16, "samples_per_s": v, "latency_p50_ms": 1.0, "latency_p99_ms": 2.0}
+            for bf16, v in ((False, 1000.0), (True, 2500.0))
+        ],
+        "test_auc_fp32": 0.98,
+        "test_auc_bf16": 0.979,
+        "test_rows": 100,
+        "train_epochs": 1,
+    }
+    assert summarise_inference(inference)["bf16_throughput_speedup"] == 2.5
+    text = "\n".join(loop_and_inference_markdown({"loop": loop, "inference": inference}))
+    assert "3.00x" in text and "2.50x" in text and "Trainer.fit (2 epochs)" in text
+
+
+def test_loop_compares_against_torch_dropout():
+    model = build_model("dcnv2", PlainEmbeddingBag(_schema(2).categorical, 3, [4, 5]), 0,
+                        {"hidden": [8, 8], "dropout": 0.3})  # fmt: skip
+    assert use_torch_dropout(model) == 2
+    assert sum(isinstance(m, torch.nn.Dropout) for m in model.modules()) == 2

@@ -13,12 +13,15 @@ from featmux.benchmarks.speed.config import DEFAULT_LOCK, DatasetSetup, SpeedCon
 from featmux.benchmarks.speed.contenders import run_contender
 from featmux.benchmarks.speed.driver import run_speed
 from featmux.benchmarks.speed.embedding import run_embedding_bench
+from featmux.benchmarks.speed.inference import run_inference_bench
+from featmux.benchmarks.speed.loop import run_loop_bench
 from featmux.benchmarks.speed.pipeline import run_pipeline_bench
 
 
 def speed_command(
     part: Annotated[
-        list[str] | None, typer.Option(help="training, embedding, pipeline (repeatable; default all).")
+        list[str] | None,
+        typer.Option(help="training, embedding, pipeline, loop, inference (repeatable; default all)."),
     ] = None,
     dataset: Annotated[
         list[str] | None, typer.Option(help="synthetic, frappe (repeatable; default both).")
@@ -35,6 +38,8 @@ def speed_command(
     frappe_epochs: Annotated[int, typer.Option()] = 8,
     pipeline_rows: Annotated[int, typer.Option(help="Rows of the generated Criteo/Avazu files.")] = 1_000_000,
     threads: Annotated[int, typer.Option(help="torch threads of every contender.")] = 2,
+    loop_fit_epochs: Annotated[int, typer.Option(help="Loop part: epochs of each whole fit.")] = 2,
+    repeats: Annotated[int, typer.Option(help="Loop and inference parts: interleaved repeats.")] = 2,
     bf16: Annotated[
         bool | None,
         typer.Option(
@@ -57,7 +62,7 @@ def speed_command(
     config = SpeedConfig(
         out_dir=out,
         work_dir=work,
-        parts=tuple(part or ("training", "embedding", "pipeline")),
+        parts=tuple(part or ("training", "embedding", "pipeline", "loop", "inference")),
         datasets=chosen,
         models=tuple(model or ("deepfm", "dcnv2")),
         libraries=tuple(library or ("featmux", "plain", "deepctr", "rechub")),
@@ -67,6 +72,8 @@ def speed_command(
         bf16=bf16,
         batch_norm=batch_norm,
         pipeline_rows=pipeline_rows,
+        loop_fit_epochs=loop_fit_epochs,
+        repeats=repeats,
         lock=Path(lock) if lock else None,
         **({"peers_python": peers_python} if peers_python is not None else {}),
     )
@@ -74,9 +81,15 @@ def speed_command(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m featmux.benchmarks.speed [contender|embedding|pipeline SPEC RESULT | options]`."""
+    """`python -m featmux.benchmarks.speed [PART SPEC RESULT | options]`: a part's process, or the command."""
     args = list(sys.argv[1:] if argv is None else argv)
-    entries = {"contender": run_contender, "embedding": run_embedding_bench, "pipeline": run_pipeline_bench}
+    entries = {
+        "contender": run_contender,
+        "embedding": run_embedding_bench,
+        "pipeline": run_pipeline_bench,
+        "loop": run_loop_bench,
+        "inference": run_inference_bench,
+    }
     if args and args[0] in entries:
         entries[args[0]](Path(args[1]), Path(args[2]))
         return

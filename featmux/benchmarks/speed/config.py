@@ -11,7 +11,7 @@ DEFAULT_LOCK = Path("/tmp/featmux-measure.lock")
 
 def repo_root() -> Path:
     """The featmux checkout this module runs from."""
-    return Path(__file__).resolve().parents[2]
+    return Path(__file__).resolve().parents[3]
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class SpeedConfig:
     Args:
         out_dir: where result files go.
         work_dir: exported arrays, caches and generated text files (reused by later runs).
-        parts: any of "training", "embedding", "pipeline".
+        parts: any of "training", "embedding", "pipeline", "loop", "inference".
         datasets: training workloads.
         models: "deepfm" and/or "dcnv2".
         libraries: contenders of the training part.
@@ -53,13 +53,17 @@ class SpeedConfig:
         bf16: also train featmux under bf16 autocast, beside float32 (None: where the CPU has native bf16).
         batch_norm: batch norm in every contender's MLP (torch-rechub's MLP always has it).
         pipeline_rows: rows of the generated Criteo and Avazu text files.
+        loop_fit_epochs: epochs of each `Trainer.fit` of the loop part (a cap: not converged).
+        repeats: interleaved repeats of the loop and inference parts' variants.
+        inference_train_epochs: epochs the inference part's model trains before scoring (a cap).
+        latency_calls: single-row calls timed per inference variant.
         lock: the measurement lock file (None: no lock).
         peers_python: the interpreter of the peers' venv.
     """
 
     out_dir: Path
     work_dir: Path
-    parts: tuple[str, ...] = ("training", "embedding", "pipeline")
+    parts: tuple[str, ...] = ("training", "embedding", "pipeline", "loop", "inference")
     datasets: tuple[DatasetSetup, ...] = (
         DatasetSetup("synthetic", 16, 2, "unified"),
         DatasetSetup("frappe", 10, 8, "collisionless"),
@@ -77,5 +81,9 @@ class SpeedConfig:
     bf16: bool | None = None
     batch_norm: bool = False
     pipeline_rows: int = 1_000_000
+    loop_fit_epochs: int = 2
+    repeats: int = 2
+    inference_train_epochs: int = 1
+    latency_calls: int = 500
     lock: Path | None = DEFAULT_LOCK
     peers_python: Path = field(default_factory=lambda: repo_root() / ".venv-peers" / "bin" / "python")

@@ -96,7 +96,9 @@ def run_speed(config: SpeedConfig, log: Callable[[str], None] = print) -> dict[s
         report["gemm_peak_gflops"] = gemm_peak_gflops(config.threads)
         report["gemm_peak_gflops_bf16"] = gemm_peak_gflops(config.threads, dtype=torch.bfloat16)
     me = [sys.executable, "-m", "featmux.benchmarks.speed"]
-    needs_synthetic = "embedding" in config.parts or any(s.name == "synthetic" for s in config.datasets)
+    needs_synthetic = "embedding" in config.parts or (
+        "training" in config.parts and any(s.name == "synthetic" for s in config.datasets)
+    )
     if needs_synthetic:
         export_synthetic(config.synthetic_rows, config.seed, work / "synthetic", log)
     if "training" in config.parts:
@@ -148,6 +150,15 @@ def run_speed(config: SpeedConfig, log: Callable[[str], None] = print) -> dict[s
             "batch_size": config.batch_size,
         }
         report["pipeline"] = _subprocess([*me, "pipeline"], spec, work, "pipeline", config.lock, log)
+    shared = {"frappe_dir": str(config.frappe_dir.resolve()), "cache_dir": str(work / "cache")}
+    shared |= {"threads": config.threads, "repeats": config.repeats}
+    if "loop" in config.parts:
+        spec = {**shared, "fit_epochs": config.loop_fit_epochs}
+        report["loop"] = _subprocess([*me, "loop"], spec, work, "loop", config.lock, log)
+    if "inference" in config.parts:
+        spec = {**shared, "train_epochs": config.inference_train_epochs, "batch_size": config.batch_size}
+        spec["latency_calls"] = config.latency_calls
+        report["inference"] = _subprocess([*me, "inference"], spec, work, "inference", config.lock, log)
     report["machine"]["loadavg_end"] = os.getloadavg()
     out = config.out_dir
     out.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from featmux.benchmarks.speed.contenders import labels, peer_names
 
 
@@ -236,4 +238,113 @@ def render_markdown(report: dict[str, Any]) -> str:
             for x in pipe["formats"]
         ]
         lines += ["## Data pipeline: rows/s into tensors", "", *_table(header, rows), ""]
+    lines += loop_and_inference_markdown(report)
     return "\n".join(lines)
+
+
+def _median(values: list[float]) -> float:
+    return float(np.median(values)) if values else float("nan")
+
+
+def summarise_loop(loop: dict[str, Any]) -> dict[str, Any]:
+    """Median samples/s of each loop variant over the repeats, and the ratios between them."""
+    runs = [r for r in loop.get("runs", []) if "samples_per_s" in r]
+
+    def med(what: str, bf16: bool | None = None, dropout: str = "FastDropout") -> float:
+        picked = [r["samples_per_s"] for r in runs if r["what"] == what]
+        if what != "data":
+            picked = [
+                r["samples_per_s"]
+                for r in runs
+                if r["what"] == what and r["bf16"] is bf16 and r["dropout"] == dropout
+            ]
+        return _median(picked)
+
+    out: dict[str, Any] = {"data_samples_per_s": med("data")}
+    for bf16, name in ((False, "fp32"), (True, "bf16")):
+        out[f"step_{name}"] = med("step", bf16)
+        out[f"step_{name}_torch_dropout"] = med("step", bf16, "nn.Dropout")
+        out[f"fit_{name}"] = med("fit", bf16)
+        out[f"fit_over_step_{name}"] = out[f"fit_{name}"] / out[f"step_{name}"]
+        out[f"fast_dropout_speedup_{name}"] = out[f"step_{name}"] / out[f"step_{name}_torch_dropout"]
+    out["bf16_step_speedup"] = out["step_bf16"] / out["step_fp32"]
+    out["bf16_fit_speedup"] = out["fit_bf16"] / out["fit_fp32"]
+    out["bf16_step_speedup_torch_dropout"] = out["step_bf16_torch_dropout"] / out["step_fp32_torch_dropout"]
+    return out
+
+
+def summarise_inference(inference: dict[str, Any]) -> dict[str, Any]:
+    """Median scoring samples/s and latency percentiles of float32 and bf16 over the repeats."""
+    runs = inference.get("runs", [])
+    out: dict[str, Any] = {}
+    for bf16, name in ((False, "fp32"), (True, "bf16")):
+        mine = [r for r in runs if r["bf16"] is bf16]
+        for key in ("samples_per_s", "latency_p50_ms", "latency_p99_ms"):
+            out[f"{key}_{name}"] = _median([r[key] for r in mine])
+    if out:
+        out["bf16_throughput_speedup"] = out["samples_per_s_bf16"] / out["samples_per_s_fp32"]
+    return out
+
+
+def loop_and_inference_markdown(report: dict[str, Any]) -> list[str]:
+    """The loop and inference parts as Markdown lines (empty when neither ran)."""
+    lines: list[str] = []
+    loop = report.get("loop")
+    if loop and loop.get("runs"):
+        s = summarise_loop(loop)
+        repeats = 1 + max(r["repeat"] for r in loop["runs"])
+        fit_epochs = next((r["epochs"] for r in loop["runs"] if r["what"] == "fit"), "-")
+        header = [
+            "",
+            "step, FastDropout",
+            "step, nn.Dropout",
+            f"Trainer.fit ({fit_epochs} epochs)",
+            "fit / step",
+        ]
+        rows = [
+            [
+                name,
+                _fmt(s[f"step_{name}"]),
+                _fmt(s[f"step_{name}_torch_dropout"]),
+                _fmt(s[f"fit_{name}"]),
+                _fmt(s[f"fit_over_step_{name}"], ".2f"),
+            ]
+            for name in ("fp32", "bf16")
+        ]
+        rows.append(
+            [
+                "bf16 / fp32",
+                _fmt(s["bf16_step_speedup"], ".2f") + "x",
+                _fmt(s["bf16_step_speedup_torch_dropout"], ".2f") + "x",
+                _fmt(s["bf16_fit_speedup"], ".2f") + "x",
+                "",
+            ]
+        )
+        lines += [
+            f"## Training loop: Frappe BARS DCN-v2, samples/s (median of {repeats} interleaved repeats)",
+            "",
+            *_table(header, rows),
+            "",
+            f"Data path alone (shard cache to batches): {_fmt(s['data_samples_per_s'])} samples/s.",
+            "",
+        ]
+    inference = report.get("inference")
+    if inference and inference.get("runs"):
+        s = summarise_inference(inference)
+        header = ["", "samples/s at batch 4096", "p50 ms at batch 1", "p99 ms at batch 1"]
+        rows = [
+            [name, _fmt(s[f"samples_per_s_{name}"]), _fmt(s[f"latency_p50_ms_{name}"], ".2f"),
+             _fmt(s[f"latency_p99_ms_{name}"], ".2f")]
+            for name in ("fp32", "bf16")
+        ]  # fmt: skip
+        lines += [
+            f"## Inference: Frappe BARS DCN-v2 (trained {inference['train_epochs']} epoch(s)), "
+            f"{inference['test_rows']:,} test rows",
+            "",
+            *_table(header, rows),
+            "",
+            f"bf16 scoring: {_fmt(s['bf16_throughput_speedup'], '.2f')}x float32's throughput; test AUC "
+            f"{inference['test_auc_bf16']:.5f} (bf16) vs {inference['test_auc_fp32']:.5f} (float32).",
+            "",
+        ]
+    return lines

@@ -117,3 +117,28 @@ def _model_options(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["model"] == "deepfm":
         return options
     return {**options, "cross_layers": spec["cross_layers"], "structure": "parallel"}
+
+
+BARS_DCNV2 = "configs/frappe_dcnv2.yaml"
+"""The Frappe BARS DCN-v2 set-up the `loop` and `inference` parts measure."""
+
+
+def bars_setup(frappe_dir: Path, cache_dir: Path, threads: int) -> tuple[Any, Any]:
+    """(ExperimentConfig, PreparedData) of the Frappe BARS DCN-v2 set-up (`BARS_DCNV2`), encoded once.
+
+    Args:
+        frappe_dir: the Frappe libFM files.
+        cache_dir: where the encoded splits are cached.
+        threads: torch threads of the runs.
+    """
+    from featmux.benchmarks.speed.config import repo_root
+    from featmux.data.prepare import prepare
+    from featmux.training.experiment import ExperimentConfig
+
+    config = ExperimentConfig.from_yaml(
+        repo_root() / BARS_DCNV2, data=frappe_dir, threads=threads, progress=False, cache_dir=cache_dir
+    )
+    data = prepare(
+        config.dataset, config.data, config.dataset_options, config.cache_dir, False, lambda _m: None
+    )
+    return config, data
