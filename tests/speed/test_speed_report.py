@@ -99,12 +99,34 @@ def _loop_runs() -> list[dict]:
     for repeat in range(2):
         runs.append({"what": "data", "repeat": repeat, "samples_per_s": 1e6})
         for bf16, base in ((False, 100.0), (True, 300.0)):
-            runs.append({"what": "step", "repeat": repeat, "bf16": bf16, "dropout": "FastDropout",
-                         "samples_per_s": base})
-            runs.append({"what": "step", "repeat": repeat, "bf16": bf16, "dropout": "nn.Dropout",
-                         "samples_per_s": base / 2})
-            runs.append({"what": "fit", "repeat": repeat, "bf16": bf16, "dropout": "FastDropout",
-                         "epochs": 2, "samples_per_s": base * 0.9})
+            runs.append(
+                {
+                    "what": "step",
+                    "repeat": repeat,
+                    "bf16": bf16,
+                    "dropout": "FastDropout",
+                    "samples_per_s": base,
+                }
+            )
+            runs.append(
+                {
+                    "what": "step",
+                    "repeat": repeat,
+                    "bf16": bf16,
+                    "dropout": "nn.Dropout",
+                    "samples_per_s": base / 2,
+                }
+            )
+            runs.append(
+                {
+                    "what": "fit",
+                    "repeat": repeat,
+                    "bf16": bf16,
+                    "dropout": "FastDropout",
+                    "epochs": 2,
+                    "samples_per_s": base * 0.9,
+                }
+            )
     return runs  # fmt: skip
 
 
