@@ -125,6 +125,8 @@ def _loop_runs() -> list[dict]:
                     "dropout": "FastDropout",
                     "epochs": 2,
                     "samples_per_s": base * 0.9,
+                    "train_seconds": 10.0,
+                    "step_seconds": 9.9,
                 }
             )
     return runs  # fmt: skip
@@ -136,6 +138,7 @@ def test_loop_summary_ratios_and_report():
     assert s["bf16_step_speedup"] == 3.0 and s["bf16_fit_speedup"] == 3.0
     assert s["fast_dropout_speedup_fp32"] == 2.0
     assert abs(s["fit_over_step_bf16"] - 0.9) < 1e-12
+    assert abs(s["loop_share_fp32"] - 0.01) < 1e-12
     inference = {
         "runs": [
             {"repeat": 0, "bf16": bf16, "samples_per_s": v, "latency_p50_ms": 1.0, "latency_p99_ms": 2.0}

@@ -7,7 +7,8 @@ that a shared machine's load hits them alike:
 - data: the shard cache's shuffled batches alone (what the fit reads per epoch);
 - step: `Trainer.train_step` over one epoch of batches built beforehand (no data path), with featmux's
   `FastDropout` and with `nn.Dropout` (what the model used before);
-- fit: `Trainer.fit` for a fixed number of epochs (`fit_epochs`, evaluation excluded from its time).
+- fit: `Trainer.fit` for a fixed number of epochs (`fit_epochs`, evaluation excluded from its time),
+  with the time inside `train_step` summed: the rest of `train_seconds` is the loop's own cost.
 """
 
 from __future__ import annotations
@@ -39,6 +40,25 @@ def use_torch_dropout(model: nn.Module) -> int:
                 setattr(parent, name, nn.Dropout(child.p))
                 swapped += 1
     return swapped
+
+
+def time_steps(trainer: Trainer) -> list[float]:
+    """Wrap `trainer.train_step` with a timer; the returned list fills with each step's seconds.
+
+    `fit`'s train_seconds minus their sum is what the loop itself costs (data path, bookkeeping).
+    """
+    seconds: list[float] = []
+    step = trainer.train_step
+
+    def timed(*args: Any, **kwargs: Any) -> float:
+        start = time.perf_counter()
+        try:
+            return step(*args, **kwargs)
+        finally:
+            seconds.append(time.perf_counter() - start)
+
+    trainer.train_step = timed  # type: ignore[method-assign]
+    return seconds
 
 
 def run_loop_bench(spec_path: Path, result_path: Path) -> None:
@@ -76,11 +96,13 @@ def run_loop_bench(spec_path: Path, result_path: Path) -> None:
                      "samples_per_s": len(train) / seconds, "loadavg": os.getloadavg()[0]}
                 )  # fmt: skip
                 print(f"[loop] {runs[-1]}", file=sys.stderr, flush=True)
-            fit = trainer(bf16, epochs=spec["fit_epochs"]).fit(train, data.valid, resume=False)
+            fitting = trainer(bf16, epochs=spec["fit_epochs"])
+            in_steps = time_steps(fitting)
+            fit = fitting.fit(train, data.valid, resume=False)
             runs.append(
                 {"what": "fit", "repeat": repeat, "bf16": bf16, "dropout": "FastDropout",
                  "epochs": spec["fit_epochs"], "samples_per_s": fit.samples_per_second,
-                 "train_seconds": fit.train_seconds,
+                 "train_seconds": fit.train_seconds, "step_seconds": sum(in_steps),
                  "valid_auc": fit.best_valid.auc if fit.best_valid else None,
                  "loadavg": os.getloadavg()[0]}
             )  # fmt: skip

@@ -267,6 +267,8 @@ def summarise_loop(loop: dict[str, Any]) -> dict[str, Any]:
         out[f"fit_{name}"] = med("fit", bf16)
         out[f"fit_over_step_{name}"] = out[f"fit_{name}"] / out[f"step_{name}"]
         out[f"fast_dropout_speedup_{name}"] = out[f"step_{name}"] / out[f"step_{name}_torch_dropout"]
+        fits = [r for r in runs if r["what"] == "fit" and r["bf16"] is bf16 and "step_seconds" in r]
+        out[f"loop_share_{name}"] = _median([1 - r["step_seconds"] / r["train_seconds"] for r in fits])
     out["bf16_step_speedup"] = out["step_bf16"] / out["step_fp32"]
     out["bf16_fit_speedup"] = out["fit_bf16"] / out["fit_fp32"]
     out["bf16_step_speedup_torch_dropout"] = out["step_bf16_torch_dropout"] / out["step_fp32_torch_dropout"]
@@ -325,7 +327,10 @@ def loop_and_inference_markdown(report: dict[str, Any]) -> list[str]:
             "",
             *_table(header, rows),
             "",
-            f"Data path alone (shard cache to batches): {_fmt(s['data_samples_per_s'])} samples/s.",
+            f"Data path alone (shard cache to batches): {_fmt(s['data_samples_per_s'])} samples/s. Share of "
+            f"fit's training time outside `train_step` (data path, bookkeeping): "
+            f"{_fmt(100 * s['loop_share_fp32'], '.2f')}% fp32, "
+            f"{_fmt(100 * s['loop_share_bf16'], '.2f')}% bf16.",
             "",
         ]
     inference = report.get("inference")
