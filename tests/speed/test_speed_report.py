@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from featmux.benchmarks.speed.config import SpeedConfig
+from featmux.benchmarks.speed.contenders import all_contenders, labels
 from featmux.benchmarks.speed.contenders.featmux import dense_flops_per_sample
 from featmux.benchmarks.speed.contenders.plain import PlainEmbeddingBag
+from featmux.benchmarks.speed.driver import _training_specs
 from featmux.benchmarks.speed.loop import use_torch_dropout
 from featmux.benchmarks.speed.report import (
     _ratios,
@@ -159,3 +162,15 @@ def test_loop_compares_against_torch_dropout():
                         {"hidden": [8, 8], "dropout": 0.3})  # fmt: skip
     assert use_torch_dropout(model) == 2
     assert sum(isinstance(m, torch.nn.Dropout) for m in model.modules()) == 2
+
+
+def test_contenders_are_found_by_module_and_bf16_adds_a_run_per_workload(tmp_path):
+    found = all_contenders()
+    assert next(iter(found)) == "featmux" and {"plain", "deepctr", "rechub"} <= set(found)
+    assert found["deepctr"].run is None and found["plain"].run is not None
+    assert labels()["plain"] == "plain PyTorch (sparse)"
+    for bf16 in (True, False):
+        config = SpeedConfig(out_dir=tmp_path, work_dir=tmp_path, bf16=bf16, libraries=("featmux", "plain"))
+        tags = [tag for tag, _ in _training_specs(config)]
+        with_bf16 = [t for t in tags if t.endswith("featmux-bf16")]
+        assert len(with_bf16) == (4 if bf16 else 0)  # 2 datasets x 2 models
