@@ -37,6 +37,19 @@ class MLP(nn.Sequential):
         self.output_dim = width
 
 
+def to_autocast_dtype(x: torch.Tensor) -> torch.Tensor:
+    """x in the autocast dtype (e.g. bf16) while autocast is on for its device, else x unchanged.
+
+    Elementwise ops promote a bf16 matmul output back to float32 when their other input is float32, so a
+    float32 input kept beside bf16 layers (DCN-v2's x0 in every cross layer) makes each layer cast
+    back and forth. Cast once at the input and the activations stay bf16 between layers.
+    """
+    kind = x.device.type
+    if x.is_floating_point() and torch.is_autocast_enabled(kind):
+        return x.to(torch.get_autocast_dtype(kind))
+    return x
+
+
 class CrossNetwork(nn.Module):
     """DCN-v2 cross layers (Wang et al. 2021): x_{l+1} = x_0 * (W_l x_l + b_l) + x_l.
 
