@@ -12,20 +12,20 @@ from featmux.benchmarks.speed.contenders.plain import PlainEmbeddingBag
 from featmux.benchmarks.speed.driver import _training_specs
 from featmux.benchmarks.speed.loop import use_torch_dropout
 from featmux.benchmarks.speed.report import (
-    _ratios,
-    _summarise_training,
     loop_and_inference_markdown,
+    ratios,
     render_markdown,
     summarise_inference,
     summarise_loop,
+    summarise_training,
 )
-from featmux.benchmarks.speed.workloads import _save_split, _schema, encoded_splits
+from featmux.benchmarks.speed.workloads import encoded_splits, int_schema, save_split
 from featmux.models import build_model
 from featmux.sparse import SparseFeatures
 
 
 def test_plain_embedding_bag_reads_per_field_rows():
-    layer = PlainEmbeddingBag(_schema(2).categorical, 3, [4, 5])
+    layer = PlainEmbeddingBag(int_schema(2).categorical, 3, [4, 5])
     ids = torch.tensor([[0, 0], [3, 4]])
     out = layer(SparseFeatures(ids))
     assert out.shape == (2, 2, 3)
@@ -60,12 +60,12 @@ def test_ratios_use_the_faster_peer_and_a_common_auc_target():
         _run("plain", [2.0, 4.0], [0.70, 0.74], 0.73),
         {"dataset": "synthetic", "model": "deepfm", "contender": "featmux-bf16", "error": "boom"},
     ]
-    training = _summarise_training(runs)
+    training = summarise_training(runs)
     by = {r["contender"]: r for r in training}
     assert by["featmux"]["samples_per_s"] == 1000.0  # 2 epochs x 1000 rows in 2 s
     assert by["deepctr"]["target_valid_auc"] == 0.73  # the lowest best valid AUC of the group
     assert by["featmux"]["seconds_to_target"] == 2.0 and by["deepctr"]["seconds_to_target"] == 8.0
-    (ratio,) = _ratios(training)
+    (ratio,) = ratios(training)
     assert ratio["best_peer"] == "deepctr" and ratio["speedup_vs_best_peer"] == 4.0
     assert ratio["speedup_vs_plain"] == 2.0
     assert ratio["time_to_auc_speedup_vs_best_peer"] == 4.0
@@ -87,7 +87,7 @@ def test_shard_cache_follows_re_exported_arrays(tmp_path):
     def export(rows: int, offset: int) -> None:
         for split in ("train", "valid", "test"):
             ids = np.arange(rows * 2, dtype=np.int64).reshape(rows, 2) + offset
-            _save_split(tmp_path, split, ids, np.zeros(rows, np.float32))
+            save_split(tmp_path, split, ids, np.zeros(rows, np.float32))
 
     export(10, 0)
     assert len(encoded_splits(tmp_path)["train"]) == 10
@@ -158,7 +158,7 @@ def test_loop_summary_ratios_and_report():
 
 
 def test_loop_compares_against_torch_dropout():
-    model = build_model("dcnv2", PlainEmbeddingBag(_schema(2).categorical, 3, [4, 5]), 0,
+    model = build_model("dcnv2", PlainEmbeddingBag(int_schema(2).categorical, 3, [4, 5]), 0,
                         {"hidden": [8, 8], "dropout": 0.3})  # fmt: skip
     assert use_torch_dropout(model) == 2
     assert sum(isinstance(m, torch.nn.Dropout) for m in model.modules()) == 2

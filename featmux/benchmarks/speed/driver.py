@@ -19,7 +19,7 @@ import torch
 from featmux.atomic import write_json_atomic
 from featmux.benchmarks.speed.config import SpeedConfig, repo_root
 from featmux.benchmarks.speed.contenders import peer_names
-from featmux.benchmarks.speed.report import _ratios, _summarise_training, render_markdown
+from featmux.benchmarks.speed.report import ratios, render_markdown, summarise_training
 from featmux.benchmarks.speed.timing import gemm_peak_gflops, machine, measurement_lock
 from featmux.benchmarks.speed.workloads import encoded_splits, export_frappe, export_synthetic
 from featmux.embeddings.base import INIT_STD
@@ -129,8 +129,8 @@ def run_speed(config: SpeedConfig, log: Callable[[str], None] = print) -> dict[s
                 train_rows = int(z["labels"].shape[0])
             runs.append({**spec, **result, "contender": contender, "train_rows": train_rows})
         report["training_runs"] = runs
-        report["training"] = _summarise_training(runs)
-        report["ratios"] = _ratios(report["training"])
+        report["training"] = summarise_training(runs)
+        report["ratios"] = ratios(report["training"])
     if "embedding" in config.parts:
         spec = {
             "data": str(work / "synthetic"),

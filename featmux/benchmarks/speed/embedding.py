@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from featmux.atomic import write_json_atomic
-from featmux.benchmarks.speed.workloads import _schema
+from featmux.benchmarks.speed.workloads import int_schema
 from featmux.embeddings import (
     CollisionlessEmbedding,
     FeatureEmbedding,
@@ -31,7 +31,7 @@ from featmux.training.optim import RowAdam
 def _embedding_variants(ids: torch.Tensor, vocab_sizes: Sequence[int], dim: int) -> dict[str, Any]:
     """name -> (module, step function) for every layer measured; ids [B, F] per-field indices."""
     num_fields = ids.shape[1]
-    features = _schema(num_fields).categorical
+    features = int_schema(num_fields).categorical
     total = int(sum(vocab_sizes))
     variants: dict[str, Callable[[], Callable[[torch.Tensor], None]]] = {}
 

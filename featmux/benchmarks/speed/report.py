@@ -11,7 +11,7 @@ import numpy as np
 from featmux.benchmarks.speed.contenders import labels, peer_names
 
 
-def _summarise_training(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarise_training(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per run: samples/s, best validation epoch's test AUC, and time to the group's common valid AUC."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for run in runs:
@@ -55,7 +55,7 @@ def _summarise_training(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _ratios(training: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def ratios(training: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """featmux / best peer (and / plain baseline) per workload, with the AUCs side by side."""
     out = []
     keys = sorted({(r["dataset"], r["model"]) for r in training})

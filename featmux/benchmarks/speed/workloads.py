@@ -22,7 +22,8 @@ CRITEO_LIKE = (
 )  # fmt: skip
 
 
-def _save_split(directory: Path, split: str, ids: np.ndarray, labels: np.ndarray) -> None:
+def save_split(directory: Path, split: str, ids: np.ndarray, labels: np.ndarray) -> None:
+    """Write one split's per-field ids and labels as `<directory>/<split>.npz` (atomically)."""
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{split}.tmp.npz"
     np.savez(tmp, ids=ids.astype(np.int64), labels=labels.astype(np.float32))
@@ -47,7 +48,7 @@ def export_frappe(frappe_dir: Path, out: Path, log: Callable[[str], None]) -> Pa
             pos = np.searchsorted(k, chunk.ids[:, i])
             hit = k[np.minimum(pos, k.size - 1)] == chunk.ids[:, i]
             ids[:, i] = np.where(hit, pos + 1, 0)
-        _save_split(out, split, ids, chunk.labels)
+        save_split(out, split, ids, chunk.labels)
     meta = {"dataset": "frappe", "fields": list(names), "vocab_sizes": [int(k.size) + 1 for k in keys]}
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     return out
@@ -67,7 +68,7 @@ def export_synthetic(rows: tuple[int, int, int], seed: int, out: Path, log: Call
         frames = list(iter_synthetic(config, n, start_row=start))
         ids = np.concatenate([f.select(config.feature_names).to_numpy() for f in frames])
         labels = np.concatenate([f.get_column("label").to_numpy() for f in frames])
-        _save_split(out, split, ids, labels)
+        save_split(out, split, ids, labels)
         start += n
     meta = {
         "dataset": "synthetic",
@@ -80,7 +81,8 @@ def export_synthetic(rows: tuple[int, int, int], seed: int, out: Path, log: Call
     return out
 
 
-def _schema(num_fields: int) -> Schema:
+def int_schema(num_fields: int) -> Schema:
+    """The schema of the exported arrays: fields f0..f{n-1}, ids used as INT fingerprints."""
     return Schema("label", tuple(CategoricalFeature(f"f{i}", ValueEncoding.INT) for i in range(num_fields)))
 
 
@@ -103,7 +105,7 @@ def encoded_splits(data: Path) -> dict[str, EncodedDataset]:
             with np.load(source) as z:
                 ids, labels = z["ids"], z["labels"]
             chunk = EncodedChunk(ids, (), np.zeros((ids.shape[0], 0), np.float32), labels)
-            EncodedDataset.write(target, _schema(ids.shape[1]), [chunk])
+            EncodedDataset.write(target, int_schema(ids.shape[1]), [chunk])
             stamp_file.write_text(stamp)
         out[split] = EncodedDataset(target)
     return out
@@ -112,7 +114,8 @@ def encoded_splits(data: Path) -> dict[str, EncodedDataset]:
 # -- contenders (each runs in its own process) ---------------------------------------------------------------
 
 
-def _model_options(spec: dict[str, Any]) -> dict[str, Any]:
+def model_options(spec: dict[str, Any]) -> dict[str, Any]:
+    """The model options every contender shares (MLP, batch norm; DCN-v2's parallel cross layers)."""
     options = {"hidden": list(spec["hidden"]), "batch_norm": bool(spec.get("batch_norm", False))}
     if spec["model"] == "deepfm":
         return options

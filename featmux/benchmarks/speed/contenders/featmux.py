@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from featmux.benchmarks.speed.contenders import Contender
-from featmux.benchmarks.speed.workloads import _model_options, encoded_splits
+from featmux.benchmarks.speed.workloads import encoded_splits, model_options
 from featmux.embeddings import (
     Budget,
     EmbeddingMethod,
@@ -37,7 +37,7 @@ def run_featmux(spec: dict[str, Any]) -> dict[str, Any]:
         emb_spec = EmbeddingSpec(EmbeddingMethod.COLLISIONLESS, dim)
         vocabulary = splits["train"].fit_vocabulary()
     embedding = build_embedding(schema.categorical, emb_spec, vocabulary)
-    model = build_model(spec["model"], embedding, 0, _model_options(spec))
+    model = build_model(spec["model"], embedding, 0, model_options(spec))
     config = TrainConfig(
         epochs=spec["epochs"],
         batch_size=spec["batch_size"],

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from featmux.benchmarks.speed.contenders import Contender
-from featmux.benchmarks.speed.workloads import _model_options, _schema
+from featmux.benchmarks.speed.workloads import int_schema, model_options
 from featmux.embeddings import (
     FeatureEmbedding,
 )
@@ -74,8 +74,10 @@ def run_plain(spec: dict[str, Any]) -> dict[str, Any]:
             arrays[split] = (torch.from_numpy(z["ids"]), torch.from_numpy(z["labels"]))
     num_fields = arrays["train"][0].shape[1]
     torch.manual_seed(spec["seed"])
-    embedding = PlainEmbeddingBag(_schema(num_fields).categorical, spec["embedding_dim"], meta["vocab_sizes"])
-    model = build_model(spec["model"], embedding, 0, _model_options(spec))
+    embedding = PlainEmbeddingBag(
+        int_schema(num_fields).categorical, spec["embedding_dim"], meta["vocab_sizes"]
+    )
+    model = build_model(spec["model"], embedding, 0, model_options(spec))
     sparse_opt = torch.optim.SparseAdam(embedding.table_parameters(), lr=spec["learning_rate"])
     dense_opt = torch.optim.Adam(model.dense_parameters(), lr=spec["learning_rate"])
     no_dense = torch.zeros(spec["batch_size"], 0)
