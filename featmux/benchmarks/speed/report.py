@@ -138,7 +138,7 @@ def _ratio_rows(ratios: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
-def _training_rows(training: list[dict[str, Any]], peak: float) -> list[list[str]]:
+def _training_rows(training: list[dict[str, Any]], peak: float, peak_bf16: float) -> list[list[str]]:
     rows = []
     for r in training:
         name = labels().get(r["contender"], r["contender"])
@@ -149,7 +149,8 @@ def _training_rows(training: list[dict[str, Any]], peak: float) -> list[list[str
             continue
         flops = "-"
         if "achieved_gflops" in r:
-            flops = f"{r['achieved_gflops']:.0f} ({100 * r['achieved_gflops'] / peak:.0f}%)"
+            top = peak_bf16 if r["contender"].endswith("-bf16") else peak  # the peak of the run's precision
+            flops = f"{r['achieved_gflops']:.0f} ({100 * r['achieved_gflops'] / top:.0f}%)"
         rows.append(
             [
                 r["dataset"],
@@ -172,6 +173,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown tables (what `featmux bench speed` prints and saves)."""
     m = report["machine"]
     peak = report.get("gemm_peak_gflops") or float("nan")
+    peak_bf16 = report.get("gemm_peak_gflops_bf16") or float("nan")
     lines = [
         f"# featmux speed, {report['created']}",
         "",
@@ -201,10 +203,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         header += [
             "s to valid AUC target",
             "peak RSS MiB",
-            "dense GFLOP/s (% of GEMM peak)",
+            "dense GFLOP/s (% of the fp32 or bf16 GEMM peak)",
             "load start/end",
         ]
-        lines += ["## Training runs", "", *_table(header, _training_rows(report["training"], peak)), ""]
+        lines += [
+            "## Training runs",
+            "",
+            *_table(header, _training_rows(report["training"], peak, peak_bf16)),
+            "",
+        ]
     emb = report.get("embedding")
     if emb and emb.get("layers"):
         ok = [x for x in emb["layers"] if "rows_per_s" in x]
