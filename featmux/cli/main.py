@@ -131,6 +131,10 @@ def train(
     seed: Annotated[int | None, typer.Option()] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
     device: Annotated[str | None, typer.Option(help="Train on this device: cpu or cuda.")] = None,
+    bf16: Annotated[
+        bool | None,
+        typer.Option("--bf16/--no-bf16", help="bf16 autocast (default: on where the device has native bf16)"),
+    ] = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="Resumable checkpoints go here.")] = None,
     cache_dir: Annotated[
         Path | None, typer.Option(help="Encoded-data cache (default ~/.cache/featmux).")
@@ -227,6 +231,7 @@ def train(
         "seed": seed,
         "threads": threads,
         "device": device,
+        "bf16": bf16,
         "checkpoint_dir": checkpoint_dir,
         "cache_dir": cache_dir,
     }
@@ -403,6 +408,8 @@ def _print_result(result: dict[str, Any]) -> None:
     ]
     for key in keys:
         table.add_row(key, _fmt(result.get(key)))
+    if "autocast" in result:
+        table.add_row("bf16 autocast", "on" if result["autocast"]["bf16"] else "off")
     Console().print(table)
 
 

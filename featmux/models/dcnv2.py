@@ -11,7 +11,7 @@ from torch import nn
 
 from featmux.embeddings.base import FeatureEmbedding
 from featmux.models.base import CTRModel, config_dict
-from featmux.models.layers import MLP, CrossNetwork
+from featmux.models.layers import MLP, CrossNetwork, to_autocast_dtype
 from featmux.sparse import SparseFeatures
 
 
@@ -78,6 +78,7 @@ class DCNv2(CTRModel):
 
     def forward(self, sparse: SparseFeatures, dense: torch.Tensor) -> torch.Tensor:
         _, x0 = self.flat_input(sparse, dense)  # [B, H]
+        x0 = to_autocast_dtype(x0)  # under bf16 autocast the cross layers then run in bf16 throughout
         crossed = self.cross(x0)  # [B, H]
         if self.mlp is None:
             out = crossed

@@ -7,9 +7,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from featmux.models.dropout import FastDropout
+
 
 class MLP(nn.Sequential):
-    """Linear -> [BatchNorm] -> ReLU -> [Dropout] per hidden layer; no output layer.
+    """Linear -> [BatchNorm] -> ReLU -> [Dropout] per hidden layer; no output layer (dropout: `FastDropout`).
 
     Args:
         input_dim: width of the input.
@@ -29,10 +31,23 @@ class MLP(nn.Sequential):
                 layers.append(nn.BatchNorm1d(h))
             layers.append(nn.ReLU())
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(FastDropout(dropout))
             width = h
         super().__init__(*layers)
         self.output_dim = width
+
+
+def to_autocast_dtype(x: torch.Tensor) -> torch.Tensor:
+    """x in the autocast dtype (e.g. bf16) while autocast is on for its device, else x unchanged.
+
+    Elementwise ops promote a bf16 matmul output back to float32 when their other input is float32, so a
+    float32 input kept beside bf16 layers (DCN-v2's x0 in every cross layer) makes each layer cast
+    back and forth. Cast once at the input and the activations stay bf16 between layers.
+    """
+    kind = x.device.type
+    if x.is_floating_point() and torch.is_autocast_enabled(kind):
+        return x.to(torch.get_autocast_dtype(kind))
+    return x
 
 
 class CrossNetwork(nn.Module):

@@ -49,7 +49,8 @@ class TrainConfig:
         on_nonfinite: what a batch with a NaN/Inf loss does: STOP the run (default) or SKIP the batch.
             Either way it never updates the weights, and it is reported with its location.
         autocast_bf16: run the forward pass under bf16 autocast (matmuls in bfloat16; on CPU worth it only
-            with native bf16, e.g. AVX-512 BF16 or AMX; weights and optimizer stay float32).
+            with native bf16, e.g. AVX-512 BF16 or AMX; weights and optimizer stay float32). Off here;
+            run configs (`featmux train`) decide it with `featmux.training.precision.resolve_bf16`.
         device: where the model and its optimizer state live, e.g. "cpu" or "cuda" (batches are read on
             the CPU and moved there). Runs on CUDA are not bit-for-bit deterministic.
     """

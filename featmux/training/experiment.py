@@ -36,6 +36,7 @@ from featmux.models import CTRModel, build_model
 from featmux.training.checkpoint import save_model
 from featmux.training.config import TrainConfig
 from featmux.training.metrics import Metrics
+from featmux.training.precision import cpu_flags
 from featmux.training.run_config import RunConfig
 from featmux.training.trainer import FitSummary, Trainer, evaluate
 
@@ -147,6 +148,8 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
         + (f"; budget {target}" if target is not None else "")
         + f"), {emb.num_slots} slots of dim {emb.embedding_dim}"
     )
+    precision = config.bf16_choice()
+    say(f"bf16 autocast {'on' if precision.enabled else 'off'} ({precision.reason})")
     trainer = Trainer(
         model, config.train_config(), data.schema, config.checkpoint_dir, on_event=event_logger(say)
     )
@@ -171,6 +174,7 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
     result = experiment_result(config, data, emb, dense, fit, test, prepare_seconds)
     if served:
         result["fp32"] = trained
+    result["autocast"] = precision.as_dict()  # the table precision is in embedding_config
     if trainer.device.type == "cuda":
         result["peak_gpu_bytes"] = torch.cuda.max_memory_allocated(trainer.device)
     return result
@@ -254,6 +258,7 @@ def environment() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
+        "cpu_flags": list(cpu_flags()),
         "python": platform.python_version(),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }

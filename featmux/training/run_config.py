@@ -20,6 +20,7 @@ from featmux.features import Schema
 from featmux.models import MODELS
 from featmux.models.base import config_from_dict
 from featmux.training.config import NonFinitePolicy, OptimizerKind, check_device
+from featmux.training.precision import Bf16Choice, resolve_bf16
 
 
 class RunConfig(BaseModel):
@@ -51,6 +52,7 @@ class RunConfig(BaseModel):
     seed: int = 0
     threads: int | None = Field(None, ge=1)
     device: str = "cpu"  # where the model trains: "cpu" or "cuda"
+    bf16: bool | None = None  # bf16 autocast: True, False or None (on where the device has native bf16)
     checkpoint_dir: Path | None = None
     checkpoint_every_steps: int | None = Field(None, ge=1)
     skip_bad_rows: bool = False
@@ -147,7 +149,12 @@ class RunConfig(BaseModel):
             "threads": self.threads,
             "on_nonfinite": self.on_nonfinite,
             "device": self.device,
+            "autocast_bf16": self.bf16_choice().enabled,
         }
+
+    def bf16_choice(self) -> Bf16Choice:
+        """Whether this run trains under bf16 autocast, and why (`bf16` None: where it is native)."""
+        return resolve_bf16(self.bf16, self.device)
 
     def embedding_spec(self) -> EmbeddingSpec:
         """The embedding layer to build."""

@@ -73,6 +73,7 @@ def frappe_config(data: Path, cache: Path, max_steps: int, checkpoint_dir: Path 
         lr_decay=1.0,
         max_steps=max_steps,
         checkpoint_dir=checkpoint_dir,
+        bf16=False,  # float32 on every CPU, as the single-process reference it is compared with
         cache_dir=cache,
         progress=False,
     )
@@ -225,6 +226,7 @@ def sgd_config(data: Path, cache: Path, **changes: Any) -> ExperimentConfig:
         "lr_decay": 1.0,
         "cache_dir": cache,
         "progress": False,
+        "bf16": False,  # float32 on every CPU, as the references these runs are compared with
     }
     return ExperimentConfig(**{**options, **changes})
 

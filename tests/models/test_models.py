@@ -10,7 +10,7 @@ import featmux
 from featmux.embeddings import UnifiedEmbedding, UnifiedEmbeddingConfig
 from featmux.features import CategoricalFeature, ValueEncoding
 from featmux.models import MODELS, DCNv2, DCNv2Config, build_model
-from featmux.models.layers import CrossNetwork, fm_interaction
+from featmux.models.layers import CrossNetwork, fm_interaction, to_autocast_dtype
 from featmux.sparse import Bag, SparseFeatures
 
 FEATURES = (
@@ -103,3 +103,21 @@ def test_layering_models_and_embeddings_import_no_training_data_or_distributed()
                     names = [node.module]
                 bad = [n for n in names if n.startswith(forbidden)]
                 assert not bad, f"{path.name} imports {bad}"
+
+
+def test_dcnv2_cross_layers_stay_bf16_under_autocast():
+    x = torch.randn(4, 3)
+    assert to_autocast_dtype(x) is x  # no autocast: unchanged
+    model = DCNv2(embedding(1), 3, DCNv2Config(cross_layers=2, hidden=(8,)))
+    seen = []
+    model.cross.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    sparse, dense = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert to_autocast_dtype(torch.arange(3)).dtype == torch.int64  # ids are left alone
+        out = model(sparse, dense)
+    out.float().sum().backward()
+    assert seen == [torch.bfloat16]  # before: promoted back to float32 by x0 * (W x + b)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert model.embedding.shared.weight.grad is not None
+    model(sparse, dense)
+    assert seen[-1] == torch.float32
