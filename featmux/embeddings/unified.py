@@ -29,6 +29,7 @@ import torch
 
 from featmux.embeddings.base import FeatureEmbedding, TableEmbedding
 from featmux.embeddings.collisionless import CollisionlessEmbedding
+from featmux.embeddings.precision import Precision, levels, row_bytes, served_bytes
 from featmux.embeddings.registry import (
     BudgetTarget,
     EmbeddingMethod,
@@ -222,9 +223,15 @@ class _SharedTable(TableEmbedding):
 class UnifiedEmbedding(FeatureEmbedding):
     """Unified Embedding: one shared hashed table for all features, K_f probes per feature.
 
+    With `qat` int8 or int4 the layer trains float master rows but reads every row as it will be
+    served (row-wise codes with a float16 scale and bias, `featmux.embeddings.precision`), gradients
+    passing straight through; `serving_bytes()` counts the served tables, `memory_bytes()` the float
+    ones, and `quantize_embedding(layer, qat)` gives the served layer, which computes the same outputs.
+
     Args:
         features: the categorical features.
         config: table size, chunk counts, sub-tables and private features.
+        qat: the precision the tables are served at and trained for (fp32: plain training).
         device: where to allocate.
 
     Example:
@@ -239,6 +246,7 @@ class UnifiedEmbedding(FeatureEmbedding):
         self,
         features: Sequence[CategoricalFeature],
         config: UnifiedEmbeddingConfig,
+        qat: Precision | str = Precision.FP32,
         device: torch.device | None = None,
     ) -> None:
         super().__init__(features, config.embedding_dim)
@@ -266,6 +274,13 @@ class UnifiedEmbedding(FeatureEmbedding):
         bag_index = {f.name: j for j, f in enumerate(self.multivalent)}
         self._shared_bags = [bag_index[f.name] for f in self.shared.multivalent]
         self._private_bags = [bag_index[f.name] for f in private if f.multivalent]
+        self.qat = Precision(qat)
+        if self.qat is not Precision.FP32:
+            self.set_quantization_aware(levels(self.qat))
+
+    def serving_bytes(self) -> int:
+        """Bytes of the served layer: its tables at the `qat` precision (`memory_bytes()` at fp32)."""
+        return served_bytes(self, self.qat)
 
     def fill_private_vocabulary(self, vocabulary: Vocabulary, min_count: int = 1) -> None:
         """Copy the private features' vocabularies into their tables (needed once, before training)."""
@@ -292,7 +307,10 @@ class UnifiedEmbedding(FeatureEmbedding):
         return [self.shared.weight] + ([self.private.weight] if self.private is not None else [])
 
     def config(self) -> dict[str, Any]:
-        return UnifiedMethod.layer_config(self.unified_config)
+        return UnifiedMethod.layer_config(self.unified_config, self.qat)
+
+
+QAT_BITS = {0: Precision.FP32, 8: Precision.INT8, 4: Precision.INT4}
 
 
 @dataclass(frozen=True)
@@ -305,15 +323,18 @@ class UnifiedOptions:
         default_chunks: K for unlisted features.
         private_max_cardinality: features with at most this many values keep a private collisionless
             table, paid from the budget (0: none).
+        qat_bits: 8 or 4: quantization-aware training for tables served as int8 / int4; the rows are
+            solved from the budget in served bytes (0: fp32 tables).
 
     Example:
-        >>> UnifiedOptions(num_tables=2, chunks={"user": 2})
+        >>> UnifiedOptions(num_tables=2, chunks={"user": 2}, qat_bits=8)
     """
 
     num_tables: int = 1
     chunks: Mapping[str, int] = field(default_factory=dict)
     default_chunks: int = 1
     private_max_cardinality: int = 0
+    qat_bits: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "chunks", {str(k): int(v) for k, v in dict(self.chunks).items()})
@@ -326,6 +347,13 @@ class UnifiedOptions:
             raise ValueError(f"chunks must be >= 1, got {bad}")
         if self.private_max_cardinality < 0:
             raise ValueError(f"private_max_cardinality must be >= 0, got {self.private_max_cardinality}")
+        if self.qat_bits not in QAT_BITS:
+            raise ValueError(f"qat_bits must be one of {sorted(QAT_BITS)}, got {self.qat_bits}")
+
+    @property
+    def qat(self) -> Precision:
+        """The precision the tables are trained for and served at."""
+        return QAT_BITS[self.qat_bits]
 
 
 class UnifiedMethod(EmbeddingMethod):
@@ -359,10 +387,12 @@ class UnifiedMethod(EmbeddingMethod):
                     private[f.name] = n
 
         # the private tables (rows, vocabulary keys, row starts) are paid first; the shared rows get the
-        # rest (the shared table is all else the layer stores: its index buffers are not stored)
+        # rest (the shared table is all else the layer stores: its index buffers are not stored). Rows
+        # cost what they take served: fp32, or int8 / int4 codes plus a scale and bias (qat_bits).
         per_value, key = target.costs
-        paid = sum(full_table_bytes(n, embedding_dim, per_value, key) for n in private.values())
-        rows = (target.amount - paid) // (embedding_dim * per_value)
+        per_row = row_bytes(options.qat, embedding_dim) if per_value > 1 else embedding_dim  # bytes | params
+        paid = sum(full_table_bytes(n, 1, per_row, key) for n in private.values())
+        rows = (target.amount - paid) // per_row
         if rows < options.num_tables:
             raise ValueError(
                 f"a budget of {target} is too small: it leaves fewer than {options.num_tables} shared "
@@ -372,13 +402,15 @@ class UnifiedMethod(EmbeddingMethod):
         return self.layer_config(
             UnifiedEmbeddingConfig(
                 rows, embedding_dim, options.num_tables, options.chunks, options.default_chunks, private
-            )
+            ),
+            options.qat,
         )
 
     @staticmethod
-    def layer_config(c: UnifiedEmbeddingConfig) -> dict[str, Any]:
-        """The plain config (checkpoint form) of a layer of shape `c`."""
-        return {
+    def layer_config(c: UnifiedEmbeddingConfig, qat: Precision = Precision.FP32) -> dict[str, Any]:
+        """The plain config (checkpoint form) of a layer of shape `c` (trained for `qat`)."""
+        extra = {} if qat is Precision.FP32 else {"qat": qat.value}
+        return extra | {
             "method": UnifiedMethod.name,
             "embedding_dim": c.embedding_dim,
             "rows": c.rows,
@@ -400,7 +432,7 @@ class UnifiedMethod(EmbeddingMethod):
             default_chunks=int(config.get("default_chunks", 1)),
             private=config.get("private", {}),
         ).with_placement(int(config.get("placement", 1)))  # configs without it predate layout version 2
-        return UnifiedEmbedding(features, unified, device)
+        return UnifiedEmbedding(features, unified, config.get("qat", "fp32"), device)
 
     def fill(self, layer: FeatureEmbedding, vocabulary: Vocabulary, min_count: int) -> None:
         assert isinstance(layer, UnifiedEmbedding)
