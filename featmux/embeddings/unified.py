@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 
 from featmux.embeddings.base import FeatureEmbedding, TableEmbedding
@@ -311,6 +312,44 @@ class UnifiedEmbedding(FeatureEmbedding):
 
 
 QAT_BITS = {0: Precision.FP32, 8: Precision.INT8, 4: Precision.INT4}
+AUTO = "auto"
+MAX_AUTO_CHUNKS = 4
+CHUNK_COLLISIONS = 0.1
+"""`auto_chunks`: the expected share of a feature's (effective) values that may share all their rows."""
+
+
+def effective_values(counts: np.ndarray) -> float:
+    """exp(entropy) of the training value counts: how many equally frequent values they amount to.
+
+    A uniform feature of n values gives n; a skewed one much less (its head carries the traffic).
+    """
+    c = counts[counts > 0].astype(np.float64)
+    if c.size == 0:
+        return 1.0
+    p = c / c.sum()
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def auto_chunks(counts: Mapping[str, np.ndarray], rows_per_table: int) -> dict[str, int]:
+    """K_f per feature from its training value counts and the rows one chunk probes (M / T).
+
+    A value whose K chunks all land on rows that another value of the same feature also reads is
+    indistinguishable from it. With n_f effective values (`effective_values`) hashed into m rows,
+    a value expects (n_f - 1) / m^K such twins, so K_f is the smallest K with
+    (n_f - 1) / m^K <= CHUNK_COLLISIONS, at most MAX_AUTO_CHUNKS. Small or skewed features get one
+    chunk (each chunk adds a slot to the model and |V_f| lookups to the shared rows' load); features
+    with more effective values than rows get two or more. The rule reads only the counts and the
+    budget's rows, so the choice is deterministic.
+    """
+    m = max(2, rows_per_table)
+    chosen = {}
+    for name, c in counts.items():
+        twins = effective_values(c) - 1
+        k = 1
+        while k < MAX_AUTO_CHUNKS and twins / m**k > CHUNK_COLLISIONS:
+            k += 1
+        chosen[name] = k
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -320,7 +359,7 @@ class UnifiedOptions:
     Args:
         num_tables: T sub-tables of the shared table.
         chunks: K_f per feature name; unlisted features get `default_chunks`.
-        default_chunks: K for unlisted features.
+        default_chunks: K for unlisted features, or "auto": K_f chosen per feature by `auto_chunks`.
         private_max_cardinality: features with at most this many values keep a private collisionless
             table, paid from the budget (0: none).
         qat_bits: 8 or 4: quantization-aware training for tables served as int8 / int4; the rows are
@@ -332,7 +371,7 @@ class UnifiedOptions:
 
     num_tables: int = 1
     chunks: Mapping[str, int] = field(default_factory=dict)
-    default_chunks: int = 1
+    default_chunks: int | str = 1
     private_max_cardinality: int = 0
     qat_bits: int = 0
 
@@ -340,8 +379,14 @@ class UnifiedOptions:
         object.__setattr__(self, "chunks", {str(k): int(v) for k, v in dict(self.chunks).items()})
         if self.num_tables < 1:
             raise ValueError(f"num_tables must be >= 1, got {self.num_tables}")
-        if self.default_chunks < 1:
-            raise ValueError(f"default_chunks must be >= 1, got {self.default_chunks}")
+        chunks = self.default_chunks
+        if isinstance(chunks, str) and chunks.strip().isdigit():
+            chunks = int(chunks)
+        elif isinstance(chunks, str):
+            chunks = chunks.strip().lower()
+        object.__setattr__(self, "default_chunks", chunks)
+        if chunks != AUTO and not (isinstance(chunks, int) and chunks >= 1):
+            raise ValueError(f"default_chunks must be >= 1 or {AUTO!r}, got {self.default_chunks!r}")
         bad = {n: k for n, k in self.chunks.items() if k < 1}
         if bad:
             raise ValueError(f"chunks must be >= 1, got {bad}")
@@ -399,10 +444,21 @@ class UnifiedMethod(EmbeddingMethod):
                 f"rows of width {embedding_dim} after the private tables ({len(private)}): raise the "
                 "budget or make fewer features private"
             )
+        chunks = dict(options.chunks)
+        if options.default_chunks == AUTO:
+            if stats.vocabulary is None:
+                raise ValueError("--chunks auto reads the training value counts: it needs a vocabulary")
+            vocabulary = stats.vocabulary
+            counts = {
+                f.name: vocabulary[f.name].counts[vocabulary[f.name].counts >= stats.min_count]
+                for f in features
+                if f.name not in chunks and f.name not in private
+            }
+            # the shared rows do not depend on the chunk counts, so they are solved first
+            chunks |= auto_chunks(counts, rows // options.num_tables)
+        default_chunks = options.default_chunks if options.default_chunks != AUTO else 1
         return self.layer_config(
-            UnifiedEmbeddingConfig(
-                rows, embedding_dim, options.num_tables, options.chunks, options.default_chunks, private
-            ),
+            UnifiedEmbeddingConfig(rows, embedding_dim, options.num_tables, chunks, default_chunks, private),
             options.qat,
         )
 
