@@ -69,7 +69,7 @@ def test_at_a_small_budget_the_flat_feature_gets_more_chunks(vocabulary):
 def test_listed_chunks_win_and_auto_needs_counts(vocabulary):
     layer = build_embedding(FEATURES, spec("1/16", chunks={"flat": 1}), vocabulary)
     assert layer.config()["chunks"]["flat"] == 1
-    with pytest.raises(ValueError, match="needs a vocabulary"):
+    with pytest.raises(ValueError, match="need a vocabulary"):
         build_embedding(FEATURES, spec("bytes:4000"), None)
     with pytest.raises(ValueError, match="default_chunks must be >= 1 or 'auto'"):
         spec("1/4", default_chunks="most")

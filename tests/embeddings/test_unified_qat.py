@@ -35,6 +35,11 @@ def test_rows_are_solved_from_the_served_bytes(features, vocabulary, bits):
     assert quantize_embedding(layer, precision).memory_bytes() == serving
 
 
+def test_a_parameter_budget_still_buys_its_rows(features, vocabulary):
+    layer = build_embedding(features, EmbeddingSpec("unified", DIM, Budget.parse("rows:700")), vocabulary)
+    assert layer.shared.num_rows == 700 and layer.num_parameters() == 700 * DIM
+
+
 def vocabulary_cards(vocabulary):
     return [vocabulary.cardinality(name) for name in ("user", "item", "device", "genres")]
 
