@@ -196,7 +196,8 @@ class _SharedTable(TableEmbedding):
             self._hot_blocks.append((key_lo, key_lo + self.hot[f.name], row_lo))
             key_lo += self.hot[f.name]
             row_lo += self.hot[f.name] * chunks[f.name]
-        self.register_buffer("hot_keys", torch.zeros(key_lo, dtype=torch.int64, device=device))
+        if key_lo:  # only then: state_dicts (checkpoints, TorchRec adapters) of other layers are unchanged
+            self.register_buffer("hot_keys", torch.zeros(key_lo, dtype=torch.int64, device=device))
         slots = [(f.name, c) for f in order for c in range(self._chunks[f.name])]
         where = placement(slots, config.num_tables, config.placement)
         check_placement(where, config.num_tables)
@@ -229,8 +230,9 @@ class _SharedTable(TableEmbedding):
         got = {f.name: p.size for f, p in zip(self._order, parts, strict=True)}
         if got != {f.name: self.hot[f.name] for f in self._order}:
             raise ValueError(f"the vocabulary has {got} values for hot counts {self.hot}")
-        with torch.no_grad():
-            self.hot_keys.copy_(torch.from_numpy(np.concatenate([np.zeros(0, np.int64), *parts])))
+        if sum(got.values()):
+            with torch.no_grad():
+                self.hot_keys.copy_(torch.from_numpy(np.concatenate(parts)))
 
     @property
     def _order(self) -> tuple[CategoricalFeature, ...]:
