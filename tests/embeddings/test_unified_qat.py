@@ -78,3 +78,28 @@ def test_options_and_serving_flags_are_checked():
     with pytest.raises(ValueError, match="give no --prune"):
         ExperimentConfig(embedding="unified", embedding_options={"qat_bits": 4}, prune=0.5)
     assert ExperimentConfig(embedding="unified", embedding_options={"qat_bits": 8}, precision="int8")
+
+
+def test_the_cli_trains_int8_auto_chunk_hot_unified_and_serves_it_int8(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from featmux.cli.main import app
+
+    monkeypatch.setenv("FEATMUX_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "result.json"
+    args = ["train", "--dataset-option", "rows=1500", "--dataset-option", "cardinalities=[10, 100, 1000]"]
+    args += ["--model", "dcnv2", "--model-option", "hidden=[16]", "--embedding", "unified", "--budget", "1/8"]
+    args += ["--chunks", "auto", "--embedding-option", "qat_bits=8", "--embedding-option", "hot_share=0.2"]
+    args += ["--batch-size", "256", "--epochs", "1", "--threads", "1", "--no-progress", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    config = data["embedding_config"]
+    assert config["qat"] == "int8" and config["precision"] == "int8" and sum(config["hot"].values()) > 0
+    assert set(config["chunks"]) == {"C1", "C2", "C3"}  # auto: the choice recorded per feature
+    assert config["chunks"]["C1"] == 1 and config["chunks"]["C3"] >= 2  # 10 values: 1; 1000 values: more
+    assert data["embedding_bytes"] <= data["budget_target"]["amount"] < data["fp32"]["embedding_bytes"]
+    bad = CliRunner().invoke(app, [*args[:-2], "--precision", "int4", "--out", str(out)])
+    assert bad.exit_code == 2 and "qat_bits trains the tables for int8" in bad.output
