@@ -112,7 +112,9 @@ def train(
     ] = False,
     embedding_dim: Annotated[int | None, typer.Option(help="Width D of one slot.")] = None,
     num_tables: Annotated[int | None, typer.Option(help="Unified: sub-tables T.")] = None,
-    chunks: Annotated[int | None, typer.Option(help="Unified: chunks (probes) per feature.")] = None,
+    chunks: Annotated[
+        str | None, typer.Option(help="Unified: chunks (probes) per feature, or auto (chosen per feature).")
+    ] = None,
     private_max_cardinality: Annotated[
         int | None, typer.Option(help="Unified: private tables up to this size.")
     ] = None,

@@ -205,6 +205,8 @@ def _slices(layer: FeatureEmbedding, path: str, part: TableEmbedding) -> list[Ta
     names = part.slot_names
     if isinstance(layer, UnifiedEmbedding) and path == "shared":
         config = layer.unified_config
+        if any(layer.shared.hot.values()) or layer.config().get("qat"):
+            raise ValueError("TorchRec sharding does not support unified hot rows (hot_share) or qat_bits")
         slots = [(f.name, c) for f in order for c in range(config.chunks_of(f.name))]
         if [f"{n}#{c}" for n, c in slots] != list(names):
             raise RuntimeError(

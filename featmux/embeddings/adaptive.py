@@ -33,6 +33,23 @@ def hot_keys(vocabulary: Vocabulary, name: str, count: int, min_count: int = 1) 
     return np.sort(keys[order])
 
 
+def hottest(counts: Sequence[np.ndarray], costs: Sequence[int], allowance: int) -> list[int]:
+    """How many values of each feature are hot: the most frequent values over all features, taken in
+    order of count (ties: the earlier feature) while their costs (`costs[f]` each) fit `allowance`.
+
+    Args:
+        counts: each feature's training value counts (values below min_count already dropped).
+        costs: what one hot value of each feature costs (its rows and its key).
+        allowance: what the hot values may cost in all.
+    """
+    owner = np.concatenate([np.full(c.size, i) for i, c in enumerate(counts)] + [np.zeros(0, np.int64)])
+    flat = np.concatenate([*counts, np.zeros(0, np.int64)])
+    order = np.argsort(-flat, kind="stable")
+    spent = np.cumsum(np.asarray(costs, dtype=np.int64)[owner[order]])
+    take = int(np.searchsorted(spent, allowance, side="right"))
+    return np.bincount(owner[order[:take]], minlength=len(counts)).astype(int).tolist()
+
+
 class AdaptiveEmbedding(TableEmbedding):
     """Hot values read their own rows (the first H rows); the others share S hashed rows.
 
@@ -155,16 +172,10 @@ class AdaptiveMethod(EmbeddingMethod):
         row = embedding_dim * per_value
         counts = [stats.vocabulary[f.name].counts for f in features]
         counts = [c[c >= stats.min_count] for c in counts]
-        total_values = sum(c.size for c in counts)
-        hot_total = min(total_values, int(target.amount * options.hot_share) // (row + key))
-        shared = (target.amount - hot_total * (row + key)) // row
+        per_feature = hottest(counts, [row + key] * len(counts), int(target.amount * options.hot_share))
+        shared = (target.amount - sum(per_feature) * (row + key)) // row
         if shared < 1:
             raise ValueError(f"a budget of {target} is too small for adaptive: no shared row is left")
-        # the hot_total largest counts over all features (ties: the first feature, smaller fingerprint)
-        owner = np.concatenate([np.full(c.size, i) for i, c in enumerate(counts)] + [np.zeros(0, np.int64)])
-        flat = np.concatenate([*counts, np.zeros(0, np.int64)])
-        top = np.argsort(-flat, kind="stable")[:hot_total]
-        per_feature = np.bincount(owner[top], minlength=len(features))
         return {
             "method": self.name,
             "embedding_dim": embedding_dim,

@@ -93,6 +93,14 @@ class FeatureEmbedding(nn.Module, ABC):
         tensors = {id(t): t for t in self.state_dict(keep_vars=True).values()}
         return sum(t.numel() * t.element_size() for t in tensors.values())
 
+    def serving_bytes(self) -> int:
+        """Bytes of the form this layer is served in; budgets count these.
+
+        The same as `memory_bytes()` unless the layer trains float master rows for a smaller served
+        form (Unified Embedding with `qat_bits` counts its int8 / int4 tables).
+        """
+        return self.memory_bytes()
+
     def table_parameters(self) -> list[nn.Parameter]:
         """Parameters that receive sparse gradients when `set_sparse_gradients(True)`."""
         return []

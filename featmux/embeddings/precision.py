@@ -30,7 +30,8 @@ class Precision(Enum):
     INT4 = "int4"
 
 
-def _levels(precision: Precision) -> int:
+def levels(precision: Precision) -> int:
+    """The largest code of int8 (255) or int4 (15) rows."""
     return 255 if precision is Precision.INT8 else 15
 
 
@@ -40,15 +41,37 @@ def quantize_rows(weight: torch.Tensor, precision: Precision) -> dict[str, torch
     if precision is Precision.FP16:
         return {"codes": w.half()}
     lo, hi = w.min(dim=1).values, w.max(dim=1).values  # [R]
-    scale = ((hi - lo) / _levels(precision)).half()
+    scale = ((hi - lo) / levels(precision)).half()
     bias = lo.half()
     step = scale.float().clamp_min(torch.finfo(torch.float16).tiny).unsqueeze(1)
-    codes = torch.round((w - bias.float().unsqueeze(1)) / step).clamp_(0, _levels(precision)).to(torch.uint8)
+    codes = torch.round((w - bias.float().unsqueeze(1)) / step).clamp_(0, levels(precision)).to(torch.uint8)
     if precision is Precision.INT4:
         if codes.shape[1] % 2:
             codes = F.pad(codes, (0, 1))
         codes = codes[:, 0::2] | (codes[:, 1::2] << 4)  # [R, ceil(D / 2)]
     return {"codes": codes, "scale": scale, "bias": bias}
+
+
+def row_bytes(precision: Precision, dim: int) -> int:
+    """Bytes one served row of width `dim` takes at `precision` (codes plus float16 scale and bias)."""
+    if precision is Precision.FP32:
+        return 4 * dim
+    if precision is Precision.FP16:
+        return 2 * dim
+    codes = dim if precision is Precision.INT8 else (dim + 1) // 2
+    return codes + 4
+
+
+def served_bytes(layer: FeatureEmbedding, precision: Precision) -> int:
+    """`memory_bytes()` of `quantize_embedding(layer, precision)`, without quantizing anything.
+
+    Every table's fp32 rows are replaced by `row_bytes(precision, D)` each; other stored tensors
+    (vocabulary keys, hot-value keys) are counted as they are. Works on `meta` layers (for `solve`).
+    """
+    tables = layer.table_modules()
+    fp32 = sum(t.weight.numel() * t.weight.element_size() for t in tables)
+    codes = sum(t.num_rows * row_bytes(precision, t.embedding_dim) for t in tables)
+    return layer.memory_bytes() - fp32 + codes
 
 
 def dequantize_rows(

@@ -38,7 +38,7 @@ class BudgetUnit(Enum):
 
 @dataclass(frozen=True)
 class BudgetTarget:
-    """A budget resolved to one number: bytes (`memory_bytes()`) or parameters (`num_parameters()`).
+    """A budget resolved to one number: bytes (`serving_bytes()`) or parameters (`num_parameters()`).
 
     Args:
         amount: the most the layer may cost, in `unit`.
@@ -54,7 +54,7 @@ class BudgetTarget:
 
     def cost(self, layer: FeatureEmbedding) -> int:
         """What `layer` costs in this budget's unit."""
-        return layer.memory_bytes() if self.unit is BudgetUnit.BYTES else layer.num_parameters()
+        return layer.serving_bytes() if self.unit is BudgetUnit.BYTES else layer.num_parameters()
 
     def fits(self, layer: FeatureEmbedding) -> bool:
         """Whether `layer` stays within the budget."""

@@ -156,17 +156,16 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
     fit = trainer.fit(data.train, data.valid, resume=config.resume)
     test = evaluate(model, data.test, trainer.config.eval_batch_size) if data.test is not None else None
     trained = {"embedding_bytes": emb.memory_bytes(), "test_auc": test.auc if test else None}
-    served = config.precision is not Precision.FP32 or config.prune > 0
+    # a layer trained for a precision (quantization-aware) is served at it
+    trained_for = Precision(emb.config().get("qat", "fp32"))  # unified qat_bits
+    precision = config.precision if config.precision is not Precision.FP32 else trained_for
+    served = precision is not Precision.FP32 or config.prune > 0
     if served:  # post-training: serve (and test) the quantized or pruned tables
-        emb = (
-            quantize_embedding(emb, config.precision)
-            if config.prune == 0
-            else prune_embedding(emb, config.prune)
-        )
+        emb = quantize_embedding(emb, precision) if config.prune == 0 else prune_embedding(emb, config.prune)
         model.embedding = emb
         test = evaluate(model, data.test, trainer.config.eval_batch_size) if data.test is not None else None
         fp32_bytes = trained["embedding_bytes"]
-        form = f"{config.precision.value}" if config.prune == 0 else f"pruned to {config.prune:g} sparsity"
+        form = f"{precision.value}" if config.prune == 0 else f"pruned to {config.prune:g} sparsity"
         say(f"{form} tables: {emb.memory_bytes():,} bytes (fp32: {fp32_bytes:,})")
     if config.checkpoint_dir is not None:
         save_model(Path(config.checkpoint_dir) / "model.pt", model, data.schema)

@@ -107,6 +107,12 @@ class RunConfig(BaseModel):
             raise ValueError("give --prune or --precision, not both: they are separate serving forms")
         if self.qat and self.precision not in (Precision.INT8, Precision.INT4):
             raise ValueError("qat trains for integer rows: give it with precision int8 or int4")
+        qat = getattr(self.embedding_spec().options, "qat", Precision.FP32)
+        if qat is not Precision.FP32 and (self.prune > 0 or self.precision not in (Precision.FP32, qat)):
+            raise ValueError(
+                f"qat_bits trains the tables for {qat.value} serving: give no --prune, and --precision "
+                f"only as {qat.value}"
+            )
         return self
 
     @model_validator(mode="after")
