@@ -148,8 +148,8 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
         + (f"; budget {target}" if target is not None else "")
         + f"), {emb.num_slots} slots of dim {emb.embedding_dim}"
     )
-    precision = config.bf16_choice()
-    say(f"bf16 autocast {'on' if precision.enabled else 'off'} ({precision.reason})")
+    autocast = config.bf16_choice()
+    say(f"bf16 autocast {'on' if autocast.enabled else 'off'} ({autocast.reason})")
     trainer = Trainer(
         model, config.train_config(), data.schema, config.checkpoint_dir, on_event=event_logger(say)
     )
@@ -173,7 +173,7 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
     result = experiment_result(config, data, emb, dense, fit, test, prepare_seconds)
     if served:
         result["fp32"] = trained
-    result["autocast"] = precision.as_dict()  # the table precision is in embedding_config
+    result["autocast"] = autocast.as_dict()  # the tables' precision is in embedding_config
     if trainer.device.type == "cuda":
         result["peak_gpu_bytes"] = torch.cuda.max_memory_allocated(trainer.device)
     return result
