@@ -65,6 +65,12 @@ PUBLIC = [
     serving.ScoringGraph,
     serving.Artefact,
     Int8Table,
+    models.WDL,
+    models.DCN,
+    models.XDeepFM,
+    models.AutoInt,
+    models.FinalMLP,
+    models.FinalNet,
 ]
 
 

@@ -6,11 +6,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from featmux.embeddings.base import FeatureEmbedding
+from featmux.models.autoint import AutoInt, AutoIntConfig
 from featmux.models.base import CTRModel, config_from_dict
+from featmux.models.dcn import DCN, DCNConfig
 from featmux.models.dcnv2 import DCNStructure, DCNv2, DCNv2Config
 from featmux.models.dlrm import DLRM, DLRMConfig
+from featmux.models.finalmlp import FinalMLP, FinalMLPConfig
+from featmux.models.finalnet import FinalNet, FinalNetConfig
 from featmux.models.fm import FM, DeepFM, DeepFMConfig, FMConfig
 from featmux.models.lr import LR, LRConfig
+from featmux.models.wdl import WDL, WDLConfig
+from featmux.models.xdeepfm import XDeepFM, XDeepFMConfig
 
 MODELS: dict[str, tuple[type[CTRModel], type]] = {
     "lr": (LR, LRConfig),
@@ -18,6 +24,12 @@ MODELS: dict[str, tuple[type[CTRModel], type]] = {
     "deepfm": (DeepFM, DeepFMConfig),
     "dcnv2": (DCNv2, DCNv2Config),
     "dlrm": (DLRM, DLRMConfig),
+    "wdl": (WDL, WDLConfig),
+    "dcn": (DCN, DCNConfig),
+    "xdeepfm": (XDeepFM, XDeepFMConfig),
+    "autoint": (AutoInt, AutoIntConfig),
+    "finalmlp": (FinalMLP, FinalMLPConfig),
+    "finalnet": (FinalNet, FinalNetConfig),
 }
 
 
@@ -37,11 +49,16 @@ def build_model(
 
 
 __all__ = [
+    "DCN",
     "DLRM",
     "FM",
     "LR",
     "MODELS",
+    "WDL",
+    "AutoInt",
+    "AutoIntConfig",
     "CTRModel",
+    "DCNConfig",
     "DCNStructure",
     "DCNv2",
     "DCNv2Config",
@@ -49,6 +66,13 @@ __all__ = [
     "DeepFM",
     "DeepFMConfig",
     "FMConfig",
+    "FinalMLP",
+    "FinalMLPConfig",
+    "FinalNet",
+    "FinalNetConfig",
     "LRConfig",
+    "WDLConfig",
+    "XDeepFM",
+    "XDeepFMConfig",
     "build_model",
 ]

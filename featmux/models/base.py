@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -74,6 +74,24 @@ class CTRModel(nn.Module, ABC):
         emb = self.embedding(sparse)  # [B, S, D]
         flat = emb.flatten(1)  # [B, S * D]
         return emb, (torch.cat([flat, dense], dim=1) if self.num_dense else flat)
+
+
+def slots_of(embedding: FeatureEmbedding, features: Sequence[str]) -> list[int]:
+    """Indices of the output slots of the named features (every chunk of each), in slot order.
+
+    Args:
+        embedding: the layer whose `slot_names` (`feature#chunk`) are searched.
+        features: feature names.
+
+    Raises:
+        ValueError: a name that is no feature of the layer, listing the valid ones.
+    """
+    owners = [s.rsplit("#", 1)[0] for s in embedding.slot_names]
+    unknown = sorted(set(features) - set(owners))
+    if unknown:
+        raise ValueError(f"unknown feature(s) {unknown}; the embedding has {sorted(set(owners))}")
+    wanted = set(features)
+    return [i for i, owner in enumerate(owners) if owner in wanted]
 
 
 def config_dict(config: Any) -> dict[str, Any]:
