@@ -3,6 +3,7 @@
 featmux train                                   # built-in synthetic CTR data, unified embedding
 featmux train --dataset frappe --data ../shared/data/frappe --embedding hashing --budget 1/16
 featmux train --config configs/frappe_dcnv2.yaml --seed 2 --out result.json
+featmux train --dataset frappe --data ../shared/data/frappe --model finalmlp  # configs/frappe_finalmlp.yaml
 featmux data inspect ../shared/data/frappe --dataset frappe
 """
 
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+from featmux.cli import preset as presets
 from featmux.cli.common import (
     BUDGET_HELP,
     EMBEDDING_HELP,
@@ -85,6 +87,9 @@ def train(
     config: Annotated[
         Path | None, typer.Option(help="YAML file of experiment options; flags override it.")
     ] = None,
+    preset: Annotated[
+        bool, typer.Option(help="Without --config, start from configs/<dataset>_<model>.yaml if it exists.")
+    ] = True,
     dataset: Annotated[
         str | None, typer.Option(help="frappe, movielens, criteo, avazu, csv or synthetic.")
     ] = None,
@@ -92,7 +97,12 @@ def train(
     dataset_option: Annotated[
         list[str] | None, typer.Option(help="Source option key=value (repeatable).")
     ] = None,
-    model: Annotated[str | None, typer.Option(help="lr, fm, deepfm, dcnv2 or dlrm.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="lr, fm, deepfm, wdl, dcn, dcnv2, dlrm, xdeepfm, autoint, finalmlp, finalnet, din."
+        ),
+    ] = None,
     model_option: Annotated[
         list[str] | None, typer.Option(help="Model option key=value, e.g. hidden=[400,400].")
     ] = None,
@@ -261,6 +271,8 @@ def train(
     overrides["progress"] = progress and sys.stderr.isatty()
     if resume is not None:
         overrides["resume"] = resume
+    if config is None and preset:
+        config = _preset(dataset, model)
     cfg = _load_config(ExperimentConfig, config, overrides)
     dist_flags = {
         "--sharding": sharding,
@@ -324,6 +336,17 @@ def _write_out(out: Path | None, result: dict[str, Any]) -> None:
 
     write_json_atomic(out, result)
     say(f"results written to {out}")
+
+
+def _preset(dataset: str | None, model: str | None) -> Path | None:
+    """The tuned preset of this dataset and model (defaults where not given), announced when found."""
+    from featmux.training.experiment import ExperimentConfig
+
+    fields = ExperimentConfig.model_fields
+    found = presets.find_preset(dataset or fields["dataset"].default, model or fields["model"].default)
+    if found is not None:
+        say(f"starting from the tuned preset {found} (flags override it; --no-preset: without it)")
+    return found
 
 
 def _train_online(
