@@ -66,6 +66,27 @@ class FeatureEmbedding(nn.Module, ABC):
     def slot_names(self) -> tuple[str, ...]:
         """Names of the S output slots, `feature#chunk`, in output order."""
 
+    def bag_vectors(self, name: str, values: torch.Tensor) -> torch.Tensor:
+        """The vectors of a multivalent feature's values, not pooled (for sequence models such as DIN).
+
+        Args:
+            name: a multivalent feature of this layer.
+            values: int64 [L] fingerprints (e.g. `Bag.values`).
+
+        Returns:
+            Tensor [L, K, D]: the K chunk vectors each value reads.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no unpooled lookup of bag values")
+
+    def bag_index(self, name: str) -> int:
+        """Position of multivalent feature `name` in `SparseFeatures.bags`."""
+        for j, f in enumerate(self.multivalent):
+            if f.name == name:
+                return j
+        raise ValueError(
+            f"{name!r} is not a multivalent feature of this layer: {[f.name for f in self.multivalent]}"
+        )
+
     @property
     def num_slots(self) -> int:
         return len(self.slot_names)
@@ -293,6 +314,15 @@ class TableEmbedding(FeatureEmbedding):
             include_last_offset=True,
         )  # [K * B, D]
         return pooled.view(chunks, batch, -1).transpose(0, 1)  # [B, K, D]
+
+    def bag_vectors(self, name: str, values: torch.Tensor) -> torch.Tensor:
+        rows = self.bag_rows(self.bag_index(name), values)  # [L, K]
+        if self._row_updates and self.weight.requires_grad and torch.is_grad_enabled():
+            unique, inverse = torch.unique(rows, return_inverse=True)
+            leaf = self.weight.detach().index_select(0, unique).requires_grad_()  # [U, D]
+            self._lookups.append(RowLookup(unique, leaf))
+            return _GatherRows.apply(leaf, inverse)  # [L, K, D]
+        return F.embedding(rows, self.weight, sparse=self._sparse)  # [L, K, D]
 
     def take_lookups(self) -> list[RowLookup]:
         """The lookups recorded since the last call (row-update mode), oldest first; clears them."""

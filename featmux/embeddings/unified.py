@@ -375,6 +375,12 @@ class UnifiedEmbedding(FeatureEmbedding):
         )
         return torch.cat([out_shared, out_private], dim=1)  # [B, S, D]
 
+    def bag_vectors(self, name: str, values: torch.Tensor) -> torch.Tensor:
+        part = self.shared if any(f.name == name for f in self.shared.features) else self.private
+        if part is None:
+            raise ValueError(f"{name!r} is not a feature of this layer")
+        return part.bag_vectors(name, values)
+
     def table_parameters(self) -> list[torch.nn.Parameter]:
         return [self.shared.weight] + ([self.private.weight] if self.private is not None else [])
 
