@@ -2,7 +2,9 @@
 
 Names (`SOURCES`):
 - `frappe`: a directory with frappe.{train,validation,test}.libfm.
-- `movielens`: a MovieLens 100K/1M directory or ratings file (see `detect_movielens`); option `ratings`.
+- `movielens`: a MovieLens 100K/1M directory or ratings file (see `detect_movielens`); option `ratings`;
+  `history=N` adds each rating's last N earlier ratings of its user (`featmux.data.sequences`, for DIN),
+  `share_embedding=true` makes the history movies read `item_id`'s rows.
 - `criteo`, `avazu`: a directory with train/dev/test files (e.g. shared/data/*/wide_resdnn), or one file.
 - `csv`: a CSV or Parquet table (the train file); options describe the columns (`label`, `categorical`,
   `numeric`, `multivalent`, ...) and optional `valid` / `test` files.
@@ -43,6 +45,7 @@ from featmux.data.readers.movielens import (
     movielens_schema,
 )
 from featmux.data.readers.table import csv_format, table_chunks, table_schema
+from featmux.data.sequences import build_history, history_schema, rating_events, with_history
 from featmux.data.synthetic import SyntheticConfig, iter_synthetic, mix64, synthetic_schema
 from featmux.data.text import DEFAULT_CHUNK_ROWS, LineFilter, TextChunk, frames, rechunk
 from featmux.features import Schema
@@ -344,19 +347,42 @@ def _open_avazu(path: Path | None, given: Mapping[str, Any], bad_rows: BadRows) 
 
 
 def _open_movielens(path: Path | None, given: Mapping[str, Any], bad_rows: BadRows) -> _Opened:
-    options = _options("movielens", given, {"ratings": None, "seed": 0, "fractions": DEFAULT_FRACTIONS})
+    defaults = {
+        "ratings": None,
+        "seed": 0,
+        "fractions": DEFAULT_FRACTIONS,
+        "history": 0,
+        "share_embedding": False,
+    }
+    options = _options("movielens", given, defaults)
     options["fractions"] = _fractions(options["fractions"])
     ml = detect_movielens(_need_path("movielens", path), options["ratings"])
     # the side tables are small: load (and check) them once, not on every pass
     users, items = load_users(ml, bad_rows), load_items(ml, bad_rows)
+    schema = movielens_schema()
+    history_length = int(options["history"])
+    if history_length < 0:
+        raise ValueError(
+            f"movielens: option history (the longest history kept) must be >= 0, got {history_length}"
+        )
+    if history_length:
+        schema = history_schema(schema, bool(options["share_embedding"]))
+    elif options["share_embedding"]:
+        raise ValueError("movielens: share_embedding needs a history (option history=N)")
+    history: list[pl.DataFrame] = []  # built on the first pass over the ratings, then kept
 
     def read(ratings: Path, **kwargs: Any) -> Iterator[TextChunk]:
-        return movielens_chunks(ml, users=users, items=items, **kwargs)
+        chunks = movielens_chunks(ml, users=users, items=items, **kwargs)
+        if not history_length:
+            return chunks
+        if not history:
+            history.append(build_history(rating_events(ml), items, history_length))
+        return with_history(chunks, history[0], [schema.label, *schema.feature_names])
 
     split_files: dict[str, Path | None] = {"train": ml.ratings, "valid": None, "test": None}
     readers, origins = _file_readers(read, split_files, bad_rows, int(options["seed"]), options["fractions"])
     record = {**options, "ratings": ml.ratings, "variant": ml.variant.value}
-    return movielens_schema(), ml.files, record, readers, origins
+    return schema, ml.files, record, readers, origins
 
 
 _CSV_DEFAULTS: dict[str, Any] = {

@@ -1,0 +1,164 @@
+"""Behaviour sequences for sequence models (DIN): each rating's history of the user's earlier ratings.
+
+The history of a rating (user u, time t) is the movies u rated at a time strictly before t, the most
+recent `max_length` of them, oldest first, each with its genres. Ratings in the same second are not in
+each other's history: the file order of a tie says nothing about which came first, so a rating never
+sees itself, a tie or anything later. Every rating of the file counts as behaviour (rating 3, which is
+no CTR row, and ratings of every split: a history says what was rated, never how).
+
+Two aligned multivalent features are added to the schema:
+- `hist_item_id` (int): the movies; with `share_embedding` it reads `item_id`'s rows (same vocabulary,
+  or same hash salts in Unified Embedding), so a movie has one vector whether target or history.
+- `hist_genres` (string): one value per history movie, its genre set joined by `|` (e.g.
+  `Animation|Comedy`; `(none)` without genres), so each position carries its movie's genres.
+
+Example:
+    >>> source = open_source("movielens", "shared/data/movielens-1m", ratings="cs100_half/ratings.dat",
+    ...                      history=50, share_embedding=True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from featmux.data.errors import BadRowPolicy, BadRows
+from featmux.data.readers._convert import to_int
+from featmux.data.readers.movielens import MovieLensFiles, ratings_format
+from featmux.data.text import TextChunk, iter_text
+from featmux.features import CategoricalFeature, Schema, ValueEncoding
+
+HISTORY_ITEMS = "hist_item_id"
+HISTORY_GENRES = "hist_genres"
+NO_GENRES = "(none)"
+
+
+def history_schema(base: Schema, share_embedding: bool, target: str = "item_id") -> Schema:
+    """`base` plus the two history features.
+
+    Args:
+        base: the rating rows' schema (it has `target`).
+        share_embedding: history movies read the rows of `target`.
+        target: the feature of the rated movie.
+    """
+    items = CategoricalFeature(
+        HISTORY_ITEMS, ValueEncoding.INT, multivalent=True, shares=target if share_embedding else None
+    )
+    genres = CategoricalFeature(HISTORY_GENRES, ValueEncoding.STRING, multivalent=True, separator="\t")
+    return Schema(base.label, (*base.categorical, items, genres), base.numeric)
+
+
+def history_offsets(
+    users: np.ndarray, times: np.ndarray, keys: np.ndarray, max_length: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each event's history lies in the events sorted by (user, time, key), vectorized.
+
+    Args:
+        users: int64 [n] user of each event.
+        times: int64 [n] its timestamp.
+        keys: int64 [n] unique event keys (only to order ties deterministically).
+        max_length: cap on the history length (the most recent events are kept).
+
+    Returns:
+        (order, starts, lengths): `order` sorts the events; the history of sorted event i is sorted
+        events [starts[i], starts[i] + lengths[i]), all of its user and all strictly earlier.
+    """
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    order = np.lexsort((keys, times, users))
+    u, t = users[order], times[order]
+    n = order.size
+    index = np.arange(n, dtype=np.int64)
+    new_user = np.ones(n, dtype=bool)
+    new_user[1:] = u[1:] != u[:-1]
+    new_tie = new_user.copy()
+    new_tie[1:] |= t[1:] != t[:-1]
+    user_start = np.maximum.accumulate(np.where(new_user, index, 0))
+    tie_start = np.maximum.accumulate(np.where(new_tie, index, 0))  # first event of the same second
+    starts = np.maximum(tie_start - max_length, user_start)
+    return order, starts, tie_start - starts
+
+
+def build_history(events: pl.DataFrame, items: pl.DataFrame, max_length: int) -> pl.DataFrame:
+    """The history features of every event.
+
+    Args:
+        events: columns `key` (unique int64, e.g. the line number), `user_id`, `item_id`, `timestamp`.
+        items: the movie table, `item_id` and `genres` (List(String)); events of other movies are no
+            behaviour (they have no genres to show).
+        max_length: cap on the history length.
+
+    Returns:
+        One row per event of a known movie: `key`, `hist_item_id` (List(Int64)), `hist_genres`
+        (List(String)), aligned position by position.
+    """
+    tokens = items.select(
+        "item_id",
+        pl.when(pl.col("genres").list.len() > 0)
+        .then(pl.col("genres").list.join("|"))
+        .otherwise(pl.lit(NO_GENRES))
+        .alias("token"),
+    )
+    known = events.join(tokens, on="item_id", how="inner")
+    keys = known.get_column("key").to_numpy().astype(np.int64)
+    order, starts, lengths = history_offsets(
+        known.get_column("user_id").to_numpy().astype(np.int64),
+        known.get_column("timestamp").to_numpy().astype(np.int64),
+        keys,
+        max_length,
+    )
+    offsets = np.zeros(order.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    # sorted positions of every history value: start of each event's window + 0..length-1
+    positions = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
+    source = order[positions]  # rows of `known`
+    item_values = known.get_column("item_id").to_numpy().astype(np.int64)[source]
+    token_values = known.get_column("token").gather(source).to_arrow()
+    arrow_offsets = pa.array(offsets)
+    return pl.DataFrame(
+        {
+            "key": keys[order],
+            HISTORY_ITEMS: pl.from_arrow(pa.LargeListArray.from_arrays(arrow_offsets, pa.array(item_values))),
+            HISTORY_GENRES: pl.from_arrow(pa.LargeListArray.from_arrays(arrow_offsets, token_values)),
+        }
+    )
+
+
+def rating_events(files: MovieLensFiles) -> pl.DataFrame:
+    """Every parsable rating of the ratings file: `key` (its line number), user_id, item_id, timestamp.
+
+    Malformed lines are left out here (the row reader reports them with their line and field).
+    """
+    parts = []
+    ignored = BadRows(BadRowPolicy.SKIP)
+    for chunk in iter_text(files.ratings, ratings_format(files.ratings), bad_rows=ignored):
+        columns, good = {"key": pl.Series(chunk.lines.astype(np.int64))}, np.ones(len(chunk.lines), bool)
+        for name in ("user_id", "item_id", "timestamp"):
+            values, check = to_int(chunk.frame.get_column(name), name)
+            columns[name] = values
+            good &= ~check.bad & values.is_not_null().to_numpy()
+        parts.append(pl.DataFrame(columns).filter(pl.Series(good)))
+    return pl.concat(parts) if parts else pl.DataFrame(schema={"key": pl.Int64})
+
+
+def with_history(
+    chunks: Iterator[TextChunk], history: pl.DataFrame, columns: list[str]
+) -> Iterator[TextChunk]:
+    """Rating chunks with their history features joined by line number (empty where there is none).
+
+    Args:
+        chunks: rating rows with their line numbers (`movielens_chunks`).
+        history: `build_history` of the same file's events, keyed by line number.
+        columns: the output columns, in schema order.
+    """
+    for chunk in chunks:
+        frame = chunk.frame.with_columns(pl.Series("_key", chunk.lines.astype(np.int64)))
+        frame = frame.join(history, left_on="_key", right_on="key", how="left", maintain_order="left")
+        frame = frame.with_columns(
+            pl.col(HISTORY_ITEMS).fill_null(pl.lit([], dtype=pl.List(pl.Int64))),
+            pl.col(HISTORY_GENRES).fill_null(pl.lit([], dtype=pl.List(pl.String))),
+        )
+        yield TextChunk(frame.select(columns), chunk.lines)

@@ -1,0 +1,84 @@
+"""Behaviour histories for DIN: strictly earlier ratings of the same user, capped, ties excluded."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from featmux.data.encoded import encode_frame
+from featmux.data.sequences import HISTORY_GENRES, HISTORY_ITEMS, build_history
+from featmux.data.sources import open_source
+
+
+def write_movielens(folder, ratings: list[str]) -> None:
+    folder.mkdir()
+    (folder / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n")
+    movies = "10::A (2000)::Drama\n20::B (2000)::Comedy|Sci-Fi\n30::C (2000)::\n40::D (2000)::Drama\n"
+    (folder / "movies.dat").write_text(movies + "50::E (2000)::Horror\n")
+    (folder / "ratings.dat").write_text("".join(r + "\n" for r in ratings))
+
+
+def test_history_is_strictly_earlier_ratings_of_the_user_ties_left_out_capped(tmp_path):
+    ratings = [
+        "1::50::5::40",  # line 1: E at t=40
+        "1::20::4::20",  # line 2: B at t=20
+        "1::10::5::10",  # line 3: A at t=10
+        "2::10::1::5",  # line 4: another user's rating: never in user 1's history
+        "1::30::2::20",  # line 5: C at t=20, a tie with B
+        "1::40::3::30",  # line 6: D at t=30, rating 3: no CTR row, but it is behaviour
+    ]
+    write_movielens(tmp_path / "ml", ratings)
+    source = open_source("movielens", tmp_path / "ml", history=2, fractions=[1.0, 0.0, 0.0])
+    frame = pl.concat(list(source.split("train")))
+    user1 = frame.filter(pl.col("user_id") == 1)
+    got = dict(zip(user1["item_id"].to_list(), user1[HISTORY_ITEMS].to_list(), strict=True))
+    assert got == {
+        10: [],  # the first rating
+        20: [10],  # B sees A, not its tie C
+        30: [10],  # C sees A, not its tie B
+        50: [30, 40],  # E: the last 2 of A, B, C, D (ties in line order), oldest first
+    }
+    genres = dict(zip(user1["item_id"].to_list(), user1[HISTORY_GENRES].to_list(), strict=True))
+    assert genres[50] == ["(none)", "Drama"] and genres[20] == ["Drama"]
+    assert frame.filter(pl.col("user_id") == 2)[HISTORY_ITEMS].to_list() == [[]]
+    encoded = encode_frame(frame, source.schema)  # history values and genre sets stay aligned
+    items_bag, genres_bag = encoded.bags[-2], encoded.bags[-1]
+    np.testing.assert_array_equal(items_bag.offsets, genres_bag.offsets)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_no_history_value_is_a_tie_or_from_the_future(seed):
+    """Leakage check against a brute-force reading of the definition, on random events with many ties."""
+    rng = np.random.default_rng(seed)
+    n, max_length = 600, 4
+    events = pl.DataFrame(
+        {
+            "key": rng.permutation(n).astype(np.int64) + 1,
+            "user_id": rng.integers(0, 12, n),
+            "item_id": rng.integers(0, 30, n),
+            "timestamp": rng.integers(0, 40, n),  # ~15 events per second per user: ties everywhere
+        }
+    )
+    items = pl.DataFrame({"item_id": np.arange(30), "genres": [["g"]] * 30})
+    history = build_history(events, items, max_length)
+    assert history.height == n and sorted(history["key"].to_list()) == sorted(events["key"].to_list())
+    by_key = dict(zip(history["key"].to_list(), history[HISTORY_ITEMS].to_list(), strict=True))
+    rows = events.rows(named=True)
+    for e in rows:
+        earlier = sorted(
+            (r for r in rows if r["user_id"] == e["user_id"] and r["timestamp"] < e["timestamp"]),
+            key=lambda r: (r["timestamp"], r["key"]),
+        )
+        assert by_key[e["key"]] == [r["item_id"] for r in earlier][-max_length:]
+
+
+def test_history_options_are_checked(tmp_path):
+    write_movielens(tmp_path / "ml", ["1::10::5::10"])
+    with pytest.raises(ValueError, match="share_embedding needs a history"):
+        open_source("movielens", tmp_path / "ml", share_embedding=True)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        open_source("movielens", tmp_path / "ml", history=-1)
+    shared = open_source("movielens", tmp_path / "ml", history=3, share_embedding=True).schema
+    assert shared.feature(HISTORY_ITEMS).shares == "item_id"
+    assert open_source("movielens", tmp_path / "ml", history=3).schema.feature(HISTORY_ITEMS).shares is None
