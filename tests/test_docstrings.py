@@ -71,6 +71,7 @@ PUBLIC = [
     models.AutoInt,
     models.FinalMLP,
     models.FinalNet,
+    models.DIN,
 ]
 
 

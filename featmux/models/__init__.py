@@ -10,6 +10,7 @@ from featmux.models.autoint import AutoInt, AutoIntConfig
 from featmux.models.base import CTRModel, config_from_dict
 from featmux.models.dcn import DCN, DCNConfig
 from featmux.models.dcnv2 import DCNStructure, DCNv2, DCNv2Config
+from featmux.models.din import DIN, DINConfig
 from featmux.models.dlrm import DLRM, DLRMConfig
 from featmux.models.finalmlp import FinalMLP, FinalMLPConfig
 from featmux.models.finalnet import FinalNet, FinalNetConfig
@@ -30,6 +31,7 @@ MODELS: dict[str, tuple[type[CTRModel], type]] = {
     "autoint": (AutoInt, AutoIntConfig),
     "finalmlp": (FinalMLP, FinalMLPConfig),
     "finalnet": (FinalNet, FinalNetConfig),
+    "din": (DIN, DINConfig),
 }
 
 
@@ -50,6 +52,7 @@ def build_model(
 
 __all__ = [
     "DCN",
+    "DIN",
     "DLRM",
     "FM",
     "LR",
@@ -62,6 +65,7 @@ __all__ = [
     "DCNStructure",
     "DCNv2",
     "DCNv2Config",
+    "DINConfig",
     "DLRMConfig",
     "DeepFM",
     "DeepFMConfig",

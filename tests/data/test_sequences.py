@@ -82,3 +82,33 @@ def test_history_options_are_checked(tmp_path):
     shared = open_source("movielens", tmp_path / "ml", history=3, share_embedding=True).schema
     assert shared.feature(HISTORY_ITEMS).shares == "item_id"
     assert open_source("movielens", tmp_path / "ml", history=3).schema.feature(HISTORY_ITEMS).shares is None
+
+
+def test_din_trains_end_to_end_on_histories_with_shared_rows(tmp_path):
+    from featmux.training.experiment import ExperimentConfig, run_experiment
+
+    rng = np.random.default_rng(0)
+    n = 400
+    users, items, times = rng.integers(1, 3, n), rng.choice([10, 20, 30, 40, 50], n), rng.integers(0, 100, n)
+    ratings = rng.choice([1, 2, 4, 5], n)
+    write_movielens(
+        tmp_path / "ml",
+        [f"{u}::{i}::{r}::{t}" for u, i, r, t in zip(users, items, ratings, times, strict=True)],
+    )
+    config = ExperimentConfig(
+        dataset="movielens",
+        data=tmp_path / "ml",
+        dataset_options={"history": 5, "share_embedding": True},
+        model="din",
+        model_options={"attention_hidden": [4], "hidden": [8]},
+        embedding="unified",
+        budget="1/2",
+        embedding_dim=4,
+        batch_size=64,
+        epochs=1,
+        cache_dir=tmp_path / "cache",
+        progress=False,
+    )
+    result = run_experiment(config)
+    assert 0.0 <= result["test_auc"] <= 1.0 and result["steps"] > 0
+    assert result["rows"]["train"] + result["rows"]["valid"] + result["rows"]["test"] == n

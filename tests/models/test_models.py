@@ -32,7 +32,7 @@ def embedding(chunks=2):
     )
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(set(MODELS) - {"din"}))  # DIN needs history features: test_din.py
 @pytest.mark.parametrize("num_dense", [0, 3])
 def test_every_model_gives_one_logit_per_row_and_trains_all_parts(name, num_dense):
     model = build_model(name, embedding(), num_dense)

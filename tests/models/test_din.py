@@ -1,0 +1,130 @@
+"""DIN: target attention over aligned history bags, over every embedding method, shared rows or not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from featmux.embeddings import EmbeddingMethod, EmbeddingSpec, Vocabulary, build_embedding
+from featmux.features import CategoricalFeature, ValueEncoding
+from featmux.models import DIN, DINConfig, build_model
+from featmux.sparse import Bag, SparseFeatures
+
+INT = ValueEncoding.INT
+B = 6
+OPTIONS = {"attention_hidden": [8], "hidden": [16], "batch_norm": True}
+
+
+def features(share: bool) -> tuple[CategoricalFeature, ...]:
+    return (
+        CategoricalFeature("user_id", INT),
+        CategoricalFeature("item_id", INT),
+        CategoricalFeature("genres", INT, multivalent=True),
+        CategoricalFeature("hist_item_id", INT, multivalent=True, shares="item_id" if share else None),
+        CategoricalFeature("hist_genres", INT, multivalent=True),
+    )
+
+
+def layer(method: str, share: bool, chunks: dict[str, int] | None = None):
+    vocab = Vocabulary([f.name for f in features(share)])
+    for f in features(share):
+        vocab.update(f.name, np.arange(30, dtype=np.int64))
+    if method == "unified":
+        spec = EmbeddingSpec(EmbeddingMethod.UNIFIED, 4, chunks=chunks or {})
+    else:
+        spec = EmbeddingSpec(EmbeddingMethod(method), 4)
+    return build_embedding(features(share), spec, vocab)
+
+
+def bag(lengths: list[int], g: torch.Generator) -> Bag:
+    offsets = torch.tensor([0, *np.cumsum(lengths)], dtype=torch.int64)
+    return Bag(torch.randint(0, 30, (int(offsets[-1]),), generator=g), offsets)
+
+
+def batch(seed: int = 0, history: list[int] | None = None) -> SparseFeatures:
+    g = torch.Generator().manual_seed(seed)
+    lengths = history or [0, 1, 3, 5, 2, 4]  # row 0 has no history
+    hist = bag(lengths, g)
+    return SparseFeatures(
+        torch.randint(0, 30, (B, 2), generator=g),
+        (
+            bag([1, 2, 1, 3, 2, 1], g),
+            hist,
+            Bag(torch.randint(0, 30, hist.values.shape, generator=g), hist.offsets),
+        ),
+    )
+
+
+@pytest.mark.parametrize("share", [True, False], ids=["shared", "own-rows"])
+@pytest.mark.parametrize("method", ["collisionless", "hashing", "unified"])
+def test_din_over_each_embedding_gives_a_logit_per_row_and_a_gradient_to_every_parameter(method, share):
+    torch.manual_seed(0)
+    model = build_model("din", layer(method, share), 2, OPTIONS)
+    out = model(batch(), torch.randn(B, 2))
+    assert out.shape == (B,) and torch.isfinite(out).all()
+    torch.nn.functional.binary_cross_entropy_with_logits(out, torch.rand(B).round()).backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not no_grad, f"no gradient reaches {no_grad}"
+
+
+def test_attention_is_the_weighted_sum_of_each_rows_own_behaviours():
+    torch.manual_seed(0)
+    model = build_model("din", layer("unified", True), 0, OPTIONS).eval()
+    sparse = batch()
+    emb = model.embedding(sparse)
+    query = emb[:, model.query_slots].flatten(1)  # [B, E]
+    got = model.attend(sparse, query)
+    hist_items, hist_genres = sparse.bags[1], sparse.bags[2]
+    for b in range(B):
+        lo, hi = hist_items.offsets[b], hist_items.offsets[b + 1]
+        keys = torch.cat(
+            [
+                model.embedding.bag_vectors("hist_item_id", hist_items.values[lo:hi]).flatten(1),
+                model.embedding.bag_vectors("hist_genres", hist_genres.values[lo:hi]).flatten(1),
+            ],
+            dim=1,
+        )
+        q = query[b].expand_as(keys)
+        w = model.attention_head(model.attention(torch.cat([q, keys, q - keys, q * keys], dim=1)))
+        torch.testing.assert_close(got[b], (w * keys).sum(0))
+    assert torch.equal(got[0], torch.zeros_like(got[0]))  # no history: nothing attended
+
+
+def test_a_rows_output_depends_on_its_own_history_only():
+    torch.manual_seed(0)
+    model = build_model("din", layer("hashing", True), 0, OPTIONS).eval()
+    base, other = batch(0), batch(0)
+    changed = list(other.bags)
+    items = changed[1]
+    values = items.values.clone()
+    values[items.offsets[3] : items.offsets[4]] += 1  # row 3's history only
+    changed[1] = Bag(values, items.offsets)
+    other = SparseFeatures(other.ids, tuple(changed))
+    moved = (model(other, torch.zeros(B, 0)) - model(base, torch.zeros(B, 0))).abs() > 1e-7
+    assert moved.tolist() == [False, False, False, True, False, False]
+
+
+def test_din_checks_its_history_features():
+    with pytest.raises(ValueError, match="one history feature per target feature"):
+        DINConfig(target=("item_id", "genres"), history=("hist_item_id",))
+    with pytest.raises(ValueError, match="not a multivalent feature"):
+        build_model("din", layer("hashing", True), 0, {"target": ["item_id"], "history": ["user_id"]})
+    # a 2-chunk target and a 1-chunk history of its own cannot be compared; shared rows can
+    with pytest.raises(ValueError, match="same chunks"):
+        build_model("din", layer("unified", False, {"item_id": 2}), 0, OPTIONS)
+    model = build_model("din", layer("unified", True, {"item_id": 2}), 0, OPTIONS)
+    assert model(batch(), torch.zeros(B, 0)).shape == (B,)
+    sparse = batch()
+    g = torch.Generator().manual_seed(5)
+    misaligned = SparseFeatures(sparse.ids, (*sparse.bags[:2], bag([1, 1, 1, 1, 1, 1], g)))
+    with pytest.raises(ValueError, match="not aligned"):
+        model(misaligned, torch.zeros(B, 0))
+
+
+def test_config_roundtrip():
+    model = build_model("din", layer("collisionless", True), 0, OPTIONS)
+    assert isinstance(model, DIN)
+    assert build_model("din", layer("collisionless", True), 0, model.model_config()).model_config() == (
+        model.model_config()
+    )
