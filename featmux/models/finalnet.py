@@ -7,7 +7,6 @@ blocks the logit is the mean of both blocks' logits; block 1 may read field-gate
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ from torch import nn
 
 from featmux.embeddings.base import FeatureEmbedding
 from featmux.models.base import CTRModel, config_dict
+from featmux.models.layers import MLP
 from featmux.sparse import SparseFeatures
 
 
@@ -37,31 +37,6 @@ class FactorizedInteraction(nn.Module):
         """x [B, I] -> [B, O]."""
         h2, h1 = self.linear(x).chunk(2, dim=-1)  # [B, O/2] each
         return torch.cat([h2, h1 * h2], dim=-1)
-
-
-class FinalBlock(nn.Sequential):
-    """Factorized interaction -> [BatchNorm] -> ReLU -> [Dropout] per layer.
-
-    Args:
-        input_dim: input width.
-        hidden: widths of the layers (each even).
-        dropout: dropout after each activation.
-        batch_norm: batch norm before each activation.
-    """
-
-    def __init__(self, input_dim: int, hidden: Sequence[int], dropout: float, batch_norm: bool) -> None:
-        layers: list[nn.Module] = []
-        width = input_dim
-        for h in hidden:
-            layers.append(FactorizedInteraction(width, h))
-            if batch_norm:
-                layers.append(nn.BatchNorm1d(h))
-            layers.append(nn.ReLU())
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = h
-        super().__init__(*layers)
-        self.output_dim = width
 
 
 class FieldGate(nn.Module):
@@ -138,9 +113,12 @@ class FinalNet(CTRModel):
         width = embedding.output_dim + num_dense
         self.gate = FieldGate(embedding.num_slots) if c.field_gate else None
         gated = width + (embedding.output_dim if c.field_gate else 0)
-        self.block1 = FinalBlock(gated, c.block1, c.block1_dropout, c.batch_norm)
+        # a block is an MLP of factorized interaction layers: FI -> [BatchNorm] -> ReLU -> [Dropout]
+        self.block1 = MLP(gated, c.block1, c.block1_dropout, c.batch_norm, FactorizedInteraction)
         self.head1 = nn.Linear(self.block1.output_dim, 1)
-        self.block2 = FinalBlock(width, c.block2, c.block2_dropout, c.batch_norm) if c.block2 else None
+        self.block2 = (
+            MLP(width, c.block2, c.block2_dropout, c.batch_norm, FactorizedInteraction) if c.block2 else None
+        )
         self.head2 = nn.Linear(self.block2.output_dim, 1) if self.block2 is not None else None
 
     def forward(self, sparse: SparseFeatures, dense: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -18,15 +18,22 @@ class MLP(nn.Sequential):
         hidden: widths of the hidden layers.
         dropout: dropout after each activation (0 disables).
         batch_norm: batch normalization before each activation.
+        linear: builds each layer's (input width, output width) map; nn.Linear, or e.g. FinalNet's
+            factorized interaction layer.
     """
 
     def __init__(
-        self, input_dim: int, hidden: Sequence[int], dropout: float = 0.0, batch_norm: bool = False
+        self,
+        input_dim: int,
+        hidden: Sequence[int],
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        linear: Callable[[int, int], nn.Module] = nn.Linear,
     ) -> None:
         layers: list[nn.Module] = []
         width = input_dim
         for h in hidden:
-            layers.append(nn.Linear(width, h))
+            layers.append(linear(width, h))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(h))
             layers.append(nn.ReLU())
