@@ -128,3 +128,18 @@ def test_config_roundtrip():
     assert build_model("din", layer("collisionless", True), 0, model.model_config()).model_config() == (
         model.model_config()
     )
+
+
+@pytest.mark.parametrize("method", ["collisionless", "hashing", "unified"])
+def test_saved_din_with_shared_rows_loads_and_scores_identically(method, tmp_path):
+    from featmux.features import Schema
+    from featmux.training.checkpoint import load_model, save_model
+
+    torch.manual_seed(0)
+    model = build_model("din", layer(method, True), 0, OPTIONS).eval()
+    schema = Schema("label", features(True))
+    save_model(tmp_path / "din.pt", model, schema)
+    again, schema_again = load_model(tmp_path / "din.pt")
+    assert schema_again == schema and isinstance(again, DIN)
+    sparse = batch()
+    torch.testing.assert_close(again.eval()(sparse, torch.zeros(B, 0)), model(sparse, torch.zeros(B, 0)))
