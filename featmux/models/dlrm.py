@@ -1,8 +1,12 @@
-"""DLRM (Naumov et al. 2019): bottom MLP for numeric features, pairwise dot interaction, top MLP."""
+"""DLRM (Naumov et al. 2019): bottom MLP for numeric features, pairwise dot interaction, top MLP.
+
+With `interaction: cat` the vectors are concatenated instead (FuxiCTR's option, BARS' best on Frappe).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum, unique
 from typing import Any
 
 import torch
@@ -14,15 +18,28 @@ from featmux.models.layers import MLP
 from featmux.sparse import SparseFeatures
 
 
+@unique
+class DLRMInteraction(Enum):
+    DOT = "dot"  # pairwise dot products of the vectors (the DLRM paper)
+    CAT = "cat"  # the vectors concatenated (BARS' best DLRM run on Frappe)
+
+
 @dataclass(frozen=True)
 class DLRMConfig:
     """Args:
     bottom: hidden widths of the bottom MLP (its last layer projects the numeric features to D).
     top: hidden widths of the top MLP.
+    interaction: dot (pairwise dot products) or cat (concatenation) of the vectors.
+    dropout: dropout of the top MLP.
     """
 
     bottom: tuple[int, ...] = (64,)
     top: tuple[int, ...] = (256, 128)
+    interaction: DLRMInteraction = DLRMInteraction.DOT
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "interaction", DLRMInteraction(self.interaction))
 
 
 class DLRM(CTRModel):
@@ -52,8 +69,8 @@ class DLRM(CTRModel):
         rows, cols = torch.triu_indices(vectors, vectors, offset=1)
         self.register_buffer("pair_rows", rows, persistent=False)
         self.register_buffer("pair_cols", cols, persistent=False)
-        top_in = rows.numel() + (dim if num_dense else 0)
-        self.top = MLP(top_in, c.top)
+        interactions = rows.numel() if c.interaction is DLRMInteraction.DOT else vectors * dim
+        self.top = MLP(interactions + (dim if num_dense else 0), c.top, c.dropout)
         self.head = nn.Linear(self.top.output_dim, 1)
 
     def forward(self, sparse: SparseFeatures, dense: torch.Tensor) -> torch.Tensor:
@@ -63,8 +80,11 @@ class DLRM(CTRModel):
             projected = self.bottom(dense)  # [B, D]
             emb = torch.cat([projected.unsqueeze(1), emb], dim=1)  # [B, S + 1, D]
             parts.append(projected)
-        gram = torch.bmm(emb, emb.transpose(1, 2))  # [B, V, V]
-        parts.append(gram[:, self.pair_rows, self.pair_cols])  # [B, V (V - 1) / 2]
+        if self.config.interaction is DLRMInteraction.CAT:
+            parts.append(emb.flatten(1))  # [B, V * D]
+        else:
+            gram = torch.bmm(emb, emb.transpose(1, 2))  # [B, V, V]
+            parts.append(gram[:, self.pair_rows, self.pair_cols])  # [B, V (V - 1) / 2]
         return self.head(self.top(torch.cat(parts, dim=1))).squeeze(1)
 
     def model_config(self) -> dict[str, Any]:

@@ -30,7 +30,9 @@ def test_every_preset_is_a_valid_config_of_the_model_it_is_named_after(path):
     assert config.model == model and config.dataset.startswith(dataset[:5])
 
 
-@pytest.mark.parametrize("model", ["deepfm", "dcn", "xdeepfm", "autoint", "finalmlp", "finalnet", "dcnv2"])
+@pytest.mark.parametrize(
+    "model", ["deepfm", "dcn", "xdeepfm", "autoint", "finalmlp", "finalnet", "dcnv2", "dlrm"]
+)
 def test_frappe_presets_follow_the_bars_protocol(model):
     config = ExperimentConfig.from_yaml(CONFIGS / f"frappe_{model}.yaml")
     assert (config.embedding_dim, config.batch_size, config.learning_rate) == (10, 4096, 1e-3)

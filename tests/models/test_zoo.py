@@ -41,6 +41,7 @@ ZOO = {  # small shapes of each new model, its non-default paths switched on
         "num_heads": 4,
     },
     "finalnet": {"block1": [16, 8], "block2": [8], "block1_dropout": 0.1},
+    "dlrm": {"interaction": "cat", "bottom": [8], "top": [16], "dropout": 0.1},  # the cat variant
 }
 B = 16
 
@@ -102,6 +103,12 @@ def test_config_roundtrip(name):
     again = build_model(name, layer("unified"), 3, model.model_config())
     assert again.model_config() == model.model_config()
     assert sum(p.numel() for p in again.parameters()) == sum(p.numel() for p in model.parameters())
+
+
+def test_dlrm_cat_interaction_reads_the_concatenated_vectors():
+    model = build_model("dlrm", layer("hashing"), 3, {"interaction": "cat", "bottom": [8], "top": [16]})
+    assert model.top[0].in_features == (3 + 1) * 4 + 4  # 3 slots + projected dense, each D = 4; dense D
+    assert build_model("dlrm", layer("hashing"), 0, {}).top[0].in_features == 3  # dot: 3 pairs of 3 slots
 
 
 def test_every_new_model_is_registered_by_its_cli_name():
