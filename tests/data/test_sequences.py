@@ -103,6 +103,7 @@ def test_din_trains_end_to_end_on_histories_with_shared_rows(tmp_path):
         model_options={"attention_hidden": [4], "hidden": [8]},
         embedding="unified",
         budget="1/2",
+        optimizer="row_adam",  # the history's unpooled lookups are rows the row optimizer updates too
         embedding_dim=4,
         batch_size=64,
         epochs=1,
