@@ -382,6 +382,8 @@ def _open_movielens(path: Path | None, given: Mapping[str, Any], bad_rows: BadRo
     split_files: dict[str, Path | None] = {"train": ml.ratings, "valid": None, "test": None}
     readers, origins = _file_readers(read, split_files, bad_rows, int(options["seed"]), options["fractions"])
     record = {**options, "ratings": ml.ratings, "variant": ml.variant.value}
+    if not history_length:  # without a history the record (and so the cache key) is what it was before
+        record = {k: v for k, v in record.items() if k not in ("history", "share_embedding")}
     return schema, ml.files, record, readers, origins
 
 

@@ -113,3 +113,10 @@ def test_din_trains_end_to_end_on_histories_with_shared_rows(tmp_path):
     result = run_experiment(config)
     assert 0.0 <= result["test_auc"] <= 1.0 and result["steps"] > 0
     assert result["rows"]["train"] + result["rows"]["valid"] + result["rows"]["test"] == n
+
+
+def test_without_a_history_the_source_options_are_unchanged(tmp_path):
+    write_movielens(tmp_path / "ml", ["1::10::5::10"])
+    plain = open_source("movielens", tmp_path / "ml").options
+    assert "history" not in plain and "share_embedding" not in plain  # cache keys of old runs still hold
+    assert open_source("movielens", tmp_path / "ml", history=3).options["history"] == 3
