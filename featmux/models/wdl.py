@@ -10,21 +10,18 @@ from torch import nn
 
 from featmux.embeddings.base import FeatureEmbedding
 from featmux.models.base import CTRModel, config_dict
+from featmux.models.fm import DeepFMConfig
 from featmux.models.layers import MLP, FirstOrder
 from featmux.sparse import SparseFeatures
 
 
 @dataclass(frozen=True)
-class WDLConfig:
+class WDLConfig(DeepFMConfig):
     """Args:
     hidden: widths of the deep part's MLP.
     dropout: MLP dropout.
     batch_norm: batch norm in the MLP.
     """
-
-    hidden: tuple[int, ...] = (400, 400, 400)
-    dropout: float = 0.0
-    batch_norm: bool = False
 
 
 class WDL(CTRModel):
