@@ -47,6 +47,7 @@ def history_schema(base: Schema, share_embedding: bool, target: str = "item_id")
     items = CategoricalFeature(
         HISTORY_ITEMS, ValueEncoding.INT, multivalent=True, shares=target if share_embedding else None
     )
+    # the genre-set tokens contain "|"; a separator only splits text cells, and this column is built as lists
     genres = CategoricalFeature(HISTORY_GENRES, ValueEncoding.STRING, multivalent=True, separator="\t")
     return Schema(base.label, (*base.categorical, items, genres), base.numeric)
 
