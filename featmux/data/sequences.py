@@ -7,14 +7,13 @@ sees itself, a tie or anything later. Every rating of the file counts as behavio
 no CTR row, and ratings of every split: a history says what was rated, never how).
 
 Two aligned multivalent features are added to the schema:
-- `hist_item_id` (int): the movies; with `share_embedding` it reads `item_id`'s rows (same vocabulary,
-  or same hash salts in Unified Embedding), so a movie has one vector whether target or history.
+- `hist_item_id` (int): the movies (a feature of its own: its own rows, vocabulary and salts).
 - `hist_genres` (string): one value per history movie, its genre set joined by `|` (e.g.
   `Animation|Comedy`; `(none)` without genres), so each position carries its movie's genres.
 
 Example:
     >>> source = open_source("movielens", "shared/data/movielens-1m", ratings="cs100_half/ratings.dat",
-    ...                      history=50, share_embedding=True)
+    ...                      history=50)
 """
 
 from __future__ import annotations
@@ -36,17 +35,13 @@ HISTORY_GENRES = "hist_genres"
 NO_GENRES = "(none)"
 
 
-def history_schema(base: Schema, share_embedding: bool, target: str = "item_id") -> Schema:
+def history_schema(base: Schema) -> Schema:
     """`base` plus the two history features.
 
     Args:
-        base: the rating rows' schema (it has `target`).
-        share_embedding: history movies read the rows of `target`.
-        target: the feature of the rated movie.
+        base: the rating rows' schema.
     """
-    items = CategoricalFeature(
-        HISTORY_ITEMS, ValueEncoding.INT, multivalent=True, shares=target if share_embedding else None
-    )
+    items = CategoricalFeature(HISTORY_ITEMS, ValueEncoding.INT, multivalent=True)
     # the genre-set tokens contain "|"; a separator only splits text cells, and this column is built as lists
     genres = CategoricalFeature(HISTORY_GENRES, ValueEncoding.STRING, multivalent=True, separator="\t")
     return Schema(base.label, (*base.categorical, items, genres), base.numeric)

@@ -3,8 +3,7 @@
 Names (`SOURCES`):
 - `frappe`: a directory with frappe.{train,validation,test}.libfm.
 - `movielens`: a MovieLens 100K/1M directory or ratings file (see `detect_movielens`); option `ratings`;
-  `history=N` adds each rating's last N earlier ratings of its user (`featmux.data.sequences`, for DIN),
-  `share_embedding=true` makes the history movies read `item_id`'s rows.
+  `history=N` adds each rating's last N earlier ratings of its user (`featmux.data.sequences`, for DIN).
 - `criteo`, `avazu`: a directory with train/dev/test files (e.g. shared/data/*/wide_resdnn), or one file.
 - `csv`: a CSV or Parquet table (the train file); options describe the columns (`label`, `categorical`,
   `numeric`, `multivalent`, ...) and optional `valid` / `test` files.
@@ -352,7 +351,6 @@ def _open_movielens(path: Path | None, given: Mapping[str, Any], bad_rows: BadRo
         "seed": 0,
         "fractions": DEFAULT_FRACTIONS,
         "history": 0,
-        "share_embedding": False,
     }
     options = _options("movielens", given, defaults)
     options["fractions"] = _fractions(options["fractions"])
@@ -366,9 +364,7 @@ def _open_movielens(path: Path | None, given: Mapping[str, Any], bad_rows: BadRo
             f"movielens: option history (the longest history kept) must be >= 0, got {history_length}"
         )
     if history_length:
-        schema = history_schema(schema, bool(options["share_embedding"]))
-    elif options["share_embedding"]:
-        raise ValueError("movielens: share_embedding needs a history (option history=N)")
+        schema = history_schema(schema)
     history: list[pl.DataFrame] = []  # built on the first pass over the ratings, then kept
 
     def read(ratings: Path, **kwargs: Any) -> Iterator[TextChunk]:
@@ -383,7 +379,7 @@ def _open_movielens(path: Path | None, given: Mapping[str, Any], bad_rows: BadRo
     readers, origins = _file_readers(read, split_files, bad_rows, int(options["seed"]), options["fractions"])
     record = {**options, "ratings": ml.ratings, "variant": ml.variant.value}
     if not history_length:  # without a history the record (and so the cache key) is what it was before
-        record = {k: v for k, v in record.items() if k not in ("history", "share_embedding")}
+        record = {k: v for k, v in record.items() if k != "history"}
     return schema, ml.files, record, readers, origins
 
 

@@ -3,8 +3,7 @@
 Target attention: each behaviour in a user's history is weighted by an MLP over (target, behaviour,
 target - behaviour, target * behaviour), and the weighted sum (not softmax-normalized, as in the
 paper) replaces the plain pooled history. The history comes as aligned multivalent features (e.g.
-`hist_item_id`, `hist_genres` from `featmux.data.sequences`), read unpooled with `bag_vectors`; with
-shared rows (`CategoricalFeature.shares`) a movie has the same vector as target and as behaviour.
+`hist_item_id`, `hist_genres` from `featmux.data.sequences`), read unpooled with `bag_vectors`.
 """
 
 from __future__ import annotations
@@ -73,7 +72,7 @@ class DIN(CTRModel):
             if len(t_slots) != len(h_slots):
                 raise ValueError(
                     f"target {target!r} has {len(t_slots)} chunk(s) but its history {history!r} has "
-                    f"{len(h_slots)}: give both the same chunks (or let the history share the target's rows)"
+                    f"{len(h_slots)}: give both the same chunks"
                 )
             query += t_slots
         history_slots = set(slots_of(embedding, c.history))

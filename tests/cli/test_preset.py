@@ -36,7 +36,7 @@ def test_every_preset_is_a_valid_config_of_the_model_it_is_named_after(path):
 def test_frappe_presets_follow_the_bars_protocol(model):
     config = ExperimentConfig.from_yaml(CONFIGS / f"frappe_{model}.yaml")
     assert (config.embedding_dim, config.batch_size, config.learning_rate) == (10, 4096, 1e-3)
-    assert config.embedding.value == "collisionless" and config.patience == 2 and config.embedding_l2 > 0
+    assert config.embedding == "collisionless" and config.patience == 2 and config.embedding_l2 > 0
 
 
 def test_train_without_config_starts_from_the_preset_and_flags_override_it(tmp_path, monkeypatch):

@@ -75,16 +75,13 @@ def test_no_history_value_is_a_tie_or_from_the_future(seed):
 
 def test_history_options_are_checked(tmp_path):
     write_movielens(tmp_path / "ml", ["1::10::5::10"])
-    with pytest.raises(ValueError, match="share_embedding needs a history"):
-        open_source("movielens", tmp_path / "ml", share_embedding=True)
     with pytest.raises(ValueError, match="must be >= 0"):
         open_source("movielens", tmp_path / "ml", history=-1)
-    shared = open_source("movielens", tmp_path / "ml", history=3, share_embedding=True).schema
-    assert shared.feature(HISTORY_ITEMS).shares == "item_id"
-    assert open_source("movielens", tmp_path / "ml", history=3).schema.feature(HISTORY_ITEMS).shares is None
+    schema = open_source("movielens", tmp_path / "ml", history=3).schema
+    assert schema.feature(HISTORY_ITEMS).multivalent and schema.feature(HISTORY_GENRES).multivalent
 
 
-def test_din_trains_end_to_end_on_histories_with_shared_rows(tmp_path):
+def test_din_trains_end_to_end_on_histories(tmp_path):
     from featmux.training.experiment import ExperimentConfig, run_experiment
 
     rng = np.random.default_rng(0)
@@ -98,7 +95,7 @@ def test_din_trains_end_to_end_on_histories_with_shared_rows(tmp_path):
     config = ExperimentConfig(
         dataset="movielens",
         data=tmp_path / "ml",
-        dataset_options={"history": 5, "share_embedding": True},
+        dataset_options={"history": 5},
         model="din",
         model_options={"attention_hidden": [4], "hidden": [8]},
         embedding="unified",
@@ -118,5 +115,5 @@ def test_din_trains_end_to_end_on_histories_with_shared_rows(tmp_path):
 def test_without_a_history_the_source_options_are_unchanged(tmp_path):
     write_movielens(tmp_path / "ml", ["1::10::5::10"])
     plain = open_source("movielens", tmp_path / "ml").options
-    assert "history" not in plain and "share_embedding" not in plain  # cache keys of old runs still hold
+    assert "history" not in plain  # cache keys of old runs still hold
     assert open_source("movielens", tmp_path / "ml", history=3).options["history"] == 3

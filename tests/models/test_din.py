@@ -1,4 +1,4 @@
-"""DIN: target attention over aligned history bags, over every embedding method, shared rows or not."""
+"""DIN: target attention over aligned history bags, over every embedding method."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from featmux.embeddings import EmbeddingMethod, EmbeddingSpec, Vocabulary, build_embedding
+from featmux.embeddings import EmbeddingSpec, Vocabulary, build_embedding
 from featmux.features import CategoricalFeature, ValueEncoding
 from featmux.models import DIN, DINConfig, build_model
 from featmux.sparse import Bag, SparseFeatures
@@ -16,25 +16,25 @@ B = 6
 OPTIONS = {"attention_hidden": [8], "hidden": [16], "batch_norm": True}
 
 
-def features(share: bool) -> tuple[CategoricalFeature, ...]:
+def features() -> tuple[CategoricalFeature, ...]:
     return (
         CategoricalFeature("user_id", INT),
         CategoricalFeature("item_id", INT),
         CategoricalFeature("genres", INT, multivalent=True),
-        CategoricalFeature("hist_item_id", INT, multivalent=True, shares="item_id" if share else None),
+        CategoricalFeature("hist_item_id", INT, multivalent=True),
         CategoricalFeature("hist_genres", INT, multivalent=True),
     )
 
 
-def layer(method: str, share: bool, chunks: dict[str, int] | None = None):
-    vocab = Vocabulary([f.name for f in features(share)])
-    for f in features(share):
+def layer(method: str, chunks: dict[str, int] | None = None):
+    vocab = Vocabulary([f.name for f in features()])
+    for f in features():
         vocab.update(f.name, np.arange(30, dtype=np.int64))
     if method == "unified":
-        spec = EmbeddingSpec(EmbeddingMethod.UNIFIED, 4, chunks=chunks or {})
+        spec = EmbeddingSpec("unified", 4, options={"chunks": chunks or {}})
     else:
-        spec = EmbeddingSpec(EmbeddingMethod(method), 4)
-    return build_embedding(features(share), spec, vocab)
+        spec = EmbeddingSpec(method, 4)
+    return build_embedding(features(), spec, vocab)
 
 
 def bag(lengths: list[int], g: torch.Generator) -> Bag:
@@ -56,11 +56,10 @@ def batch(seed: int = 0, history: list[int] | None = None) -> SparseFeatures:
     )
 
 
-@pytest.mark.parametrize("share", [True, False], ids=["shared", "own-rows"])
 @pytest.mark.parametrize("method", ["collisionless", "hashing", "unified"])
-def test_din_over_each_embedding_gives_a_logit_per_row_and_a_gradient_to_every_parameter(method, share):
+def test_din_over_each_embedding_gives_a_logit_per_row_and_a_gradient_to_every_parameter(method):
     torch.manual_seed(0)
-    model = build_model("din", layer(method, share), 2, OPTIONS)
+    model = build_model("din", layer(method), 2, OPTIONS)
     out = model(batch(), torch.randn(B, 2))
     assert out.shape == (B,) and torch.isfinite(out).all()
     torch.nn.functional.binary_cross_entropy_with_logits(out, torch.rand(B).round()).backward()
@@ -70,7 +69,7 @@ def test_din_over_each_embedding_gives_a_logit_per_row_and_a_gradient_to_every_p
 
 def test_attention_is_the_weighted_sum_of_each_rows_own_behaviours():
     torch.manual_seed(0)
-    model = build_model("din", layer("unified", True), 0, OPTIONS).eval()
+    model = build_model("din", layer("unified"), 0, OPTIONS).eval()
     sparse = batch()
     emb = model.embedding(sparse)
     query = emb[:, model.query_slots].flatten(1)  # [B, E]
@@ -93,7 +92,7 @@ def test_attention_is_the_weighted_sum_of_each_rows_own_behaviours():
 
 def test_a_rows_output_depends_on_its_own_history_only():
     torch.manual_seed(0)
-    model = build_model("din", layer("hashing", True), 0, OPTIONS).eval()
+    model = build_model("din", layer("hashing"), 0, OPTIONS).eval()
     base, other = batch(0), batch(0)
     changed = list(other.bags)
     items = changed[1]
@@ -109,11 +108,11 @@ def test_din_checks_its_history_features():
     with pytest.raises(ValueError, match="one history feature per target feature"):
         DINConfig(target=("item_id", "genres"), history=("hist_item_id",))
     with pytest.raises(ValueError, match="not a multivalent feature"):
-        build_model("din", layer("hashing", True), 0, {"target": ["item_id"], "history": ["user_id"]})
-    # a 2-chunk target and a 1-chunk history of its own cannot be compared; shared rows can
+        build_model("din", layer("hashing"), 0, {"target": ["item_id"], "history": ["user_id"]})
+    # a 2-chunk target and a 1-chunk history cannot be compared; the same chunks can
     with pytest.raises(ValueError, match="same chunks"):
-        build_model("din", layer("unified", False, {"item_id": 2}), 0, OPTIONS)
-    model = build_model("din", layer("unified", True, {"item_id": 2}), 0, OPTIONS)
+        build_model("din", layer("unified", {"item_id": 2}), 0, OPTIONS)
+    model = build_model("din", layer("unified", {"item_id": 2, "hist_item_id": 2}), 0, OPTIONS)
     assert model(batch(), torch.zeros(B, 0)).shape == (B,)
     sparse = batch()
     g = torch.Generator().manual_seed(5)
@@ -123,21 +122,21 @@ def test_din_checks_its_history_features():
 
 
 def test_config_roundtrip():
-    model = build_model("din", layer("collisionless", True), 0, OPTIONS)
+    model = build_model("din", layer("collisionless"), 0, OPTIONS)
     assert isinstance(model, DIN)
-    assert build_model("din", layer("collisionless", True), 0, model.model_config()).model_config() == (
+    assert build_model("din", layer("collisionless"), 0, model.model_config()).model_config() == (
         model.model_config()
     )
 
 
 @pytest.mark.parametrize("method", ["collisionless", "hashing", "unified"])
-def test_saved_din_with_shared_rows_loads_and_scores_identically(method, tmp_path):
+def test_saved_din_loads_and_scores_identically(method, tmp_path):
     from featmux.features import Schema
     from featmux.training.checkpoint import load_model, save_model
 
     torch.manual_seed(0)
-    model = build_model("din", layer(method, True), 0, OPTIONS).eval()
-    schema = Schema("label", features(True))
+    model = build_model("din", layer(method), 0, OPTIONS).eval()
+    schema = Schema("label", features())
     save_model(tmp_path / "din.pt", model, schema)
     again, schema_again = load_model(tmp_path / "din.pt")
     assert schema_again == schema and isinstance(again, DIN)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from featmux.embeddings import EmbeddingMethod, EmbeddingSpec, Vocabulary, build_embedding
+from featmux.embeddings import EmbeddingSpec, Vocabulary, build_embedding
 from featmux.features import CategoricalFeature, ValueEncoding
 from featmux.models import MODELS, build_model
 from featmux.models.dcn import CrossNetV1
@@ -54,9 +54,9 @@ def vocabulary() -> Vocabulary:
 
 
 def layer(method: str, chunks: int = 1):
-    spec = EmbeddingSpec(EmbeddingMethod(method), embedding_dim=4, budget=None)
+    spec = EmbeddingSpec(method, embedding_dim=4, budget=None)
     if method == "unified":
-        spec = EmbeddingSpec(EmbeddingMethod.UNIFIED, 4, default_chunks=chunks)
+        spec = EmbeddingSpec("unified", 4, options={"default_chunks": chunks})
     return build_embedding(FEATURES, spec, vocabulary())
 
 
