@@ -120,7 +120,15 @@ def prepare(
             continue
         say(f"encoding {dataset} {name} split into {target}")
         before = bad.copy()  # the splits share one counter: report each split's own skips, once
-        bar = tqdm(desc=f"encoding {name}", unit=" rows", unit_scale=True, disable=not progress, leave=False)
+        # redrawn on every chunk (a chunk is thousands of rows): a fast split still shows its count
+        bar = tqdm(
+            desc=f"encoding {name}",
+            unit=" rows",
+            unit_scale=True,
+            disable=not progress,
+            leave=False,
+            mininterval=0,
+        )
         frames = (encode_frame(frame, source.schema) for frame in _counted(source.split(name), bar))
         splits[name] = EncodedDataset.write(
             target,

@@ -166,7 +166,7 @@ def test_cli_under_torchrun(frappe_small, tmp_path):
         "--num-tables", "2", "--embedding-dim", "8", "--model-option", "hidden=[32]", "--batch-size", "1001",
         "--max-steps", "3", "--threads", "1", "--no-progress", "--sharding", "table_wise",
         "--table-optimizer", "sgd", "--table-learning-rate", "0.1", "--backend", "gloo",
-        "--checkpoint-dir", str(tmp_path / "ckpt"), "--out", str(out),
+        "--checkpoint-dir", str(tmp_path / "ckpt"), "--out", str(out), "--no-preset",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
