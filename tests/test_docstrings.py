@@ -23,7 +23,6 @@ from featmux.embeddings import (
     unified,
 )
 from featmux.embeddings import serving as embedding_serving
-from featmux.serving.quantize import Int8Table
 
 PUBLIC = [
     featmux.CollisionlessEmbedding,
@@ -64,7 +63,6 @@ PUBLIC = [
     featmux.Predictor,
     serving.ScoringGraph,
     serving.Artefact,
-    Int8Table,
     models.WDL,
     models.DCN,
     models.XDeepFM,

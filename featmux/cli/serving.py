@@ -1,6 +1,6 @@
 """`featmux export`, `featmux score` and `featmux serve`: from a trained run to scores.
 
-featmux export runs/frappe --out artefacts/frappe [--precision int8] [--onnx]
+featmux export runs/frappe --out artefacts/frappe [--precision fp16|int8|int4] [--onnx]
 featmux score artefacts/frappe data.csv --out scores.csv
 featmux score artefacts/frappe ../shared/data/frappe/frappe.test.libfm --dataset frappe --out scores.csv
 featmux serve artefacts/frappe --host 127.0.0.1 --port 8080
@@ -41,14 +41,17 @@ def export_command(
     precision: Annotated[
         Any,
         choice_option(
-            "featmux.serving.export:Precision", "Embedding tables: fp32 (default) or int8.", "PRECISION"
+            "featmux.embeddings.precision:Precision",
+            "Embedding tables: as trained (default), or quantized row-wise to fp16, int8 or int4.",
+            "PRECISION",
         ),
     ] = None,
     onnx: Annotated[bool, typer.Option(help="Also export ONNX and check it with onnxruntime.")] = False,
 ) -> None:
     """Export a trained model: safetensors weights, JSON rules and a torch.export program."""
+    from featmux.embeddings.precision import Precision
     from featmux.serving.artefact import ONNX_FILE
-    from featmux.serving.export import Precision, export_model
+    from featmux.serving.export import export_model
     from featmux.serving.predictor import checkpoint_file
     from featmux.training.checkpoint import CheckpointError, load_model
 
@@ -63,8 +66,11 @@ def export_command(
         except ImportError:
             fail("--onnx needs onnxruntime (install with: bash scripts/install.sh --serving)")
     precision = precision or Precision.FP32
-    summary = export_model(model, schema, out, precision, onnx=onnx, source={"checkpoint": str(source)})
-    table = Table(title=f"featmux export: {out} ({precision.value})")
+    try:
+        summary = export_model(model, schema, out, precision, onnx=onnx, source={"checkpoint": str(source)})
+    except ValueError as err:  # a precision the method cannot take
+        fail(str(err))
+    table = Table(title=f"featmux export: {out} ({summary.precision.value})")
     table.add_column("file")
     table.add_column("bytes", justify="right")
     for name, size in summary.files.items():

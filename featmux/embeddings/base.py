@@ -175,8 +175,17 @@ def fake_quantize_rows(rows: torch.Tensor, levels: int) -> torch.Tensor:
     # the stored float16 scale and bias, exactly as the served rows use them
     step = ((x.amax(dim=-1, keepdim=True) - lo) / levels).half().float()
     bias = lo.half().float()
-    code = torch.round((x - bias) / step.clamp_min(torch.finfo(torch.float16).tiny)).clamp_(0, levels)
+    code = torch.round((x - bias) / nonzero_step(step)).clamp_(0, levels)
     return rows + (bias + step * code - x)
+
+
+def nonzero_step(step: torch.Tensor) -> torch.Tensor:
+    """Quantization steps with 0 (a constant row) replaced by 1: the divisor of codes = (x - bias) / step.
+
+    Small steps stay as they are (float16 subnormals included): the rows are rebuilt as bias + step * code
+    with the same step, so dividing by anything else would give codes that rebuild other values.
+    """
+    return torch.where(step > 0, step, torch.ones_like(step))
 
 
 def embed_rows(

@@ -18,7 +18,7 @@ from enum import Enum, unique
 import torch
 import torch.nn.functional as F
 
-from featmux.embeddings.base import FeatureEmbedding, TableEmbedding
+from featmux.embeddings.base import FeatureEmbedding, TableEmbedding, nonzero_step
 from featmux.embeddings.serving import ServedEmbedding, ServingTable
 
 
@@ -43,7 +43,8 @@ def quantize_rows(weight: torch.Tensor, precision: Precision) -> dict[str, torch
     lo, hi = w.min(dim=1).values, w.max(dim=1).values  # [R]
     scale = ((hi - lo) / levels(precision)).half()
     bias = lo.half()
-    step = scale.float().clamp_min(torch.finfo(torch.float16).tiny).unsqueeze(1)
+    # divide by the stored (float16, possibly subnormal) step itself, so that codes and reads agree
+    step = nonzero_step(scale.float()).unsqueeze(1)
     codes = torch.round((w - bias.float().unsqueeze(1)) / step).clamp_(0, levels(precision)).to(torch.uint8)
     if precision is Precision.INT4:
         if codes.shape[1] % 2:

@@ -5,8 +5,9 @@
 >>> model.predict(frame)                        # probabilities, one per row
 """
 
+from featmux.embeddings.precision import Precision
 from featmux.serving.artefact import Artefact, ArtefactError, read_artefact
-from featmux.serving.export import ExportSummary, Precision, ScoringGraph, export_model
+from featmux.serving.export import ExportSummary, ScoringGraph, export_model
 from featmux.serving.predictor import Backend, Predictor, load
 
 __all__ = [

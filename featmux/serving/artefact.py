@@ -1,7 +1,7 @@
 """The artefact directory `featmux export` writes, and reading it back.
 
     artefact.json        manifest: schema, model spec, fingerprint rules, salts, vocabularies, precision
-    weights.safetensors  the scoring model's state (int8: codes, scales and biases of each table)
+    weights.safetensors  the scoring model's state (quantized: each table's codes, scales and biases)
     program.pt2          `torch.export` program: fingerprints -> logits (see `featmux.serving.export`)
     model.onnx           optional, the same graph in ONNX
 
@@ -146,7 +146,7 @@ class Artefact:
 
     @property
     def precision(self) -> str:
-        """ "fp32" or "int8"."""
+        """The tables' precision: "fp32", "fp16", "int8" or "int4"."""
         return str(self.manifest["precision"])
 
     def file(self, key: str) -> Path:
@@ -158,14 +158,13 @@ class Artefact:
         return path
 
     def eager_model(self) -> CTRModel:
-        """The model rebuilt from the spec with the safetensors weights (int8: the quantized layers)."""
+        """The model rebuilt from the spec (quantized tables included) with the safetensors weights."""
         from safetensors.torch import load_file
 
-        from featmux.serving.quantize import quantize_int8
-
-        model, _ = build_from_spec(self.manifest["spec"])
-        if self.precision == "int8":
-            model = quantize_int8(model)
+        spec = self.manifest["spec"]
+        if self.precision != spec["embedding"].get("precision", "fp32"):  # featmux's first int8 layout
+            raise ArtefactError(f"{self.path}: {self.precision} tables of an older layout; export it again")
+        model, _ = build_from_spec(spec)
         path = self.file("weights")
         try:
             state = load_file(str(path))

@@ -6,16 +6,17 @@ training), salting, mixing and the table lookups run inside it:
     program(ids [B, F_u] int64, dense [B, N] float32, bags [(values [L_j] int64, offsets [B + 1] int64)])
         -> logits [B]
 
-B and every L_j are dynamic. `--precision int8` exports row-wise 8-bit tables (`featmux.serving.quantize`).
+B and every L_j are dynamic. `--precision fp16|int8|int4` exports the tables of a table method quantized
+row-wise (`featmux.embeddings.precision`, the form `featmux train --precision` serves).
 An ONNX file (dynamo exporter) is written beside it when asked for; `check_onnx` compares onnxruntime's
 logits with the program's.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum, unique
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from featmux.atomic import atomic_open, write_json_atomic
+from featmux.embeddings import Precision, ServedEmbedding, quantize_embedding
 from featmux.features import Schema
 from featmux.models import CTRModel
 from featmux.serving.artefact import (
@@ -33,25 +35,16 @@ from featmux.serving.artefact import (
     WEIGHTS_FILE,
     describe_model,
 )
-from featmux.serving.quantize import quantize_int8
 from featmux.sparse import Bag, SparseFeatures
 
 BagTensors = Sequence[tuple[torch.Tensor, torch.Tensor]]
-
-
-@unique
-class Precision(Enum):
-    """Precision of the exported embedding tables (dense layers stay fp32)."""
-
-    FP32 = "fp32"
-    INT8 = "int8"
 
 
 class ScoringGraph(nn.Module):
     """A CTR model with plain tensor inputs (what `torch.export` and ONNX take): fingerprints -> logits.
 
     Args:
-        model: the model (fp32 or `quantize_int8`'ed), in eval mode.
+        model: the model (its tables fp32, quantized or pruned), in eval mode.
 
     Example:
         >>> graph = ScoringGraph(model.eval())
@@ -172,6 +165,30 @@ class ExportSummary:
     onnx_error: str | None = None
 
 
+def stored_precision(model: CTRModel) -> Precision:
+    """The precision the model's tables are stored at (fp32 unless quantized, e.g. by `train --precision`)."""
+    return Precision(model.embedding.config().get("precision", Precision.FP32.value))
+
+
+def quantize_model(model: CTRModel, precision: Precision) -> CTRModel:
+    """The model with its tables quantized row-wise to `precision` (a copy; the model itself for fp32).
+
+    Raises:
+        ValueError: the method has no tables to quantize (the message names it), or its tables are
+            already in a serving form (trained with `--precision` or `--prune`).
+    """
+    if precision is Precision.FP32:
+        return model
+    if isinstance(model.embedding, ServedEmbedding):
+        raise ValueError(
+            f"--precision {precision.value}: the {model.embedding.method} tables are already stored "
+            f"for serving ({model.embedding.setting}, from `featmux train`); export without --precision"
+        )
+    quantized = copy.deepcopy(model)
+    quantized.embedding = quantize_embedding(quantized.embedding, precision)
+    return quantized.eval()
+
+
 def export_model(
     model: CTRModel,
     schema: Schema,
@@ -183,21 +200,24 @@ def export_model(
     """Write an artefact directory: `weights.safetensors`, `artefact.json`, `program.pt2` (+ `model.onnx`).
 
     Args:
-        model: the trained fp32 model.
+        model: the trained model (fp32, or its tables already quantized or pruned by `featmux train`).
         schema: its schema.
         out: the artefact directory (created; existing artefact files are replaced).
-        precision: FP32, or INT8 row-wise tables.
+        precision: the tables' precision: FP32 (as trained), or FP16, INT8, INT4 row-wise quantized.
         onnx: also write the ONNX export.
         source: where the model came from (recorded in the manifest).
 
     Returns:
         The files written and their sizes.
+
+    Raises:
+        ValueError: `precision` does not apply to the model (see `quantize_model`).
     """
+    scoring = quantize_model(model.eval(), precision)
+    precision = stored_precision(scoring)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
-    manifest = describe_model(model, schema)  # rules and vocabularies come from the fp32 layers
-    scoring = quantize_int8(model) if precision is Precision.INT8 else model
+    manifest = describe_model(scoring, schema)  # its spec rebuilds the quantized layers
     from safetensors.torch import save  # the serving extra
 
     state = {k: v.detach().contiguous() for k, v in scoring.state_dict().items()}

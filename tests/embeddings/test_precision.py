@@ -11,9 +11,10 @@ from featmux.embeddings.precision import Precision, dequantize_rows, quantize_em
 DIM = 8
 
 
+@pytest.mark.parametrize("std", [1.0, 1e-3])  # 1e-3: float16 subnormal steps, as in freshly initialized rows
 @pytest.mark.parametrize(("precision", "bound"), [("fp16", 1e-3), ("int8", 1 / 255), ("int4", 1 / 15)])
-def test_rows_round_trip_within_half_a_step(precision, bound):
-    w = torch.randn(50, 7)
+def test_rows_round_trip_within_half_a_step(precision, bound, std):
+    w = torch.randn(50, 7) * std
     q = quantize_rows(w, Precision(precision))
     back = dequantize_rows(q["codes"], q.get("scale"), q.get("bias"), Precision(precision), 7)
     span = (w.max(1).values - w.min(1).values).unsqueeze(1)
