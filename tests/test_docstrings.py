@@ -18,11 +18,11 @@ from featmux.embeddings import (
     qr,
     registry,
     robe,
+    served,
     split,
     tt,
     unified,
 )
-from featmux.embeddings import serving as embedding_serving
 
 PUBLIC = [
     featmux.CollisionlessEmbedding,
@@ -49,7 +49,7 @@ PUBLIC = [
     adaptive.AdaptiveEmbedding,
     adaptive.AdaptiveOptions,
     precision.QuantizedTable,
-    embedding_serving.ServedEmbedding,
+    served.ServedEmbedding,
     pruning.PrunedTable,
     featmux.Vocabulary,
     featmux.Trainer,

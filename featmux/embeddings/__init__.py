@@ -29,7 +29,7 @@ from featmux.embeddings.registry import (
     get_method,
     method_names,
 )
-from featmux.embeddings.serving import ServedEmbedding
+from featmux.embeddings.served import ServedEmbedding
 from featmux.embeddings.unified import UnifiedEmbedding, UnifiedEmbeddingConfig, UnifiedOptions
 from featmux.embeddings.vocabulary import FeatureVocabulary, Vocabulary
 from featmux.features import CategoricalFeature

@@ -345,7 +345,7 @@ class TableEmbedding(FeatureEmbedding):
                 f"{type(self).__name__} expects {len(self.univalent)} univalent id columns and "
                 f"{len(self.multivalent)} bags, got {sparse.ids.shape[1]} and {len(sparse.bags)}"
             )
-        served = getattr(self, "served", None)  # a serving form (featmux.embeddings.serving)
+        served = getattr(self, "served", None)  # a serving form (featmux.embeddings.served)
         if served is not None:
             return served.embed(self, sparse)
         if self._row_updates and self.weight.requires_grad and torch.is_grad_enabled():

@@ -8,7 +8,7 @@ dequantizing only the rows a batch looks up:
     int8   uint8 codes, one float16 scale and bias per row: row = bias + scale * code (D + 4 bytes a row)
     int4   two 4-bit codes a byte, the same per-row scale and bias (ceil(D / 2) + 4 bytes a row)
 
-`memory_bytes()` then counts the codes, scales and biases (`featmux.embeddings.serving`).
+`memory_bytes()` then counts the codes, scales and biases (`featmux.embeddings.served`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from featmux.embeddings.base import FeatureEmbedding, TableEmbedding, nonzero_step
-from featmux.embeddings.serving import ServedEmbedding, ServingTable
+from featmux.embeddings.served import ServedEmbedding, ServingTable
 
 
 @unique

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from featmux.embeddings.base import FeatureEmbedding, TableEmbedding
-from featmux.embeddings.serving import ServedEmbedding, ServingTable
+from featmux.embeddings.served import ServedEmbedding, ServingTable
 
 
 class PrunedTable(ServingTable):

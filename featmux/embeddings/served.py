@@ -1,4 +1,4 @@
-"""Tables stored for serving in another form than their float training weights, read row by row.
+"""Tables served in another form than their float training weights (quantized, pruned), read row by row.
 
 A trained table method (collisionless, hashing, unified, adaptive: the `TableEmbedding` layers) can be
 served from quantized codes (`featmux.embeddings.precision`) or from sparse rows
