@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from featmux.embeddings import CollisionlessEmbedding, HashingEmbedding
+from featmux.embeddings.adaptive import AdaptiveEmbedding
 from featmux.embeddings.base import TableEmbedding
 from featmux.embeddings.unified import _SharedTable
 from featmux.features import Schema, ValueEncoding
@@ -79,6 +80,19 @@ def _table_rules(table: TableEmbedding) -> dict[str, Any]:
             "features": {
                 f.name: {"start": int(start), "vocabulary_size": table.vocab_sizes[f.name]}
                 for f, start in zip(order, table.row_starts.tolist(), strict=True)
+            },
+        }
+    if isinstance(table, AdaptiveEmbedding):
+        keys = table.keys.tolist()
+        return {
+            "method": "adaptive",
+            "rule": "row = hot_start + position of the fingerprint in the feature's sorted hot_keys; a value "
+            "not among them: num_hot + splitmix64(splitmix64(fingerprint) ^ salt) mod shared_rows",
+            "num_hot": table.num_hot,
+            "shared_rows": table.shared_rows,
+            "features": {
+                f.name: {"salt": int(salt), "hot_start": lo, "hot_keys": keys[lo:hi]}
+                for f, salt, (lo, hi) in zip(order, table.salts.tolist(), table._key_slices, strict=True)
             },
         }
     raise ArtefactError(f"no export rules for table layer {type(table).__name__}")

@@ -3,7 +3,9 @@ a multivalent int bag, a numeric column), and its fp32 and int8 artefacts, built
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -78,6 +80,34 @@ def run_dir(tmp_path_factory) -> Path:
     )
     run_experiment(config)
     return root / "run"
+
+
+@pytest.fixture(scope="session")
+def train_lr(tmp_path_factory) -> Callable[..., Path]:
+    """Trains a 1-epoch LR run of a method on 400 rows at the full budget; returns its --checkpoint-dir."""
+    root = tmp_path_factory.mktemp("lr-runs")
+    table(400, 0).write_csv(root / "train.csv")
+
+    def train(method: str, out: Path, **extra: Any) -> Path:
+        config = ExperimentConfig(
+            dataset="csv",
+            data=root / "train.csv",
+            dataset_options=COLUMNS,
+            model="lr",
+            embedding=method,
+            budget=None if method == "collisionless" else "1",
+            embedding_dim=4,
+            epochs=1,
+            batch_size=128,
+            checkpoint_dir=out / "run",
+            cache_dir=root / "cache",
+            progress=False,
+            **extra,
+        )
+        run_experiment(config)
+        return out / "run"
+
+    return train
 
 
 @pytest.fixture(scope="session")
