@@ -28,7 +28,7 @@ from featmux.distributed.embedding import TableDraw, TorchRecEmbedding, tables_o
 from featmux.distributed.launch import Backend, init_distributed, resolve_backend
 from featmux.distributed.sharding import ShardingConfig
 from featmux.distributed.train import DistributedTrainer, TableInit, check_train_config
-from featmux.embeddings import build_embedding, collisionless_parameters
+from featmux.embeddings import Precision, build_embedding, collisionless_parameters, get_method
 from featmux.models import build_model
 from featmux.training.experiment import ExperimentConfig, event_logger, experiment_result
 
@@ -103,6 +103,31 @@ def _peak_rss_per_rank() -> list[int]:
     return [int(v) for v in out]
 
 
+DISTRIBUTED_METHODS = ("collisionless", "hashing", "unified")  # the layers `TorchRecEmbedding` converts
+
+
+def check_experiment(config: ExperimentConfig) -> None:
+    """Raise a ValueError (one line, for the CLI) for an experiment that distributed training cannot run.
+
+    Only the table methods TorchRec shards train distributed, and in fp32: a quantized or pruned
+    serving form (`--precision`, `--prune`, `--qat`) would be silently left out.
+    """
+    method = get_method(config.embedding).name
+    if method not in DISTRIBUTED_METHODS:
+        raise ValueError(
+            f"--distributed trains the {', '.join(DISTRIBUTED_METHODS)} embeddings (TorchRec tables), "
+            f"not {method}: train {method} without --distributed"
+        )
+    served = {"--precision": config.precision is not Precision.FP32, "--prune": config.prune > 0}
+    served["--qat"] = config.qat
+    given = [flag for flag, on in served.items() if on]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} does not apply with --distributed (it trains and saves fp32 tables): "
+            "quantize or prune in a single-process run"
+        )
+
+
 def run_distributed_training(
     config: ExperimentConfig,
     options: DistributedOptions | None = None,
@@ -133,6 +158,7 @@ def run_distributed_training(
     """
     options = options or DistributedOptions()
     # everything that can be refused is refused before a process group exists or data is read
+    check_experiment(config)
     backend = resolve_backend(options.backend, config.device)
     check_train_config(config.train_config(), "cuda" if backend is Backend.NCCL else "cpu")
     config.check_schema(open_source(config.dataset, config.data, **config.dataset_options).schema)

@@ -194,6 +194,9 @@ def _port() -> int:
         (["--distributed", "--backend", "mpi"], "choose one of"),
         (["--sharding", "table_wise"], "--sharding apply only with --distributed"),
         (["--column-shard-width", "8"], "apply only with --distributed"),
+        (["--distributed", "--embedding", "dhe"], "trains the collisionless, hashing, unified embeddings"),
+        (["--distributed", "--embedding", "hashing", "--precision", "int8"], "--precision does not apply"),
+        (["--distributed", "--prune", "0.5"], "--prune does not apply with --distributed"),
     ],
 )
 def test_cli_refuses_what_distributed_would_ignore(flags, message, tmp_path):
