@@ -288,10 +288,13 @@ class TableEmbedding(FeatureEmbedding):
 
     @property
     def num_rows(self) -> int:
-        return self.weight.shape[0]
+        """R, rows of the table (also once a serving form has replaced its weight)."""
+        served = getattr(self, "served", None)
+        return self.weight.shape[0] if served is None else served.num_rows
 
     def table_parameters(self) -> list[nn.Parameter]:
-        return [self.weight]
+        # a table in a serving form (featmux.embeddings.served) has no weight: nothing trains
+        return [self.weight] if getattr(self, "served", None) is None else []
 
     def chunks_of(self, feature: CategoricalFeature) -> int:
         """K_f, the number of slots (probes) of a feature."""

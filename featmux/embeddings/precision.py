@@ -106,6 +106,10 @@ class QuantizedTable(ServingTable):
         for name, tensor in quantize_rows(table.weight, precision).items():
             self.register_buffer(name, tensor)
 
+    @property
+    def num_rows(self) -> int:
+        return self.codes.shape[0]
+
     def read(self, rows: torch.Tensor) -> torch.Tensor:
         scale = getattr(self, "scale", None)
         bias = getattr(self, "bias", None)

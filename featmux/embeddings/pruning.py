@@ -54,6 +54,10 @@ class PrunedTable(ServingTable):
         ptr[1:] = counts.cumsum(0)
         self.register_buffer("row_ptr", ptr.to(index_dtype))
 
+    @property
+    def num_rows(self) -> int:
+        return self.row_ptr.numel() - 1
+
     def read(self, rows: torch.Tensor) -> torch.Tensor:
         flat = rows.reshape(-1)
         start, end = self.row_ptr[flat].long(), self.row_ptr[flat + 1].long()

@@ -27,6 +27,11 @@ class ServingTable(nn.Module, ABC):
     def read(self, rows: torch.Tensor) -> torch.Tensor:
         """Float rows [..., D] of the table for row indices [...]."""
 
+    @property
+    @abstractmethod
+    def num_rows(self) -> int:
+        """R, the rows of the table it stores."""
+
     def embed(self, table: TableEmbedding, sparse: SparseFeatures) -> torch.Tensor:
         """`TableEmbedding.forward` with rows read from this form: [B, S, D]."""
         return embed_rows(table, sparse, self.read)

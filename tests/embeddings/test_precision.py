@@ -94,3 +94,20 @@ def test_qat_is_checked_up_front(features, vocabulary):
     layer = build_embedding(features, EmbeddingSpec("robe", DIM, Budget.parse("1/4")), vocabulary)
     with pytest.raises(ValueError, match="needs table layers"):
         layer.set_quantization_aware(255)
+
+
+@pytest.mark.parametrize("form", ["int8", "prune"])
+def test_a_served_model_reports_its_tables(features, vocabulary, form):
+    # table_parameters(), num_rows and a model's dense_parameters() once the weights are replaced
+    from featmux.embeddings import prune_embedding
+    from featmux.models import build_model
+
+    layer = build_embedding(features, EmbeddingSpec("unified", DIM, Budget.parse("1/4")), vocabulary)
+    rows = [t.num_rows for t in layer.table_modules()]
+    served = quantize_embedding(layer, "int8") if form == "int8" else prune_embedding(layer, 0.5)
+    model = build_model("dcnv2", served, 2, {"hidden": [8], "cross_layers": 1})
+    assert [t.num_rows for t in served.table_modules()] == rows
+    assert served.table_parameters() == [] and all(t.table_parameters() == [] for t in served.table_modules())
+    assert served.num_parameters() == 0
+    assert served.memory_bytes() == sum(t.numel() * t.element_size() for t in served.state_dict().values())
+    assert {id(p) for p in model.dense_parameters()} == {id(p) for p in model.parameters()}

@@ -77,6 +77,11 @@ def test_int8_tables_are_row_wise_and_close(run_dir, artefacts, rows):
     layers = [m for m in quantized.modules() if isinstance(m, QuantizedTable)]
     assert layers and all(m.codes.dtype == torch.uint8 for m in layers)
     assert hasattr(model.embedding.shared, "weight")  # the trained model is left as it was
+    # an int8 model still reports its tables: no trainable rows, fewer stored bytes (D + 4 a row, not 4 D)
+    assert quantized.embedding.table_parameters() == [] and quantized.embedding.num_parameters() == 0
+    table_rows = sum(t.num_rows for t in quantized.embedding.table_modules())
+    saved = model.embedding.memory_bytes() - quantized.embedding.memory_bytes()
+    assert saved == table_rows * (4 * 4 - (4 + 4))  # D = 4
     # each value within a quantization step of its row (the float16 scale and bias round a little)
     table = model.embedding.shared.weight.detach()
     restored = quantized.embedding.inner.shared.served.read(torch.arange(table.shape[0]))
