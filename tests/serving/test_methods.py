@@ -19,6 +19,7 @@ CASES = [(name, {}) for name in method_names()] + [
     ("hashing", {"precision": "int8"}),  # trained, then served int8
     ("adaptive", {"precision": "int4", "qat": True}),
     ("unified", {"prune": 0.5}),
+    ("unified", {"embedding_options": {"qat_bits": 8}}),  # trained for int8, served int8
 ]
 
 
@@ -30,7 +31,8 @@ def test_every_method_exports_and_scores_as_its_eager_model(method, extra, train
     export_model(model, schema, tmp_path / "artefact")
     artefact = read_artefact(tmp_path / "artefact")
     assert artefact.manifest["spec"]["embedding"]["method"] == method
-    assert artefact.precision == extra.get("precision", "fp32")
+    qat_bits = extra.get("embedding_options", {}).get("qat_bits")
+    assert artefact.precision == extra.get("precision", f"int{qat_bits}" if qat_bits else "fp32")
     # table methods describe their row rules in the manifest (the others' hashing is in the program)
     assert bool(artefact.manifest["tables"]) == (method in TABLE_METHODS)
     for backend in ("program", "eager"):
