@@ -58,28 +58,37 @@ def instances_fixture():
     return instances
 
 
+def train_run(data: Path, out: Path, **settings: Any) -> Path:
+    """A 1-epoch run with `settings` on the CSV table `data`; returns its --checkpoint-dir `out`."""
+    config = ExperimentConfig(
+        dataset="csv",
+        data=data,
+        dataset_options=COLUMNS,
+        embedding_dim=4,
+        epochs=1,
+        checkpoint_dir=out,
+        cache_dir=data.parent / "cache",
+        progress=False,
+        **settings,
+    )
+    run_experiment(config)
+    return out
+
+
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory) -> Path:
     """A --checkpoint-dir of a 1-epoch unified-embedding DCN-v2 run on 3,000 rows."""
     root = tmp_path_factory.mktemp("serving")
     table(3000, 0).write_csv(root / "train.csv")
-    config = ExperimentConfig(
-        dataset="csv",
-        data=root / "train.csv",
-        dataset_options=COLUMNS,
+    return train_run(
+        root / "train.csv",
+        root / "run",
         model="dcnv2",
         model_options={"hidden": [16], "cross_layers": 1},
         embedding="unified",
         budget="1/2",
-        embedding_dim=4,
-        epochs=1,
         batch_size=256,
-        checkpoint_dir=root / "run",
-        cache_dir=root / "cache",
-        progress=False,
     )
-    run_experiment(config)
-    return root / "run"
 
 
 @pytest.fixture(scope="session")
@@ -89,23 +98,9 @@ def train_lr(tmp_path_factory) -> Callable[..., Path]:
     table(400, 0).write_csv(root / "train.csv")
 
     def train(method: str, out: Path, **extra: Any) -> Path:
-        config = ExperimentConfig(
-            dataset="csv",
-            data=root / "train.csv",
-            dataset_options=COLUMNS,
-            model="lr",
-            embedding=method,
-            budget=None if method == "collisionless" else "1",
-            embedding_dim=4,
-            epochs=1,
-            batch_size=128,
-            checkpoint_dir=out / "run",
-            cache_dir=root / "cache",
-            progress=False,
-            **extra,
-        )
-        run_experiment(config)
-        return out / "run"
+        budget = None if method == "collisionless" else "1"
+        settings = {"model": "lr", "embedding": method, "budget": budget, "batch_size": 128, **extra}
+        return train_run(root / "train.csv", out / "run", **settings)
 
     return train
 
