@@ -4,6 +4,7 @@ loads and scores like its eager model; a precision the method cannot take is ref
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -64,3 +65,27 @@ def test_export_refuses_a_precision_the_model_cannot_take(train_lr, tmp_path):
     with pytest.raises(ValueError, match=r"--precision int8: the hashing tables are already stored"):
         export_model(model, schema, tmp_path / "b", Precision.INT8)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    ("method", "extra"), [("tt", {}), ("hashing", {"precision": "int8"})], ids=["tt", "int8"]
+)
+def test_score_and_serve_a_compression_method(method, extra, train_lr, tmp_path, rows, instances):
+    from fastapi.testclient import TestClient
+
+    from featmux.serving.server import create_app
+
+    run = train_lr(method, tmp_path, **extra)
+    expected = fm.load(run).predict(rows)
+    args = ["export", str(run), "--out", str(tmp_path / "artefact")]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    rows.drop("click").write_csv(tmp_path / "rows.csv")
+    args = ["score", str(tmp_path / "artefact"), str(tmp_path / "rows.csv"), "--out", str(tmp_path / "s.csv")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    scores = pl.read_csv(tmp_path / "s.csv")["score"].to_numpy()
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-6)
+    with TestClient(create_app(fm.load(tmp_path / "artefact"))) as client:
+        response = client.post("/predict", json={"instances": instances(rows)})
+    assert response.status_code == 200
+    np.testing.assert_allclose(response.json()["predictions"], expected, rtol=0, atol=1e-6)
