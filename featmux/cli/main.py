@@ -112,13 +112,23 @@ def train(
         list[str] | None, typer.Option(help="Embedding method option key=value, e.g. num_tables=2.")
     ] = None,
     precision: Annotated[
-        str | None, typer.Option(help="Tables served at fp16, int8 or int4 (quantized after training).")
+        str | None,
+        typer.Option(
+            help="Tables served at fp16, int8 or int4 (quantized after training). The budget sizes the "
+            "fp32 tables, so fewer bytes are served than budgeted (unified's qat_bits instead sizes the "
+            "rows from the served bytes)."
+        ),
     ] = None,
     prune: Annotated[
         float | None, typer.Option(help="Drop this share of table entries after training, store sparse.")
     ] = None,
     qat: Annotated[
-        bool, typer.Option(help="With --precision int8/int4: quantization-aware training.")
+        bool,
+        typer.Option(
+            help="With --precision int8/int4: quantization-aware training of the tables the budget sized "
+            "at fp32 (same rows, fewer bytes served). --embedding unified --embedding-option qat_bits=8|4 "
+            "instead spends the saved bytes on more rows."
+        ),
     ] = False,
     embedding_dim: Annotated[int | None, typer.Option(help="Width D of one slot.")] = None,
     num_tables: Annotated[int | None, typer.Option(help="Unified: sub-tables T.")] = None,

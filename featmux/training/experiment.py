@@ -25,12 +25,9 @@ from featmux.data.prepare import PreparedData, prepare
 from featmux.embeddings import (
     FP32_BYTES,
     FeatureEmbedding,
-    Precision,
     budget_target,
     build_embedding,
     collisionless_parameters,
-    prune_embedding,
-    quantize_embedding,
 )
 from featmux.models import CTRModel, build_model
 from featmux.training.checkpoint import save_model
@@ -38,6 +35,7 @@ from featmux.training.config import TrainConfig
 from featmux.training.metrics import Metrics
 from featmux.training.precision import cpu_flags
 from featmux.training.run_config import RunConfig
+from featmux.training.serving_form import ServingForm, make_quantization_aware
 from featmux.training.trainer import FitSummary, Trainer, evaluate
 
 
@@ -102,8 +100,7 @@ def build_experiment_model(config: ExperimentConfig, data: PreparedData) -> CTRM
     torch.manual_seed(config.seed)
     schema = data.schema
     embedding = build_embedding(schema.categorical, config.embedding_spec(), data.vocabulary)
-    if config.qat:  # quantization-aware: train and validate on the rows int8 / int4 will serve
-        embedding.set_quantization_aware(255 if config.precision is Precision.INT8 else 15)
+    make_quantization_aware(config, embedding)
     return build_model(config.model, embedding, len(schema.numeric), config.model_options)
 
 
@@ -156,17 +153,14 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
     fit = trainer.fit(data.train, data.valid, resume=config.resume)
     test = evaluate(model, data.test, trainer.config.eval_batch_size) if data.test is not None else None
     trained = {"embedding_bytes": emb.memory_bytes(), "test_auc": test.auc if test else None}
-    # a layer trained for a precision (quantization-aware) is served at it
-    trained_for = Precision(emb.config().get("qat", "fp32"))  # unified qat_bits
-    precision = config.precision if config.precision is not Precision.FP32 else trained_for
-    served = precision is not Precision.FP32 or config.prune > 0
+    form = ServingForm.of(config, emb)
+    served = form.changes
     if served:  # post-training: serve (and test) the quantized or pruned tables
-        emb = quantize_embedding(emb, precision) if config.prune == 0 else prune_embedding(emb, config.prune)
+        emb = form.apply(emb)
         model.embedding = emb
         test = evaluate(model, data.test, trainer.config.eval_batch_size) if data.test is not None else None
         fp32_bytes = trained["embedding_bytes"]
-        form = f"{precision.value}" if config.prune == 0 else f"pruned to {config.prune:g} sparsity"
-        say(f"{form} tables: {emb.memory_bytes():,} bytes (fp32: {fp32_bytes:,})")
+        say(f"{form.describe()} tables: {emb.memory_bytes():,} bytes (fp32: {fp32_bytes:,})")
     if config.checkpoint_dir is not None:
         save_model(Path(config.checkpoint_dir) / "model.pt", model, data.schema)
     dense = sum(p.numel() for p in model.dense_parameters())

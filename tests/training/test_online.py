@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
@@ -10,9 +11,10 @@ import pytest
 import torch
 from helpers import interrupted
 
+from featmux.data.cache import chunk_to_batch
 from featmux.data.errors import BadRows, DataError
 from featmux.data.synthetic import SyntheticConfig
-from featmux.embeddings import Vocabulary, build_embedding
+from featmux.embeddings import Vocabulary, build_embedding, quantize_embedding
 from featmux.models import build_model
 from featmux.training.checkpoint import CheckpointError, load_model
 from featmux.training.online import (
@@ -27,6 +29,7 @@ from featmux.training.online import (
     write_avazu_stream,
 )
 from featmux.training.online.loop import _encode, _progressive
+from featmux.training.serving_form import ServingForm
 
 SYNTHETIC = {
     "cardinalities": [5, 20, 100, 300],
@@ -67,6 +70,18 @@ def avazu(data, **changes) -> OnlineConfig:
     return OnlineConfig(**{**BASE, **stream, **changes})
 
 
+def untrained_model(cfg: OnlineConfig):
+    """The model that scores partition 0, built as `run_online` builds it, and that partition's rows."""
+    schema, parts = iter_partitions(cfg, BadRows())
+    chunk = _encode(next(parts).load(), schema)
+    vocabulary = Vocabulary(schema.feature_names)
+    for i, f in enumerate(schema.univalent):
+        vocabulary.update(f.name, chunk.ids[:, i])
+    torch.manual_seed(cfg.seed)
+    embedding = build_embedding(schema.categorical, cfg.embedding_spec(), vocabulary)
+    return build_model(cfg.model, embedding, 0, cfg.model_options), chunk
+
+
 def test_progressive_validation_scores_each_partition_before_training_on_it():
     cfg = config(embedding="unified", budget="1/2")
     result = run_online(cfg)
@@ -74,19 +89,7 @@ def test_progressive_validation_scores_each_partition_before_training_on_it():
     assert [p.name for p in result.partitions][:2] == ["rows 0-3999", "rows 4000-7999"]
     assert result.partitions[-1].steps == 4 * 8  # one pass of 8 batches per partition
     # partition 0 is scored by the untrained model: rebuild it the same way and compare
-    schema, parts = iter_partitions(cfg, BadRows())
-    first = next(parts)
-    chunk = _encode(first.load(), schema)
-    vocabulary = Vocabulary(schema.feature_names)
-    for i, f in enumerate(schema.univalent):
-        vocabulary.update(f.name, chunk.ids[:, i])
-    torch.manual_seed(cfg.seed)
-    untrained = build_model(
-        cfg.model,
-        build_embedding(schema.categorical, cfg.embedding_spec(), vocabulary),
-        0,
-        cfg.model_options,
-    )
+    untrained, chunk = untrained_model(cfg)
     assert _progressive(untrained, chunk, 4096)[0].auc == pytest.approx(result.partitions[0].auc, abs=1e-12)
     # later partitions are scored after training on the earlier ones: far better than chance
     assert all(p.auc > 0.55 for p in result.partitions[1:]) and result.partitions[3].auc > 0.65
@@ -411,3 +414,60 @@ def test_partitions_stream_through_bounded_shards(tmp_path, monkeypatch):
     for a, b in zip(reference.model.state_dict().values(), sharded.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert not list((tmp_path / "run").glob(".featmux-stream-*"))  # the shards are gone afterwards
+
+
+@pytest.mark.parametrize("form", [{"precision": "int4"}, {"prune": 0.5}])
+def test_online_runs_score_and_save_the_served_tables(tmp_path, form):
+    cfg = config(embedding="hashing", budget="1/2", partitions=2, checkpoint_dir=tmp_path / "run", **form)
+    result = run_online(cfg)
+    untrained, chunk = untrained_model(cfg)
+    fp32_bytes = untrained.embedding.memory_bytes()
+    fp32 = _progressive(untrained, chunk, 4096)[0]
+    untrained.embedding = ServingForm.of(cfg, untrained.embedding).apply(untrained.embedding)
+    served = _progressive(untrained, chunk, 4096)[0]
+    # partition 0 was scored by the served tables of the untrained model, not by its fp32 ones
+    assert result.partitions[0].logloss == pytest.approx(served.logloss, abs=1e-12)
+    assert abs(fp32.logloss - served.logloss) > 1e-6
+    assert result.embedding_bytes == untrained.embedding.memory_bytes() < fp32_bytes
+    assert result.fp32 == {"embedding_bytes": fp32_bytes}
+    assert result.model.embedding.memory_bytes() == fp32_bytes  # training went on with the fp32 tables
+    saved, _ = load_model(tmp_path / "run" / "model.pt")  # what export and score read: the served form
+    assert saved.embedding.config() == untrained.embedding.config()
+    assert saved.embedding.memory_bytes() == result.embedding_bytes
+    assert result.as_dict()["embedding_bytes"] == result.embedding_bytes
+    assert "embedding bytes, served" in progressive_table([result])
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_online_qat_bits_scores_and_saves_its_integer_table(tmp_path, bits):
+    options = {"qat_bits": bits}
+    cfg = config(
+        embedding="unified", budget="1/2", partitions=2, embedding_options=options, checkpoint_dir=tmp_path
+    )
+    result = run_online(cfg)
+    trained = result.model.embedding
+    precision = "int8" if bits == 8 else "int4"
+    assert result.embedding_bytes == trained.serving_bytes() < trained.memory_bytes()
+    assert result.fp32 == {"embedding_bytes": trained.memory_bytes()}
+    saved, _ = load_model(tmp_path / "model.pt")
+    assert saved.embedding.config()["precision"] == precision
+    assert saved.embedding.memory_bytes() == result.embedding_bytes
+    untrained, chunk = untrained_model(cfg)
+    untrained.embedding = quantize_embedding(untrained.embedding, precision)
+    served = _progressive(untrained, chunk, 4096)[0]
+    assert result.partitions[0].logloss == pytest.approx(served.logloss, abs=1e-12)
+
+
+def test_online_qat_trains_on_the_rows_it_serves():
+    cfg = config(embedding="hashing", budget="1/2", partitions=2, precision="int8", qat=True)
+    result = run_online(cfg)
+    _, chunk = untrained_model(cfg)
+    batch = chunk_to_batch(chunk.take(np.arange(len(chunk))))
+    trained = result.model.eval()
+    with torch.no_grad():
+        logits = trained(batch.sparse, batch.dense)
+        trained.embedding = quantize_embedding(copy.deepcopy(trained.embedding), "int8")
+        served = trained(batch.sparse, batch.dense)
+    # quantization-aware: the fp32 master tables already read the int8 rows (float rounding apart)
+    torch.testing.assert_close(logits, served, rtol=0, atol=1e-5)
+    assert result.embedding_bytes < result.fp32["embedding_bytes"]

@@ -19,6 +19,11 @@ later IDs fall into the collisionless OOV row, or hash into rows sized by those 
 Embedding needs none; a fractional budget is measured against the same frozen collisionless size, so
 every method gets the same memory.
 
+Serving forms: with `precision` (fp16, int8, int4), `prune`, or Unified Embedding's `qat_bits`, each
+partition is scored by the tables as they would be served (a quantized or pruned copy of the fp32
+tables, which go on training; `qat` trains them on the rows they will serve), `model.pt` holds that
+form, and the result reports its bytes (`embedding_bytes`; the fp32 tables' under `fp32`).
+
 Memory: a partition is never held whole. Its frames are read lazily in the source's chunks (a
 directory's file, a synthetic range, a run of one file's `partition_column`), encoded into shards on
 disk (under `checkpoint_dir`, or a temporary directory) and trained from memory-mapped shards; only a

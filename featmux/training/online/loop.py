@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import functools
 import math
@@ -21,7 +23,13 @@ import torch
 from featmux.data.cache import EncodedDataset, chunk_to_batch
 from featmux.data.encoded import EncodedChunk, encode_frame
 from featmux.data.errors import BadRowPolicy, BadRows
-from featmux.embeddings import Vocabulary, build_embedding, check_features, collisionless_parameters
+from featmux.embeddings import (
+    FeatureEmbedding,
+    Vocabulary,
+    build_embedding,
+    check_features,
+    collisionless_parameters,
+)
 from featmux.features import Schema
 from featmux.models import CTRModel, build_model
 from featmux.training.checkpoint import (
@@ -35,6 +43,7 @@ from featmux.training.metrics import Metrics, binary_metrics
 from featmux.training.online.config import OnlineConfig
 from featmux.training.online.results import OnlineResult, PartitionResult, write_json
 from featmux.training.online.stream import StreamPartition, iter_partitions
+from featmux.training.serving_form import ServingForm, make_quantization_aware
 from featmux.training.trainer import RESUMABLE_KEYS, Trainer, epoch_batches
 
 RESULTS_FILE = "progressive.json"
@@ -181,6 +190,24 @@ def _progressive(
     return binary_metrics(labels[finite], logits[finite]), int(n - finite.sum())
 
 
+@contextlib.contextmanager
+def _served(model: CTRModel, form: ServingForm) -> Iterator[FeatureEmbedding]:
+    """`model` with a served copy of its embedding layer for the duration (the trained one is put back).
+
+    Progressive validation scores, and `model.pt` stores, the tables as they would be served; training
+    goes on with the fp32 master tables.
+    """
+    trained = model.embedding
+    if not form.changes:
+        yield trained
+        return
+    model.embedding = form.apply(copy.deepcopy(trained))
+    try:
+        yield model.embedding
+    finally:
+        model.embedding = trained
+
+
 def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -> OnlineResult:
     """Train on a stream partition by partition, with progressive validation (`featmux.training.online`).
 
@@ -240,6 +267,7 @@ def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -
                 "resume with the same options, or use another checkpoint_dir"
             )
         model, _ = build_from_spec(found.payload["spec"])
+        make_quantization_aware(config, model.embedding)
         trainer = Trainer(model, train_config, schema, ckpt, on_event=on_event)
         trainer.restore(found.payload, found.path, found.damaged)
         keys = {name: t.numpy() for name, t in saved["vocabulary"].items()}
@@ -272,13 +300,22 @@ def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -
         keys = _frozen_keys(vocabulary, schema, config.min_count)
         torch.manual_seed(config.seed)
         embedding = build_embedding(schema.categorical, config.embedding_spec(), vocabulary)
+        make_quantization_aware(config, embedding)
         model = build_model(config.model, embedding, len(schema.numeric), config.model_options)
         trainer = Trainer(model, train_config, schema, ckpt, on_event=on_event)
         progress = _Progress()
     emb = model.embedding
+    form = ServingForm.of(config, emb)
+    embedding_bytes = form.served_bytes(emb)
     say(
         f"online {config.dataset}: {config.embedding} embedding, {emb.num_parameters():,} parameters "
-        f"({emb.num_parameters() / full:.4g} x the frozen collisionless size {full:,})"
+        f"({emb.num_parameters() / full:.4g} x the frozen collisionless size {full:,}), "
+        + (
+            f"served {form.describe()}: {embedding_bytes:,} bytes (fp32: {emb.memory_bytes():,}), "
+            "scored as served"
+            if form.changes
+            else f"{embedding_bytes:,} bytes"
+        )
     )
     state = trainer.state
     vocab_tensors = {name: torch.from_numpy(k) for name, k in keys.items()}
@@ -307,7 +344,8 @@ def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -
         rows, counted = warm.pop(part.index) if part.index in warm else _read(part, schema, bad, store)
         n = len(rows)
         if len(progress.records) <= part.index:
-            metrics, nonfinite = _progressive(model, rows, config.eval_batch_size)
+            with _served(model, form):
+                metrics, nonfinite = _progressive(model, rows, config.eval_batch_size)
             counts = [_unseen_counts(shard, schema, keys) for shard in rows.shards]
             total = sum(t for _, t in counts)
             unseen = sum(m for m, _ in counts) / total if total else float("nan")
@@ -363,12 +401,15 @@ def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -
     if bad.skipped:
         say(bad.summary())
     if ckpt is not None:
-        save_model(ckpt / "model.pt", model, schema)
+        with _served(model, form):  # what `featmux export` / `score` read: the served tables
+            save_model(ckpt / "model.pt", model, schema)
     return OnlineResult(
         embedding=config.embedding,
         budget=config.budget or "1",
         embedding_params=emb.num_parameters(),
         collisionless_params=full,
+        embedding_bytes=embedding_bytes,
+        fp32={"embedding_bytes": emb.memory_bytes()} if form.changes else None,
         partitions=tuple(PartitionResult(**r) for r in progress.records),
         train_seconds=state.train_seconds,
         samples_per_second=state.train_rows / state.train_seconds if state.train_seconds > 0 else math.nan,

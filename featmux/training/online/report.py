@@ -58,6 +58,12 @@ def progressive_table(results: Sequence[OnlineResult]) -> str:
     lines.append(
         f"| embedding parameters {blank} " + " | ".join(f"{r.embedding_params:,}" for r in results) + " |"
     )
+    if any(r.embedding_bytes is not None for r in results):
+        lines.append(
+            f"| embedding bytes, served {blank} "
+            + " | ".join("-" if r.embedding_bytes is None else f"{r.embedding_bytes:,}" for r in results)
+            + " |"
+        )
     lines.append(
         f"| training rows/s {blank} " + " | ".join(f"{r.samples_per_second:,.0f}" for r in results) + " |"
     )

@@ -64,7 +64,12 @@ class OnlineResult:
         bad_rows: summary of skipped malformed input rows.
         resumed_from: the checkpoint the run continued from (None: it started from scratch).
         config: the run's config (JSON-able).
-        model: the trained model (not part of `as_dict`).
+        embedding_bytes: bytes of the served embedding layer, the form progressive validation scored
+            (quantized with --precision or unified's qat_bits, pruned with --prune; None in results
+            written before it was recorded).
+        fp32: {"embedding_bytes": bytes of the fp32 master tables} when the served form differs.
+        model: the trained model, fp32 master tables (not part of `as_dict`; the run's `model.pt`
+            holds the served form).
 
     Example:
         >>> result = run_online(config)
@@ -81,6 +86,8 @@ class OnlineResult:
     bad_rows: str
     resumed_from: str | None
     config: dict[str, Any]
+    embedding_bytes: int | None = None
+    fp32: dict[str, int] | None = None
     model: CTRModel | None = field(default=None, repr=False, compare=False)
 
     def mean_auc(self, skip: int | None = None) -> float:
