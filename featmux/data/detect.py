@@ -5,8 +5,9 @@ first lines: Frappe's `frappe.*.libfm`, MovieLens side tables, a Criteo or Avazu
 header or field count), else a CSV / Parquet table. `infer_table_options` reads a sample of a table
 with polars and proposes its `csv` source options: the label (a column named like one, else the first
 column holding only 0/1), integer and text columns as categorical (integers with the INT encoding),
-float columns as numeric, and list columns (Parquet) as multivalent. Multivalent text cells ("a|b")
-are not guessed: declare them.
+float columns as numeric, and list columns (Parquet) as multivalent. A text column whose cells hold
+values joined by one consistent separator ("Comedy|Drama", "3;17") is multivalent too (see
+`bag_separator`); the separator goes into `multivalent_separator`.
 
 Example:
     >>> detect_source(Path("shared/data/frappe"))
@@ -31,6 +32,10 @@ LABEL_NAMES = ("label", "click", "clicked", "is_click", "target", "y")
 _CRITEO_FIELDS = 40
 _TRAIN_NAMES = ("train.txt", "train.csv", "train.tsv", "train")
 _MOVIELENS_SIDE_TABLES = (("u.user", "u.item"), ("users.dat", "movies.dat"))
+BAG_SEPARATORS = ("|", ";", ",")
+"""Separators tried inside text cells, in order of preference (the field separator is never one)."""
+MIN_BAG_SHARE = 0.05
+"""A separator must join values in at least this share of a column's non-null cells."""
 
 
 def _kaggle_kind(path: Path) -> str | None:
@@ -102,6 +107,51 @@ def _is_binary(column: pl.Series) -> bool:
     return values.len() > 0 and bool(values.is_in([0.0, 1.0]).all())
 
 
+def bag_separator(column: pl.Series, field_separator: str | None = ",") -> str | None:
+    """The separator of a multivalent text column, or None when the column does not look like one.
+
+    A column is multivalent with separator s when s is the only one of `BAG_SEPARATORS` that occurs in
+    its cells, it occurs in at least `MIN_BAG_SHARE` of them, and splitting at s leaves no more distinct
+    values than there are distinct cells (bag items repeat across rows; free text split at its
+    punctuation does not).
+
+    Args:
+        column: a sample of the column.
+        field_separator: the file's field separator (a CSV's; None for Parquet), never a bag separator.
+    """
+    if column.dtype != pl.String:
+        return None
+    cells = column.drop_nulls()
+    if cells.len() == 0:
+        return None
+    shares = {
+        sep: float(cells.str.contains(sep, literal=True).mean() or 0.0)
+        for sep in BAG_SEPARATORS
+        if sep != field_separator
+    }
+    present = [sep for sep, share in shares.items() if share > 0]
+    if len(present) != 1 or shares[present[0]] < MIN_BAG_SHARE:
+        return None
+    sep = present[0]
+    if sep == "," and cells.str.contains(r"^\s*-?\d+,\d+\s*$").all():
+        return None  # decimal commas ("1,5" in a ";"-separated file) are numbers, not bags
+    items = _items(cells, sep)
+    return sep if 0 < items.n_unique() <= cells.n_unique() else None
+
+
+def _items(column: pl.Series, sep: str) -> pl.Series:
+    """The items of a text column's cells split at `sep`, as the reader reads them (stripped, empty ones
+    dropped: "a||b" holds a and b)."""
+    items = column.drop_nulls().str.split(sep).explode().str.strip_chars()
+    return items.filter(items != "")
+
+
+def _integer_items(column: pl.Series, sep: str) -> bool:
+    """Whether every item of a multivalent text column is an integer (then it takes the INT encoding)."""
+    items = _items(column, sep)
+    return items.len() > 0 and items.str.to_integer(strict=False).null_count() == 0
+
+
 def infer_table_options(path: str | Path, separator: str = ",", label: str | None = None) -> dict[str, Any]:
     """`csv` source options for a table, from the dtypes and values of its first `SAMPLE_ROWS` rows.
 
@@ -111,7 +161,9 @@ def infer_table_options(path: str | Path, separator: str = ",", label: str | Non
         label: the label column, if known (else inferred).
 
     Returns:
-        label, categorical, numeric, multivalent and encodings (INT for integer columns).
+        label, categorical, numeric, multivalent and encodings (INT for integer columns and for text
+        bags of integers); with multivalent text columns also their `multivalent_separator`. Text
+        columns with another separator than the one most of them use stay categorical.
 
     Raises:
         ValueError: no column can be the label, or the named one is absent (naming the columns).
@@ -129,10 +181,19 @@ def infer_table_options(path: str | Path, separator: str = ",", label: str | Non
             f"{path}: cannot infer the 0/1 label column among {columns}: give --dataset-option label=NAME"
         )
     categorical, numeric, multivalent, encodings = [], [], [], {}
+    field = None if is_parquet(path) else separator
+    bags = {n: bag_separator(sample.get_column(n), field) for n in columns if n != label}
+    found = [sep for sep in bags.values() if sep is not None]
+    # one separator for all multivalent columns (the `multivalent_separator` source option): the most used
+    bag_sep = max(BAG_SEPARATORS, key=found.count) if found else None
     for name, dtype in sample.schema.items():
         if name == label:
             continue
-        if isinstance(dtype, pl.List):
+        if bag_sep is not None and bags[name] == bag_sep:
+            multivalent.append(name)
+            if _integer_items(sample.get_column(name), bag_sep):
+                encodings[name] = "int"
+        elif isinstance(dtype, pl.List):
             multivalent.append(name)
             if dtype.inner.is_integer():
                 encodings[name] = "int"
@@ -142,10 +203,13 @@ def infer_table_options(path: str | Path, separator: str = ",", label: str | Non
             categorical.append(name)
             if dtype.is_integer():
                 encodings[name] = "int"
-    return {
+    inferred: dict[str, Any] = {
         "label": label,
         "categorical": categorical,
         "numeric": numeric,
         "multivalent": multivalent,
         "encodings": encodings,
     }
+    if bag_sep is not None:
+        inferred["multivalent_separator"] = bag_sep
+    return inferred
