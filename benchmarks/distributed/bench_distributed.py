@@ -408,6 +408,9 @@ def plan() -> None:
                 "optimizer": optimizer,
                 "plan_seconds": time.perf_counter() - t,
                 "hbm_per_rank": list(report.storage_per_rank["hbm"]),
+                "placement_version": layer.unified_config.placement,
+                # which features look up each sub-table (placement by feature name: unequal counts)
+                "features_per_table": _features_per_table(layer, tables),
                 "markdown": report.to_markdown(),
             }
         )
@@ -424,6 +427,15 @@ def plan() -> None:
             "cases": out,
         },
     )
+
+
+def _features_per_table(layer: Any, tables: int) -> list[list[str]]:
+    """The (feature, chunk) slots of each sub-table of a unified layer, as feature names."""
+    shared = layer.shared
+    features = (*shared.univalent, *shared.multivalent)  # the slots' order
+    names = [f.name for f in features for _ in range(shared.chunks_of(f))]
+    where = list(zip(names, shared.slot_tables, strict=True))
+    return [[n for n, t in where if t == table] for table in range(tables)]
 
 
 # -- report -------------------------------------------------------------------------------------------------
@@ -463,6 +475,10 @@ def report() -> None:
     plans = json.loads((RESULTS / "plan_1b.json").read_text())
     for c in plans["cases"]:
         lines += ["", f"### {c['case']} (planned in {c['plan_seconds']:.2f} s)", "", c["markdown"]]
+        per_table = c.get("features_per_table") or []
+        if len(per_table) > 1:
+            counts = ", ".join(f"t{t}: {len(names)}" for t, names in enumerate(per_table))
+            lines += ["", f"Features per sub-table (placement version {c['placement_version']}): {counts}"]
     print("\n".join(lines))
 
 
