@@ -8,7 +8,9 @@ override those. The keys a grid varies (dataset, data, dataset_options, model, m
 budget, seed, split_seed) come from the grid itself and may not appear in any `settings`. The
 collisionless method has a fixed size, so it gets one cell per (dataset, model, seed), labelled budget
 "1"; hashing and unified get one cell per budget, where budget "1" means the collisionless parameter
-count.
+count. `budget_seeds` gives some budgets their own seeds (e.g. 3 seeds at 1/16, 1 elsewhere: seeds
+[0, 1, 2] and budget_seeds {"1/4": [0], "1/64": [0]}); collisionless cells take the seeds of budget
+"1".
 
 Data paths are relative to the repository root (the nearest directory above the YAML file that holds a
 pyproject.toml), e.g. `../shared/data/frappe`.
@@ -189,6 +191,7 @@ class BenchmarkGrid(BaseModel):
         seeds: seeds; every cell is run once per seed.
         split_seeds: split seeds (None: the source's own split); every cell is run once per seed and
             split seed.
+        budget_seeds: seeds of the listed budgets instead of `seeds` (budget "1" includes collisionless).
         settings: ExperimentConfig keys shared by every cell.
 
     Example:
@@ -206,6 +209,7 @@ class BenchmarkGrid(BaseModel):
     budgets: list[str]
     seeds: list[int] = Field(min_length=1)
     split_seeds: list[int] | None = Field(None, min_length=1)
+    budget_seeds: dict[str, list[int]] = Field(default_factory=dict)
     settings: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("methods", mode="before")
@@ -246,7 +250,20 @@ class BenchmarkGrid(BaseModel):
                 raise ValueError(f"dataset {label!r} names unknown method(s) {unknown}")
             if entry.budgets is not None:
                 _budget_list(entry.budgets, f"dataset {label!r} budgets")
+        budgets = {Budget.parse(b) for b in [*self.budgets, "1"]}
+        budgets |= {Budget.parse(b) for e in self.datasets.values() for b in e.budgets or ()}
+        for budget, seeds in self.budget_seeds.items():
+            if Budget.parse(str(budget)) not in budgets:
+                raise ValueError(f"budget_seeds: {budget!r} is not a budget of the grid")
+            if not seeds or len(set(seeds)) != len(seeds):
+                raise ValueError(f"budget_seeds {budget!r}: give distinct seeds, got {seeds}")
         return self
+
+    def seeds_of(self, budget: str) -> list[int]:
+        """The seeds a budget's cells run with (`budget_seeds`, else `seeds`)."""
+        wanted = Budget.parse(budget)
+        given = [s for b, s in self.budget_seeds.items() if Budget.parse(str(b)) == wanted]
+        return given[0] if given else list(self.seeds)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> BenchmarkGrid:
@@ -273,14 +290,17 @@ class BenchmarkGrid(BaseModel):
             budgets = ds.budgets if ds.budgets is not None else self.budgets
             budgets = sorted(budgets, key=_budget_order)
             methods = ds.methods if ds.methods is not None else list(self.methods)
+            seeds = dict.fromkeys([*self.seeds, *(s for b in budgets for s in self.seeds_of(b))])
             for model, model_options in ds.models.items():
-                for seed, split in [(s, k) for s in self.seeds for k in self.split_seeds or [None]]:
+                for seed, split in [(s, k) for s in seeds for k in self.split_seeds or [None]]:
                     for m_label in methods:
                         method = self.method(m_label)
                         budgeted = get_method(method).budgeted
                         method_budgets = budgets if budgeted else ["1"]
                         options = self.methods[m_label].options
                         for budget in method_budgets:
+                            if seed not in self.seeds_of(budget):
+                                continue
                             spec: dict[str, Any] = {
                                 **self.settings,
                                 **ds.settings,

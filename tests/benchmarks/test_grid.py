@@ -99,6 +99,8 @@ def test_data_paths_resolve_against_the_root(grid_dict, tmp_path):
         (lambda g: g["settings"].update(learning_rate=0), "greater than 0"),
         (lambda g: g.update(seeds=[0, 0]), "duplicate seeds"),
         (lambda g: g["settings"].update(checkpoint_dir="runs/x"), "set per cell"),
+        (lambda g: g.update(budget_seeds={"1/16": [0]}), "not a budget of the grid"),
+        (lambda g: g.update(budget_seeds={"1/4": [1, 1]}), "distinct seeds"),
     ],
 )
 def test_invalid_grids_are_rejected(grid_dict, edit, message):
@@ -122,6 +124,29 @@ def test_shipped_config_data_exists(path, shared_data):
     for cell in BenchmarkGrid.from_yaml(path).cells():
         config = cell.experiment_config(REPO)
         assert config.data is None or config.data.exists(), config.data
+
+
+def test_budget_seeds_give_some_budgets_their_own_seeds(grid_dict):
+    before = {c.key: c.fingerprint for c in BenchmarkGrid(**grid_dict).cells()}
+    grid_dict["seeds"] = [0, 1, 2]
+    grid_dict["budget_seeds"] = {"0.25": [0]}  # the grid's 1/4, written as a decimal
+    cells = BenchmarkGrid(**grid_dict).cells()
+    seeds: dict[tuple[str, str], list[int]] = {}
+    for c in cells:
+        seeds.setdefault((c.method, c.budget), []).append(c.seed)
+    assert seeds == {
+        ("collisionless", "1"): [0, 1, 2],  # budget "1"'s seeds: the grid's
+        ("hashing", "1"): [0, 1, 2],
+        ("unified", "1"): [0, 1, 2],
+        ("hashing", "1/4"): [0],
+        ("unified", "1/4"): [0],
+    }
+    assert all(before[c.key] == c.fingerprint for c in cells if c.key in before)  # cells keep their keys
+    assert [c.key for c in cells[:5]] == list(before)[:5]
+    grid_dict["budget_seeds"] = {"1": [5]}
+    cells = BenchmarkGrid(**grid_dict).cells()
+    assert {c.seed for c in cells if c.budget == "1"} == {5}
+    assert [c.seed for c in cells if c.method == "collisionless"] == [5]
 
 
 def test_yaml_must_be_a_mapping(tmp_path):
