@@ -24,6 +24,7 @@ from featmux.data.cache import EncodedDataset, chunk_to_batch
 from featmux.data.encoded import EncodedChunk, encode_frame
 from featmux.data.errors import BadRowPolicy, BadRows
 from featmux.embeddings import (
+    FP32_BYTES,
     FeatureEmbedding,
     Vocabulary,
     build_embedding,
@@ -310,12 +311,9 @@ def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -
     say(
         f"online {config.dataset}: {config.embedding} embedding, {emb.num_parameters():,} parameters "
         f"({emb.num_parameters() / full:.4g} x the frozen collisionless size {full:,}), "
-        + (
-            f"served {form.describe()}: {embedding_bytes:,} bytes (fp32: {emb.memory_bytes():,}), "
-            "scored as served"
-            if form.changes
-            else f"{embedding_bytes:,} bytes"
-        )
+        + (f"served {form.describe()}: " if form.changes else "")
+        + f"{embedding_bytes:,} bytes ({embedding_bytes / (full * FP32_BYTES):.4g} x its fp32 bytes)"
+        + (f", scored as served (fp32 tables: {emb.memory_bytes():,} bytes)" if form.changes else "")
     )
     state = trainer.state
     vocab_tensors = {name: torch.from_numpy(k) for name, k in keys.items()}
