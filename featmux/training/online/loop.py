@@ -375,6 +375,7 @@ def run_online(config: OnlineConfig, log: Callable[[str], None] | None = None) -
         bad_rows=bad.summary(),
         resumed_from=str(found.path) if found is not None else None,
         config=config.model_dump(mode="json"),
+        embedding_bytes=emb.serving_bytes(),
         model=model,
     )
 

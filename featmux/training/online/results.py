@@ -64,6 +64,9 @@ class OnlineResult:
         bad_rows: summary of skipped malformed input rows.
         resumed_from: the checkpoint the run continued from (None: it started from scratch).
         config: the run's config (JSON-able).
+        embedding_bytes: bytes the embedding layer serves from (`serving_bytes()`; None in results
+            written before it was recorded).
+        label: the benchmark arm's name ("" outside a benchmark: the method names the run).
         model: the trained model (not part of `as_dict`).
 
     Example:
@@ -81,6 +84,8 @@ class OnlineResult:
     bad_rows: str
     resumed_from: str | None
     config: dict[str, Any]
+    embedding_bytes: int | None = None
+    label: str = ""
     model: CTRModel | None = field(default=None, repr=False, compare=False)
 
     def mean_auc(self, skip: int | None = None) -> float:
