@@ -52,6 +52,7 @@ from featmux.embeddings.registry import (
     BudgetUnit,
     EmbeddingMethod,
     VocabularyStats,
+    parse_choice,
     register,
 )
 from featmux.features import CategoricalFeature
@@ -113,12 +114,7 @@ class ZchOptions:
     sketch_share: float = 0.1
 
     def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "eviction", Eviction(self.eviction))
-        except ValueError:
-            raise ValueError(
-                f"eviction must be one of {[e.value for e in Eviction]}, got {self.eviction!r}"
-            ) from None
+        object.__setattr__(self, "eviction", parse_choice(Eviction, self.eviction, "eviction"))
         if self.eviction_interval < 1:
             raise ValueError(f"eviction_interval must be >= 1, got {self.eviction_interval}")
         if not 1 <= self.min_sightings <= 255:
