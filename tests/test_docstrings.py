@@ -22,6 +22,7 @@ from featmux.embeddings import (
     split,
     tt,
     unified,
+    zch,
 )
 
 PUBLIC = [
@@ -48,6 +49,8 @@ PUBLIC = [
     tt.TTOptions,
     adaptive.AdaptiveEmbedding,
     adaptive.AdaptiveOptions,
+    zch.ZchEmbedding,
+    zch.ZchOptions,
     precision.QuantizedTable,
     served.ServedEmbedding,
     pruning.PrunedTable,

@@ -408,11 +408,7 @@ class TorchRecEmbedding(FeatureEmbedding):
         Returns:
             A KeyedJaggedTensor with keys `slot_names` and stride B.
         """
-        if sparse.ids.shape[1] != len(self.univalent) or len(sparse.bags) != len(self.multivalent):
-            raise ValueError(
-                f"{type(self).__name__} expects {len(self.univalent)} univalent id columns and "
-                f"{len(self.multivalent)} bags, got {sparse.ids.shape[1]} and {len(sparse.bags)}"
-            )
+        self.check_inputs(sparse)
         batch = sparse.batch_size
         values: list[torch.Tensor] = []
         for part, layer in zip(self._parts, self._index_layers, strict=True):

@@ -61,6 +61,14 @@ class FeatureEmbedding(nn.Module, ABC):
             Tensor [B, S, D].
         """
 
+    def check_inputs(self, sparse: SparseFeatures) -> None:
+        """Raise ValueError unless `sparse` has this layer's univalent id columns and bags."""
+        if sparse.ids.shape[1] != len(self.univalent) or len(sparse.bags) != len(self.multivalent):
+            raise ValueError(
+                f"{type(self).__name__} expects {len(self.univalent)} univalent id columns and "
+                f"{len(self.multivalent)} bags, got {sparse.ids.shape[1]} and {len(sparse.bags)}"
+            )
+
     @property
     @abstractmethod
     def slot_names(self) -> tuple[str, ...]:
@@ -343,11 +351,7 @@ class TableEmbedding(FeatureEmbedding):
 
     def forward(self, sparse: SparseFeatures) -> torch.Tensor:
         """Embed a batch: [B, F_u] ids and bags -> [B, S, D]."""
-        if sparse.ids.shape[1] != len(self.univalent) or len(sparse.bags) != len(self.multivalent):
-            raise ValueError(
-                f"{type(self).__name__} expects {len(self.univalent)} univalent id columns and "
-                f"{len(self.multivalent)} bags, got {sparse.ids.shape[1]} and {len(sparse.bags)}"
-            )
+        self.check_inputs(sparse)
         served = getattr(self, "served", None)  # a serving form (featmux.embeddings.served)
         if served is not None:
             return served.embed(self, sparse)
@@ -423,11 +427,7 @@ class ValueEmbedding(FeatureEmbedding):
 
     def forward(self, sparse: SparseFeatures) -> torch.Tensor:
         """Embed a batch: [B, F_u] ids and bags -> [B, F, D]."""
-        if sparse.ids.shape[1] != len(self.univalent) or len(sparse.bags) != len(self.multivalent):
-            raise ValueError(
-                f"{type(self).__name__} expects {len(self.univalent)} univalent id columns and "
-                f"{len(self.multivalent)} bags, got {sparse.ids.shape[1]} and {len(sparse.bags)}"
-            )
+        self.check_inputs(sparse)
         n = len(self.univalent)
         parts = [self.embed(sparse.ids, slice(0, n))] if n else []  # [B, F_u, D]
         for k, (feature, bag) in enumerate(zip(self.multivalent, sparse.bags, strict=True)):

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from enum import Enum, unique
 
 from featmux.embeddings.budget import split_rows
+from featmux.embeddings.registry import parse_choice
 from featmux.features import CategoricalFeature
 
 
@@ -23,10 +24,7 @@ class Layout(Enum):
 
 def parse_layout(value: Layout | str) -> Layout:
     """A `Layout` from its name (ValueError listing the choices)."""
-    try:
-        return Layout(value)
-    except ValueError:
-        raise ValueError(f"layout must be one of {[x.value for x in Layout]}, got {value!r}") from None
+    return parse_choice(Layout, value, "layout")
 
 
 def blocks(

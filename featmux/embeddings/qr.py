@@ -29,7 +29,14 @@ from torch import nn
 
 from featmux.embeddings.base import INIT_STD, FeatureEmbedding, ValueEmbedding
 from featmux.embeddings.layout import Layout, parse_layout
-from featmux.embeddings.registry import BudgetTarget, BudgetUnit, EmbeddingMethod, VocabularyStats, register
+from featmux.embeddings.registry import (
+    BudgetTarget,
+    BudgetUnit,
+    EmbeddingMethod,
+    VocabularyStats,
+    parse_choice,
+    register,
+)
 from featmux.embeddings.split import FullTableSplit, full_table_bytes, with_full_tables
 from featmux.embeddings.vocabulary import Vocabulary
 from featmux.features import CategoricalFeature
@@ -186,12 +193,7 @@ class QROptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layout", parse_layout(self.layout))
-        try:
-            object.__setattr__(self, "combiner", QRCombiner(self.combiner))
-        except ValueError:
-            raise ValueError(
-                f"combiner must be one of {[c.value for c in QRCombiner]}, got {self.combiner!r}"
-            ) from None
+        object.__setattr__(self, "combiner", parse_choice(QRCombiner, self.combiner, "combiner"))
 
 
 def qr_costs(

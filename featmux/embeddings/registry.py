@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, unique
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
@@ -110,6 +110,21 @@ class VocabularyStats:
     def full_rows(self) -> int:
         """Rows of the collisionless table: |V_f| + 1 (the out-of-vocabulary row) per feature."""
         return sum(n + 1 for n in self.cardinalities.values())
+
+
+Choice = TypeVar("Choice", bound=Enum)
+
+
+def parse_choice(choices: type[Choice], value: Choice | str, field: str) -> Choice:
+    """`value` as a member of the enum `choices`, for an option named `field`.
+
+    Raises:
+        ValueError: naming the option and its valid values.
+    """
+    try:
+        return choices(value)
+    except ValueError:
+        raise ValueError(f"{field} must be one of {[c.value for c in choices]}, got {value!r}") from None
 
 
 @dataclass(frozen=True)
@@ -257,6 +272,7 @@ __all__ = [
     "get_method",
     "method_names",
     "normalize_name",
+    "parse_choice",
     "register",
     "shorthand_owners",
 ]

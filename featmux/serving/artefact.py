@@ -23,6 +23,7 @@ from featmux.embeddings import CollisionlessEmbedding, HashingEmbedding
 from featmux.embeddings.adaptive import AdaptiveEmbedding
 from featmux.embeddings.base import TableEmbedding
 from featmux.embeddings.unified import _SharedTable
+from featmux.embeddings.zch import ZchEmbedding
 from featmux.features import Schema, ValueEncoding
 from featmux.hashing import MISSING
 from featmux.models import CTRModel
@@ -94,6 +95,16 @@ def _table_rules(table: TableEmbedding) -> dict[str, Any]:
                 f.name: {"salt": int(salt), "hot_start": lo, "hot_keys": keys[lo:hi]}
                 for f, salt, (lo, hi) in zip(order, table.salts.tolist(), table._key_slices, strict=True)
             },
+        }
+    if isinstance(table, ZchEmbedding):
+        return {
+            "method": "zch",
+            "rule": "id = (fingerprint & (2^id_shift - 1)) | (position << id_shift); row = the slot the map "
+            "holds id in (weights: mch._mch_sorted_raw_ids, ascending, and mch._mch_remapped_ids_mapping, "
+            "the slot of each); an id it does not hold: slots - 1 + position",
+            "id_shift": table.id_shift,
+            "slots": table.slots,
+            "features": {f.name: {"position": i} for i, f in enumerate(order)},
         }
     raise ArtefactError(f"no export rules for table layer {type(table).__name__}")
 

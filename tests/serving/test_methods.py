@@ -15,7 +15,7 @@ from featmux.embeddings.precision import Precision
 from featmux.serving import export_model, read_artefact
 from featmux.training.checkpoint import load_model
 
-TABLE_METHODS = ("collisionless", "hashing", "unified", "adaptive")
+TABLE_METHODS = ("collisionless", "hashing", "unified", "adaptive", "zch")
 CASES = [(name, {}) for name in method_names()] + [
     ("hashing", {"precision": "int8"}),  # trained, then served int8
     ("adaptive", {"precision": "int4", "qat": True}),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import math
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from helpers import interrupted
 
 from featmux.data.cache import chunk_to_batch
@@ -26,6 +28,7 @@ from featmux.training.online import (
     progressive_table,
     run_online,
     run_online_benchmark,
+    seed_summary,
     write_avazu_stream,
 )
 from featmux.training.online.loop import _encode, _progressive
@@ -471,3 +474,46 @@ def test_online_qat_trains_on_the_rows_it_serves():
     # quantization-aware: the fp32 master tables already read the int8 rows (float rounding apart)
     torch.testing.assert_close(logits, served, rtol=0, atol=1e-5)
     assert result.embedding_bytes < result.fp32["embedding_bytes"]
+def test_benchmark_arms_with_options_run_at_the_same_bytes(tmp_path):
+    pytest.importorskip("torchrec")
+    settings = {**BASE, "partitions": 3, "partition_rows": 2_000}
+    arms = [
+        "hashing",
+        {"name": "zch-lfu", "embedding": "zch", "embedding_options": {"eviction": "lfu"}},
+        {"name": "zch-lru", "embedding": "zch", "embedding_options": {"eviction": "lru"}},
+    ]
+    bench = {"name": "arms", "methods": arms, "budgets": ["1/4"], "settings": settings}
+    yaml_path = tmp_path / "bench.yaml"
+    yaml_path.write_text(yaml.safe_dump(bench))
+    runs = OnlineBenchmark.from_yaml(yaml_path).runs(tmp_path / "work")
+    assert [(name, c.embedding, c.embedding_options) for name, c in runs] == [
+        ("hashing", "hashing", {}),
+        ("zch-lfu", "zch", {"eviction": "lfu"}),
+        ("zch-lru", "zch", {"eviction": "lru"}),
+    ]
+    assert runs[2][1].checkpoint_dir == tmp_path / "work" / "arms" / "zch-lru-1_4"
+    results = run_online_benchmark(yaml_path, tmp_path / "out", tmp_path / "work")
+    target = round(results[0].collisionless_params * 4 / 4)  # a quarter of the fp32 collisionless bytes
+    for r in results:
+        assert r.embedding_bytes is not None and 0.9 * target < r.embedding_bytes <= target
+        assert all(math.isfinite(p.auc) for p in r.partitions[1:])
+    assert results[1].partitions != results[2].partitions  # the eviction policy matters under churn
+    table = (tmp_path / "out" / "arms.md").read_text()
+    assert "zch-lfu @ 1/4" in table and "zch-lru @ 1/4" in table and "| embedding bytes, served |" in table
+    _, loaded = load_online_results(tmp_path / "out" / "arms.json")
+    assert [r.label for r in loaded] == ["hashing", "zch-lfu", "zch-lru"]
+    yaml_path.write_text(yaml.safe_dump({**bench, "seeds": [0, 1]}))
+    seeded = OnlineBenchmark.from_yaml(yaml_path).runs(tmp_path / "work")
+    assert [(n, c.seed, c.checkpoint_dir.name) for n, c in seeded[:2]] == [
+        ("hashing", 0, "hashing-1_4-s0"),
+        ("hashing", 1, "hashing-1_4-s1"),
+    ]
+    assert seed_summary(results) == ""  # one seed
+    twins = [dataclasses.replace(r, config={**r.config, "seed": s}) for r in results for s in (0, 1)]
+    summary = seed_summary(twins)
+    lru = results[2]
+    assert f"| zch-lru @ 1/4 | 0, 1 | {lru.mean_auc():.4f} ± 0.0000 | {lru.embedding_bytes:,} |" in summary
+    twice = {**bench, "methods": [arms[1], {**arms[2], "name": "zch-lfu"}]}
+    yaml_path.write_text(yaml.safe_dump(twice))
+    with pytest.raises(ValueError, match="two arms are named"):
+        OnlineBenchmark.from_yaml(yaml_path)

@@ -56,13 +56,19 @@ Modules: `config` (`OnlineConfig`), `stream` (partitions), `loop` (`run_online`)
 """
 
 from featmux.training.online.avazu_stream import write_avazu_stream
-from featmux.training.online.benchmark import AvazuStreamSpec, OnlineBenchmark, run_online_benchmark
+from featmux.training.online.benchmark import (
+    AvazuStreamSpec,
+    OnlineArm,
+    OnlineBenchmark,
+    run_online_benchmark,
+)
 from featmux.training.online.config import SYNTHETIC, OnlineConfig
 from featmux.training.online.loop import RESULTS_FILE, run_online, unseen_share
 from featmux.training.online.report import (
     load_online_results,
     plot_progressive,
     progressive_table,
+    seed_summary,
     write_online_report,
 )
 from featmux.training.online.results import OnlineResult, PartitionResult
@@ -72,6 +78,7 @@ __all__ = [
     "RESULTS_FILE",
     "SYNTHETIC",
     "AvazuStreamSpec",
+    "OnlineArm",
     "OnlineBenchmark",
     "OnlineConfig",
     "OnlineResult",
@@ -83,6 +90,7 @@ __all__ = [
     "progressive_table",
     "run_online",
     "run_online_benchmark",
+    "seed_summary",
     "unseen_share",
     "write_avazu_stream",
     "write_online_report",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from featmux.data.synthetic import SyntheticConfig
 from featmux.embeddings import get_method
@@ -45,16 +46,38 @@ class AvazuStreamSpec(BaseModel):
     synthetic: dict[str, Any] = Field(default_factory=dict)
 
 
+class OnlineArm(BaseModel):
+    """One arm of an online benchmark: an embedding method with its options, under a name of its own.
+
+    Args:
+        name: names the arm's runs (checkpoint directories, report columns), e.g. `zch-lru`.
+        embedding: the method.
+        embedding_options: the method's options (they update the settings' `embedding_options`).
+
+    Example:
+        >>> OnlineArm(name="zch-lru", embedding="zch", embedding_options={"eviction": "lru"})
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    embedding: str
+    embedding_options: dict[str, Any] = Field(default_factory=dict)
+
+
 class OnlineBenchmark(BaseModel):
     """Several embedding methods over one stream (a YAML file; unknown keys are errors).
 
     Args:
         name: names the result files.
         description: what the benchmark shows.
-        methods: embedding methods to compare.
+        methods: embedding methods to compare: a method's name, or an `OnlineArm` (a name, the method
+            and its options; e.g. zch with LFU and with LRU eviction).
         budgets: budgets of hashing and unified ("1" = the frozen collisionless size); collisionless
             has one size.
         settings: `OnlineConfig` keys shared by every run (paths relative to the repository root).
+        seeds: run every (arm, budget) once per seed (the settings' `seed` replaced); empty: once, with
+            the settings' seed. The report then gives each arm's mean progressive AUC over the seeds.
         avazu_stream: generate this Avazu-format stream first (then point `settings.data` at it).
 
     Example:
@@ -66,9 +89,10 @@ class OnlineBenchmark(BaseModel):
 
     name: str
     description: str = ""
-    methods: list[str] = Field(default_factory=lambda: ["collisionless", "hashing", "unified"])
+    methods: list[str | OnlineArm] = Field(default_factory=lambda: ["collisionless", "hashing", "unified"])
     budgets: list[str] = Field(default_factory=lambda: ["1"])
     settings: dict[str, Any] = Field(default_factory=dict)
+    seeds: list[int] = Field(default_factory=list)
     avazu_stream: AvazuStreamSpec | None = None
     root: Path = Path(".")
 
@@ -80,27 +104,45 @@ class OnlineBenchmark(BaseModel):
             raise ValueError(f"{path}: expected a mapping")
         return cls(**data, root=_repo_root(Path(path)))
 
-    def configs(self, work: Path) -> list[OnlineConfig]:
-        """One validated `OnlineConfig` per (method, budget), checkpointing under `work`."""
+    @model_validator(mode="after")
+    def _unique_arms(self) -> OnlineBenchmark:
+        names = [arm.name for arm in self.arms()]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"methods: two arms are named {twice}; give each arm its own name")
+        return self
+
+    def arms(self) -> list[OnlineArm]:
+        """The methods as arms (a plain method name is an arm of that name without options)."""
+        return [OnlineArm(name=m, embedding=m) if isinstance(m, str) else m for m in self.methods]
+
+    def runs(self, work: Path) -> list[tuple[str, OnlineConfig]]:
+        """(arm name, validated `OnlineConfig`) per (arm, budget, seed), checkpointing under `work`."""
         out = []
         settings = dict(self.settings)
+        shared_options = settings.pop("embedding_options", None) or {}
         if settings.get("data") is not None and not Path(settings["data"]).is_absolute():
             settings["data"] = self.root / settings["data"]
-        for method in self.methods:
-            budgeted = get_method(method).budgeted
+        for arm in self.arms():
+            budgeted = get_method(arm.embedding).budgeted
             budgets = self.budgets if budgeted else ["1"]
             for budget in budgets:
-                tag = f"{method}-{budget.replace('/', '_')}"
-                out.append(
-                    OnlineConfig(
-                        **settings,
-                        embedding=method,
+                for seed in self.seeds or [None]:
+                    tag = f"{arm.name}-{budget.replace('/', '_')}" + ("" if seed is None else f"-s{seed}")
+                    config = OnlineConfig(
+                        **(settings if seed is None else {**settings, "seed": seed}),
+                        embedding=arm.embedding,
+                        embedding_options={**shared_options, **arm.embedding_options},
                         budget=budget if budgeted else None,
                         checkpoint_dir=work / self.name / tag,
                         resume=True,
                     )
-                )
+                    out.append((arm.name, config))
         return out
+
+    def configs(self, work: Path) -> list[OnlineConfig]:
+        """One validated `OnlineConfig` per (arm, budget, seed), checkpointing under `work`."""
+        return [config for _, config in self.runs(work)]
 
 
 def _repo_root(path: Path) -> Path:
@@ -126,7 +168,7 @@ def run_online_benchmark(
         log: progress lines.
 
     Returns:
-        One result per (method, budget).
+        One result per (arm, budget, seed).
     """
     say = log or (lambda _m: None)
     bench = OnlineBenchmark.from_yaml(path)
@@ -150,10 +192,10 @@ def run_online_benchmark(
         digest = hashlib.blake2b(json.dumps(wanted, sort_keys=True).encode(), digest_size=6).hexdigest()
         work = work / f"stream-{digest}"
     results, seconds = [], []
-    for config in bench.configs(work):
-        say(f"== {config.embedding} budget {config.budget or '1'}")
+    for arm, config in bench.runs(work):
+        say(f"== {arm} budget {config.budget or '1'} seed {config.seed}")
         started = time.perf_counter()
-        result = run_online(config, log=say)
+        result = dataclasses.replace(run_online(config, log=say), label=arm)
         seconds.append(time.perf_counter() - started)
         say(f"   mean progressive AUC {result.mean_auc():.5f} ({seconds[-1]:.0f} s)")
         results.append(result)

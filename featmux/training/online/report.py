@@ -10,13 +10,53 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from featmux.training.online.results import OnlineResult, PartitionResult
 
 
-def _label(result: OnlineResult) -> str:
+def _arm(result: OnlineResult) -> str:
     if result.embedding == "collisionless":
         return "collisionless (frozen vocab)"
-    return f"{result.embedding} @ {result.budget}"
+    return f"{result.label or result.embedding} @ {result.budget}"
+
+
+def _seeded(results: Sequence[OnlineResult]) -> bool:
+    return len({r.config.get("seed") for r in results}) > 1
+
+
+def _label(result: OnlineResult, seeded: bool = False) -> str:
+    return f"{_arm(result)} s{result.config.get('seed')}" if seeded else _arm(result)
+
+
+def seed_summary(results: Sequence[OnlineResult]) -> str:
+    """A Markdown table: each arm's mean progressive AUC over its seeds (mean ± std), bytes and speed.
+
+    Args:
+        results: runs over the same stream (several seeds per arm).
+
+    Returns:
+        The table; "" when every run has the same seed.
+    """
+    if not _seeded(results):
+        return ""
+    groups: dict[str, list[OnlineResult]] = {}
+    for r in results:
+        groups.setdefault(_arm(r), []).append(r)
+    lines = [
+        "| arm | seeds | mean progressive AUC (mean ± std over seeds) | embedding bytes | training rows/s |",
+        "|---|---|---|---|---|",
+    ]
+    for arm, runs in groups.items():
+        aucs = np.array([r.mean_auc() for r in runs])
+        spread = f" ± {aucs.std(ddof=1):.4f}" if len(runs) > 1 else ""
+        size = runs[0].embedding_bytes
+        lines.append(
+            f"| {arm} | {', '.join(str(r.config.get('seed')) for r in runs)} | {aucs.mean():.4f}{spread} | "
+            f"{'n/a' if size is None else f'{size:,}'} | "
+            f"{np.mean([r.samples_per_second for r in runs]):,.0f} |"
+        )
+    return "\n".join(lines)
 
 
 def progressive_table(results: Sequence[OnlineResult]) -> str:
@@ -32,7 +72,8 @@ def progressive_table(results: Sequence[OnlineResult]) -> str:
     if not results:
         return ""
     first = results[0]
-    head = ["partition", "name", "rows", "unseen values", *(_label(r) for r in results)]
+    seeded = _seeded(results)
+    head = ["partition", "name", "rows", "unseen values", *(_label(r, seeded) for r in results)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     warmup = int(first.config.get("vocabulary_partitions", 1))
     for i, part in enumerate(first.partitions):
@@ -91,6 +132,7 @@ def plot_progressive(results: Sequence[OnlineResult], path: str | Path, title: s
     fig, (top, bottom) = plt.subplots(
         2, 1, figsize=(9, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}, constrained_layout=True
     )
+    seeded = _seeded(results)
     for r in results:
         x = [p.index for p in r.partitions]
         top.plot(
@@ -98,7 +140,7 @@ def plot_progressive(results: Sequence[OnlineResult], path: str | Path, title: s
             [p.auc for p in r.partitions],
             marker="o",
             markersize=3,
-            label=f"{_label(r)} ({r.embedding_params:,} params)",
+            label=f"{_label(r, seeded)} ({r.embedding_params:,} params)",
         )
     warmup = int(results[0].config.get("vocabulary_partitions", 1)) if results else 1
     for axis in (top, bottom):
@@ -154,13 +196,18 @@ def write_online_report(path: str | Path) -> tuple[Path, Path]:
     bench, env = data["benchmark"], data["environment"]
     description = bench.get("description", "").strip()
     seconds = [entry.get("wall_seconds", math.nan) for entry in data["results"]]
-    runs = ", ".join(f"{_label(r)} {t:.0f} s" for r, t in zip(results, seconds, strict=True))
+    seeded = _seeded(results)
+    runs = ", ".join(f"{_label(r, seeded)} {t:.0f} s" for r, t in zip(results, seconds, strict=True))
+    summary = seed_summary(results)
+    if summary:
+        summary = f"Over seeds (each run's mean over the partitions after the vocabulary):\n\n{summary}\n\n"
     table_path = path.with_suffix(".md")
     table_path.write_text(
         f"# {bench['name']}\n\n{description}\n\n"
         "Progressive validation: each partition is scored by the model trained on the partitions before "
         "it, then trained on. Partition 0 is scored by the untrained model and is left out of the means.\n\n"
-        f"{progressive_table(results)}\n\nProduced by `{data.get('command', 'run_online_benchmark')}` "
+        f"{progressive_table(results)}\n\n{summary}"
+        f"Produced by `{data.get('command', 'run_online_benchmark')}` "
         f"(torch {env['torch']}, {env['threads']} thread(s), {env['cpu']}, {env['cores']} cores); "
         f"wall time per run: {runs}.\n"
     )

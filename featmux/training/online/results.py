@@ -68,6 +68,7 @@ class OnlineResult:
             (quantized with --precision or unified's qat_bits, pruned with --prune; None in results
             written before it was recorded).
         fp32: {"embedding_bytes": bytes of the fp32 master tables} when the served form differs.
+        label: the benchmark arm's name ("" outside a benchmark: the method names the run).
         model: the trained model, fp32 master tables (not part of `as_dict`; the run's `model.pt`
             holds the served form).
 
@@ -88,6 +89,7 @@ class OnlineResult:
     config: dict[str, Any]
     embedding_bytes: int | None = None
     fp32: dict[str, int] | None = None
+    label: str = ""
     model: CTRModel | None = field(default=None, repr=False, compare=False)
 
     def mean_auc(self, skip: int | None = None) -> float:
