@@ -9,8 +9,8 @@ Notation used across featmux docstrings:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import Enum, unique
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -56,9 +56,14 @@ class CategoricalFeature:
         multivalent: True for a bag of values per row (e.g. genres); pooled with `pooling`.
         separator: separator between the values of a multivalent cell in text files.
         pooling: combiner for multivalent features.
+        share_with: another feature whose embedding rows this one reads (its vocabulary in the
+            collisionless table, its rows and salt in hashing, its salts in Unified Embedding): a value
+            gets the same vectors in both features, and the rows are stored and budgeted once. E.g. a
+            history of items sharing the target item's rows. None: rows of its own.
 
     Example:
         >>> CategoricalFeature("genres", multivalent=True, separator="|")
+        >>> CategoricalFeature("hist_item_id", ValueEncoding.INT, multivalent=True, share_with="item_id")
     """
 
     name: str
@@ -66,11 +71,52 @@ class CategoricalFeature:
     multivalent: bool = False
     separator: str = "|"
     pooling: Pooling = Pooling.MEAN
+    share_with: str | None = None
 
     def __post_init__(self) -> None:
         _check_name("categorical feature", self.name)
         if self.multivalent and not self.separator:
             raise ValueError(f"multivalent feature {self.name!r} needs a non-empty separator")
+        if self.share_with == self.name:
+            raise ValueError(f"feature {self.name!r} cannot share rows with itself")
+
+    @property
+    def row_owner(self) -> str:
+        """The feature whose embedding rows this one reads: `share_with`, or its own name."""
+        return self.share_with or self.name
+
+
+def row_owners(features: Sequence[CategoricalFeature]) -> tuple[CategoricalFeature, ...]:
+    """The features that own embedding rows (no `share_with`): what tables and budgets count once."""
+    return tuple(f for f in features if f.share_with is None)
+
+
+def check_shares(features: Sequence[CategoricalFeature]) -> None:
+    """Every `share_with` must name another feature of `features` that owns its rows, same encoding.
+
+    Raises:
+        ValueError: naming the feature and what is wrong.
+    """
+    by_name = {f.name: f for f in features}
+    for f in features:
+        if f.share_with is None:
+            continue
+        owner = by_name.get(f.share_with)
+        if owner is None:
+            raise ValueError(
+                f"feature {f.name!r} shares the rows of {f.share_with!r}, which is not among the features "
+                f"{list(by_name)}"
+            )
+        if owner.share_with is not None:
+            raise ValueError(
+                f"feature {f.name!r} shares the rows of {owner.name!r}, which itself shares those of "
+                f"{owner.share_with!r}: share with {owner.share_with!r} directly"
+            )
+        if owner.encoding is not f.encoding:
+            raise ValueError(
+                f"feature {f.name!r} ({f.encoding.value}) cannot share the rows of {owner.name!r} "
+                f"({owner.encoding.value}): the same value would have different fingerprints"
+            )
 
 
 @dataclass(frozen=True)
@@ -117,6 +163,7 @@ class Schema:
             if name in seen:
                 raise ValueError(f"column {name!r} appears twice in the schema")
             seen.add(name)
+        check_shares(self.categorical)
 
     @property
     def univalent(self) -> tuple[CategoricalFeature, ...]:
@@ -146,6 +193,22 @@ class Schema:
         keep = set(names)
         return Schema(self.label, tuple(f for f in self.categorical if f.name in keep), self.numeric)
 
+    def with_shares(self, shares: Mapping[str, str]) -> Schema:
+        """The same schema with `share_with` set: feature name -> the feature whose rows it reads.
+
+        Raises:
+            ValueError: an unknown feature, or a share `check_shares` refuses.
+        """
+        unknown = sorted(set(shares) - set(self.feature_names))
+        if unknown:
+            raise ValueError(
+                f"share_with names unknown feature(s) {unknown}; the schema has {list(self.feature_names)}"
+            )
+        cats = tuple(
+            replace(f, share_with=shares[f.name]) if f.name in shares else f for f in self.categorical
+        )
+        return Schema(self.label, cats, self.numeric)
+
     def to_dict(self) -> dict:
         """A JSON-able description; `Schema.from_dict` rebuilds it (stored in checkpoints)."""
         return {
@@ -157,6 +220,8 @@ class Schema:
                     "multivalent": f.multivalent,
                     "separator": f.separator,
                     "pooling": f.pooling.value,
+                    # only when set: schemas (and the cache keys made from them) without sharing are unchanged
+                    **({"share_with": f.share_with} if f.share_with is not None else {}),
                 }
                 for f in self.categorical
             ],
@@ -172,6 +237,7 @@ class Schema:
                 multivalent=bool(c.get("multivalent", False)),
                 separator=c.get("separator", "|"),
                 pooling=Pooling(c.get("pooling", "mean")),
+                share_with=c.get("share_with"),
             )
             for c in data["categorical"]
         )

@@ -7,9 +7,14 @@ sees itself, a tie or anything later. Every rating of the file counts as behavio
 no CTR row, and ratings of every split: a history says what was rated, never how).
 
 Two aligned multivalent features are added to the schema:
-- `hist_item_id` (int): the movies (a feature of its own: its own rows, vocabulary and salts).
+- `hist_item_id` (int): the movies. By default it shares `item_id`'s embedding rows
+  (`CategoricalFeature.share_with`): a movie reads the same rows as history and as target, in the
+  collisionless table (item_id's vocabulary), per-feature hashing (its block and salt) and Unified
+  Embedding (its salts); `share_embedding=false` gives it rows of its own.
 - `hist_genres` (string): one value per history movie, its genre set joined by `|` (e.g.
-  `Animation|Comedy`; `(none)` without genres), so each position carries its movie's genres.
+  `Animation|Comedy`; `(none)` without genres), so each position carries its movie's genres. It keeps
+  rows of its own: a genre set is not a value of `genres` (single genres, pooled per row), so it has
+  none of `genres`'s rows to share (that would need a bag per position).
 
 Example:
     >>> source = open_source("movielens", "shared/data/movielens-1m", ratings="cs100_half/ratings.dat",
@@ -35,13 +40,16 @@ HISTORY_GENRES = "hist_genres"
 NO_GENRES = "(none)"
 
 
-def history_schema(base: Schema) -> Schema:
+def history_schema(base: Schema, share_embedding: bool = True, target: str = "item_id") -> Schema:
     """`base` plus the two history features.
 
     Args:
-        base: the rating rows' schema.
+        base: the rating rows' schema (it has `target`).
+        share_embedding: the history movies read the rows of `target` (`share_with`).
+        target: the feature of the rated movie.
     """
-    items = CategoricalFeature(HISTORY_ITEMS, ValueEncoding.INT, multivalent=True)
+    share = target if share_embedding else None
+    items = CategoricalFeature(HISTORY_ITEMS, ValueEncoding.INT, multivalent=True, share_with=share)
     # the genre-set tokens contain "|"; a separator only splits text cells, and this column is built as lists
     genres = CategoricalFeature(HISTORY_GENRES, ValueEncoding.STRING, multivalent=True, separator="\t")
     return Schema(base.label, (*base.categorical, items, genres), base.numeric)

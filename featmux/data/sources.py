@@ -3,10 +3,12 @@
 Names (`SOURCES`):
 - `frappe`: a directory with frappe.{train,validation,test}.libfm.
 - `movielens`: a MovieLens 100K/1M directory or ratings file (see `detect_movielens`); option `ratings`;
-  `history=N` adds each rating's last N earlier ratings of its user (`featmux.data.sequences`, for DIN).
+  `history=N` adds each rating's last N earlier ratings of its user (`featmux.data.sequences`, for DIN);
+  their movies read `item_id`'s embedding rows unless `share_embedding=false`.
 - `criteo`, `avazu`: a directory with train/dev/test files (e.g. shared/data/*/wide_resdnn), or one file.
 - `csv`: a CSV or Parquet table (the train file); options describe the columns (`label`, `categorical`,
-  `numeric`, `multivalent`, ...) and optional `valid` / `test` files.
+  `numeric`, `multivalent`, ...; `share_with`: {feature: the feature whose embedding rows it reads})
+  and optional `valid` / `test` files.
 - `synthetic`: no path; options `seed`, `rows` (default 200,000; valid and test default to rows / 8),
   `valid_rows`, `test_rows` and any `SyntheticConfig` field.
 
@@ -351,6 +353,7 @@ def _open_movielens(path: Path | None, given: Mapping[str, Any], bad_rows: BadRo
         "seed": 0,
         "fractions": DEFAULT_FRACTIONS,
         "history": 0,
+        "share_embedding": True,
     }
     options = _options("movielens", given, defaults)
     options["fractions"] = _fractions(options["fractions"])
@@ -363,8 +366,13 @@ def _open_movielens(path: Path | None, given: Mapping[str, Any], bad_rows: BadRo
         raise ValueError(
             f"movielens: option history (the longest history kept) must be >= 0, got {history_length}"
         )
+    share = options["share_embedding"]
+    if not isinstance(share, bool):
+        raise ValueError(f"movielens: option share_embedding must be true or false, got {share!r}")
     if history_length:
-        schema = history_schema(schema)
+        schema = history_schema(schema, share)
+    elif "share_embedding" in given:
+        raise ValueError("movielens: option share_embedding needs a history (option history=N)")
     history: list[pl.DataFrame] = []  # built on the first pass over the ratings, then kept
 
     def read(ratings: Path, **kwargs: Any) -> Iterator[TextChunk]:
@@ -379,7 +387,7 @@ def _open_movielens(path: Path | None, given: Mapping[str, Any], bad_rows: BadRo
     readers, origins = _file_readers(read, split_files, bad_rows, int(options["seed"]), options["fractions"])
     record = {**options, "ratings": ml.ratings, "variant": ml.variant.value}
     if not history_length:  # without a history the record (and so the cache key) is what it was before
-        record = {k: v for k, v in record.items() if k != "history"}
+        record = {k: v for k, v in record.items() if k not in ("history", "share_embedding")}
     return schema, ml.files, record, readers, origins
 
 
@@ -396,6 +404,7 @@ _CSV_DEFAULTS: dict[str, Any] = {
     "header": True,
     "names": None,
     "encoding": "utf-8",
+    "share_with": None,
 }
 
 
@@ -417,6 +426,12 @@ def _open_csv(path: Path | None, given: Mapping[str, Any], bad_rows: BadRows) ->
         encodings=options["encodings"],
         transforms=options["transforms"],
     )
+    shares = options["share_with"] or {}
+    if not isinstance(shares, Mapping):
+        raise ValueError(
+            f"csv: option share_with must map features to the feature whose rows they read, got {shares!r}"
+        )
+    schema = schema.with_shares(shares)
     fmt = csv_format(options["separator"], options["header"], options["names"], options["encoding"])
 
     def read(table: Path, **kwargs: Any) -> Iterator[TextChunk]:
@@ -429,6 +444,8 @@ def _open_csv(path: Path | None, given: Mapping[str, Any], bad_rows: BadRows) ->
     files |= {s: _resolve(train.parent, options[s], f"csv {s}") for s in ("valid", "test")}
     readers, origins = _file_readers(read, files, bad_rows, int(options["seed"]), options["fractions"])
     record = {**options, **files}
+    if not shares:  # without sharing the record (and so the cache key) is what it was before
+        del record["share_with"]
     return schema, tuple(p for p in files.values() if p is not None), record, readers, origins
 
 

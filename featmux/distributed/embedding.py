@@ -202,6 +202,8 @@ def _parts(layer: FeatureEmbedding) -> list[tuple[str, TableEmbedding]]:
 def _slices(layer: FeatureEmbedding, path: str, part: TableEmbedding) -> list[TableSlice]:
     """Split one featmux table into TorchRec tables (see the module docstring)."""
     order = [*part.univalent, *part.multivalent]
+    if any(f.share_with is not None for f in order):
+        raise ValueError("TorchRec sharding does not support shared rows (CategoricalFeature.share_with)")
     names = part.slot_names
     if isinstance(layer, UnifiedEmbedding) and path == "shared":
         config = layer.unified_config

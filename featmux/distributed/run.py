@@ -161,7 +161,14 @@ def run_distributed_training(
     check_experiment(config)
     backend = resolve_backend(options.backend, config.device)
     check_train_config(config.train_config(), "cuda" if backend is Backend.NCCL else "cpu")
-    config.check_schema(open_source(config.dataset, config.data, **config.dataset_options).schema)
+    schema = open_source(config.dataset, config.data, **config.dataset_options).schema
+    config.check_schema(schema)
+    sharing = [f.name for f in schema.categorical if f.share_with is not None]
+    if sharing:
+        raise ValueError(
+            f"--distributed does not shard shared rows (share_with on {sharing}): train without "
+            "--distributed, or turn the sharing off (movielens: --dataset-option share_embedding=false)"
+        )
     env = init_distributed(backend, config.device)
     say = log if (log is not None and env.is_main) else (lambda _m: None)
     if config.threads is not None:

@@ -32,7 +32,7 @@ from featmux.embeddings.registry import (
 from featmux.embeddings.served import ServedEmbedding
 from featmux.embeddings.unified import UnifiedEmbedding, UnifiedEmbeddingConfig, UnifiedOptions
 from featmux.embeddings.vocabulary import FeatureVocabulary, Vocabulary
-from featmux.features import CategoricalFeature
+from featmux.features import CategoricalFeature, check_shares, row_owners
 
 
 @dataclass(frozen=True)
@@ -92,11 +92,24 @@ def check_features(spec: EmbeddingSpec, features: Sequence[CategoricalFeature]) 
 def collisionless_parameters(
     features: Sequence[CategoricalFeature], vocabulary: Vocabulary, embedding_dim: int, min_count: int = 1
 ) -> int:
-    """Parameters of the collisionless layer: (|V_f| + 1) * D summed over features."""
-    return (
-        collisionless_rows({f.name: vocabulary.cardinality(f.name, min_count) for f in features})
-        * embedding_dim
-    )
+    """Parameters of the collisionless layer: (|V_f| + 1) * D summed over the features that own rows.
+
+    A feature with `share_with` reads its owner's rows, so shared rows count once (budgets too).
+    """
+    cards = {f.name: vocabulary.cardinality(f.name, min_count) for f in row_owners(features)}
+    return collisionless_rows(cards) * embedding_dim
+
+
+def check_sharing(method: EmbeddingMethod, features: Sequence[CategoricalFeature]) -> None:
+    """Features with `share_with` need a method whose layer can share rows (ValueError otherwise)."""
+    check_shares(features)
+    sharing = [f.name for f in features if f.share_with is not None]
+    if sharing and not method.shares_rows:
+        able = sorted(n for n in method_names() if get_method(n).shares_rows)
+        raise ValueError(
+            f"feature(s) {sharing} share another feature's rows (share_with), which the {method.name} "
+            f"embedding does not support; use one of {able}, or turn the sharing off"
+        )
 
 
 def budget_target(
@@ -137,6 +150,7 @@ def build_embedding(
     """
     check_features(spec, features)
     method = spec.implementation
+    check_sharing(method, features)
     target = budget_target(features, spec, vocabulary)
     stats = VocabularyStats.of(features, vocabulary, spec.min_count)
     if target is not None and stats.known:
@@ -166,7 +180,9 @@ def embedding_from_config(
     gives it that form's shape.
     """
     base = {k: v for k, v in config.items() if k not in ("precision", "prune")}
-    layer = get_method(str(config["method"])).from_config(features, base, device)
+    method = get_method(str(config["method"]))
+    check_sharing(method, features)
+    layer = method.from_config(features, base, device)
     if "precision" in config:
         return quantize_embedding(layer, config["precision"])
     return prune_embedding(layer, float(config["prune"])) if "prune" in config else layer
@@ -194,6 +210,7 @@ __all__ = [
     "budget_target",
     "build_embedding",
     "check_features",
+    "check_sharing",
     "collisionless_parameters",
     "embedding_from_config",
     "get_method",

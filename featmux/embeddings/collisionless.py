@@ -16,14 +16,16 @@ import torch
 from featmux.embeddings.base import FeatureEmbedding, TableEmbedding
 from featmux.embeddings.registry import BudgetTarget, EmbeddingMethod, VocabularyStats, register
 from featmux.embeddings.vocabulary import Vocabulary
-from featmux.features import CategoricalFeature
+from featmux.features import CategoricalFeature, check_shares, row_owners
 
 
 class CollisionlessEmbedding(TableEmbedding):
     """One private row per known value of each feature; unseen values share the feature's OOV row.
 
     Feature f owns rows [start_f, start_f + |V_f| + 1): its OOV row first, then its values in
-    fingerprint order. Use `from_vocabulary` to build it from data; the constructor allocates a layer of
+    fingerprint order. A feature with `share_with` owns none: it looks its values up in its owner's
+    vocabulary and reads the owner's rows (values unknown to the owner read the owner's OOV row). Use
+    `from_vocabulary` to build it from data; the constructor allocates a layer of
     the right shape whose vocabulary buffers are filled by `load_state_dict` (checkpoint restore).
 
     Args:
@@ -46,13 +48,16 @@ class CollisionlessEmbedding(TableEmbedding):
         vocab_sizes: Mapping[str, int],
         device: torch.device | None = None,
     ) -> None:
-        missing = [f.name for f in features if f.name not in vocab_sizes]
+        check_shares(features)
+        owners = row_owners(features)
+        missing = [f.name for f in owners if f.name not in vocab_sizes]
         if missing:
             raise ValueError(f"vocab_sizes lacks feature(s) {missing}")
-        self.vocab_sizes = {f.name: int(vocab_sizes[f.name]) for f in features}
+        self.vocab_sizes = {f.name: int(vocab_sizes[f.name]) for f in owners}
         super().__init__(features, embedding_dim, sum(n + 1 for n in self.vocab_sizes.values()), device)
         order = [*self.univalent, *self.multivalent]
-        sizes = [self.vocab_sizes[f.name] for f in order]
+        owned = row_owners(order)  # the blocks, in slot order; a feature with share_with reads its owner's
+        sizes = [self.vocab_sizes[f.name] for f in owned]
         starts, key_starts, row, key = [], [], 0, 0
         for n in sizes:
             starts.append(row)
@@ -60,6 +65,9 @@ class CollisionlessEmbedding(TableEmbedding):
             row += n + 1
             key += n
         self._key_slices = [(s, s + n) for s, n in zip(key_starts, sizes, strict=True)]
+        block = {f.name: j for j, f in enumerate(owned)}
+        # the block (of `row_starts`, `_key_slices`) that each feature, in slot order, reads
+        self.owner_index = [block[f.row_owner] for f in order]
         self.register_buffer("keys", torch.zeros(key, dtype=torch.int64, device=device))
         self.register_buffer("row_starts", torch.tensor(starts, dtype=torch.int64, device=device))
 
@@ -73,7 +81,7 @@ class CollisionlessEmbedding(TableEmbedding):
         device: torch.device | None = None,
     ) -> CollisionlessEmbedding:
         """Build the layer from fitted value counts; values seen fewer than `min_count` times are OOV."""
-        sizes = {f.name: vocabulary[f.name].cardinality(min_count) for f in features}
+        sizes = {f.name: vocabulary[f.name].cardinality(min_count) for f in row_owners(features)}
         layer = cls(features, embedding_dim, sizes, device)
         layer.fill_vocabulary(vocabulary, min_count)
         return layer
@@ -85,7 +93,7 @@ class CollisionlessEmbedding(TableEmbedding):
             vocabulary: the fitted value counts.
             min_count: values seen fewer times are out of vocabulary.
         """
-        order = [*self.univalent, *self.multivalent]
+        order = row_owners([*self.univalent, *self.multivalent])
         kept = {f.name: vocabulary[f.name].kept(min_count) for f in order}
         sizes = {n: k.size for n, k in kept.items()}
         if sizes != self.vocab_sizes:
@@ -96,6 +104,7 @@ class CollisionlessEmbedding(TableEmbedding):
             )
 
     def _rows(self, index: int, values: torch.Tensor) -> torch.Tensor:
+        index = self.owner_index[index]
         lo, hi = self._key_slices[index]
         keys = self.keys[lo:hi]
         if keys.numel() == 0:
@@ -125,6 +134,7 @@ class CollisionlessMethod(EmbeddingMethod):
 
     name = "collisionless"
     budgeted = False
+    shares_rows = True
 
     def solve(
         self,
@@ -139,7 +149,7 @@ class CollisionlessMethod(EmbeddingMethod):
         return {
             "method": self.name,
             "embedding_dim": embedding_dim,
-            "vocab_sizes": {f.name: stats.cardinalities[f.name] for f in features},
+            "vocab_sizes": {f.name: stats.cardinalities[f.name] for f in row_owners(features)},
         }
 
     def from_config(

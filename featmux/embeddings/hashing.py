@@ -15,12 +15,14 @@ import torch
 from featmux.embeddings.base import TableEmbedding
 from featmux.embeddings.budget import FP32_BYTES, split_rows
 from featmux.embeddings.registry import BudgetTarget, EmbeddingMethod, VocabularyStats, register
-from featmux.features import CategoricalFeature
+from featmux.features import CategoricalFeature, check_shares, row_owners
 from featmux.hashing.mixer import feature_salt, salted_rows, splitmix64
 
 
 class HashingEmbedding(TableEmbedding):
     """Feature f maps value v to row `start_f + hash_f(v) mod M_f` of its own block of M_f rows.
+
+    A feature with `share_with` has no block: it hashes into its owner's, with the owner's salt.
 
     Args:
         features: the categorical features.
@@ -42,22 +44,28 @@ class HashingEmbedding(TableEmbedding):
         rows: Mapping[str, int],
         device: torch.device | None = None,
     ) -> None:
-        missing = [f.name for f in features if f.name not in rows]
+        check_shares(features)
+        owners = row_owners(features)
+        missing = [f.name for f in owners if f.name not in rows]
         if missing:
             raise ValueError(f"rows lacks feature(s) {missing}")
-        bad = {f.name: rows[f.name] for f in features if rows[f.name] < 1}
+        bad = {f.name: rows[f.name] for f in owners if rows[f.name] < 1}
         if bad:
             raise ValueError(f"every feature needs at least one row, got {bad}")
-        self.rows = {f.name: int(rows[f.name]) for f in features}
+        self.rows = {f.name: int(rows[f.name]) for f in owners}
         super().__init__(features, embedding_dim, sum(self.rows.values()), device)
         order = [*self.univalent, *self.multivalent]
-        sizes = [self.rows[f.name] for f in order]
-        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        owned = row_owners(order)  # the blocks, in slot order
+        block_sizes = [self.rows[f.name] for f in owned]
+        block_starts = {f.name: sum(block_sizes[:i]) for i, f in enumerate(owned)}
+        # a feature with share_with hashes as its owner: the owner's block, size and salt
+        sizes = [self.rows[f.row_owner] for f in order]
+        starts = [block_starts[f.row_owner] for f in order]
         self.register_buffer("sizes", torch.tensor(sizes, dtype=torch.int64, device=device), persistent=False)
         self.register_buffer(
             "starts", torch.tensor(starts, dtype=torch.int64, device=device), persistent=False
         )
-        salts = [feature_salt(f.name) for f in order]
+        salts = [feature_salt(f.row_owner) for f in order]
         self.register_buffer("salts", torch.tensor(salts, dtype=torch.int64, device=device), persistent=False)
 
     def univalent_rows(self, ids: torch.Tensor) -> torch.Tensor:
@@ -76,6 +84,7 @@ class HashingMethod(EmbeddingMethod):
     """`hashing`: per-feature tables whose rows split the budget in proportion to cardinality."""
 
     name = "hashing"
+    shares_rows = True
     above_full_note = "per-feature hashing caps each feature at its vocabulary, so the excess is not used"
 
     def check_budget(self, budget: Any) -> None:
@@ -98,17 +107,19 @@ class HashingMethod(EmbeddingMethod):
         assert target is not None
         # the layer stores only its table (the salts and block bounds are recomputed from the config)
         rows = target.per_value(FP32_BYTES) // embedding_dim
-        if rows < len(features):
+        if rows < len(row_owners(features)):
             raise ValueError(
                 f"a budget of {target} is too small: {rows} rows of width {embedding_dim}; per-feature "
-                f"hashing needs at least one row for each of the {len(features)} features"
+                f"hashing needs at least one row for each of the {len(row_owners(features))} features "
+                "with rows of their own"
             )
-        caps = [stats.cardinalities[f.name] + 1 for f in features]
+        owners = row_owners(features)
+        caps = [stats.cardinalities[f.name] + 1 for f in owners]
         alloc = split_rows(rows, caps)
         return {
             "method": self.name,
             "embedding_dim": embedding_dim,
-            "rows": {f.name: a for f, a in zip(features, alloc, strict=True)},
+            "rows": {f.name: a for f, a in zip(owners, alloc, strict=True)},
         }
 
     def from_config(

@@ -27,7 +27,7 @@ import torch
 
 from featmux.embeddings.base import FeatureEmbedding
 from featmux.embeddings.vocabulary import Vocabulary
-from featmux.features import CategoricalFeature
+from featmux.features import CategoricalFeature, row_owners
 
 
 @unique
@@ -78,7 +78,8 @@ class VocabularyStats:
     """What a method's `solve` knows of the data.
 
     Args:
-        cardinalities: |V_f| per feature name (values seen at least `min_count` times in training).
+        cardinalities: |V_f| per feature name (values seen at least `min_count` times in training), for
+            the features that own rows (a feature with `share_with` reads its owner's and has none).
         vocabulary: the value counts themselves, for frequency-aware methods (None when not fitted).
         min_count: the count below which a value is out of vocabulary.
 
@@ -98,7 +99,7 @@ class VocabularyStats:
         """The statistics of `features` (empty cardinalities without a vocabulary)."""
         if vocabulary is None:
             return cls({}, None, min_count)
-        cards = {f.name: vocabulary.cardinality(f.name, min_count) for f in features}
+        cards = {f.name: vocabulary.cardinality(f.name, min_count) for f in row_owners(features)}
         return cls(cards, vocabulary, min_count)
 
     @property
@@ -149,6 +150,8 @@ class EmbeddingMethod(ABC):
     """False for fixed-size methods (collisionless): they take no budget."""
     above_full_note: ClassVar[str] = "more rows than distinct training values (meant for collision studies?)"
     """What a budget above the collisionless size means for this method (said in a warning)."""
+    shares_rows: ClassVar[bool] = False
+    """True for methods whose layers let a feature read another's rows (`CategoricalFeature.share_with`)."""
     shorthands: ClassVar[frozenset[str]] = frozenset()
     """Options that configs and the CLI also accept as top-level keys (unified's `num_tables`, ...)."""
 

@@ -4,7 +4,8 @@ All features share one table of M rows, split into T sub-tables. Feature f looks
 chunk c, at `hash(v; salt(f, c)) mod M_t` inside the sub-table t that (f, c) is placed in, and its K_f
 vectors become K_f consecutive output slots (concatenated, the output of f is K_f * D wide).
 Multivalent features pool each chunk over their bag. Features with tiny vocabularies may instead keep
-a private collisionless table.
+a private collisionless table. A feature with `share_with` hashes with its owner's salts into its
+owner's sub-tables (and its hot rows, or its private table), so a value reads the same K rows in both.
 
 Stability: salts and sub-table placement derive from each slot's own feature *name* and chunk index:
 slot (f, c) goes to sub-table (h(f) + c) mod T, h a stable hash of the name. Listing the features in
@@ -40,7 +41,7 @@ from featmux.embeddings.registry import (
 )
 from featmux.embeddings.split import full_table_bytes
 from featmux.embeddings.vocabulary import Vocabulary
-from featmux.features import CategoricalFeature
+from featmux.features import CategoricalFeature, check_shares, row_owners
 from featmux.hashing.mixer import feature_salt, salted_rows, splitmix64, stable_index
 from featmux.sparse import SparseFeatures
 
@@ -181,7 +182,8 @@ class _SharedTable(TableEmbedding):
         hot: Mapping[str, int],
         device: torch.device | None,
     ) -> None:
-        chunks = {f.name: config.chunks_of(f.name) for f in features}
+        # a feature with share_with reads its owner's slots: the owner's chunks, salts, sub-tables, hot rows
+        chunks = {f.name: config.chunks_of(f.row_owner) for f in features}
         self.hot = {f.name: int(hot.get(f.name, 0)) for f in features}
         if min(self.hot.values()) < 0:
             raise ValueError(f"hot value counts must be >= 0, got {self.hot}")
@@ -190,28 +192,32 @@ class _SharedTable(TableEmbedding):
         self._chunks = chunks
         order = [*self.univalent, *self.multivalent]
         # feature j's hot values: keys[key_lo:key_hi], rows from row_lo, K_f consecutive rows a value
-        self._hot_blocks: list[tuple[int, int, int]] = []
+        blocks: dict[str, tuple[int, int, int]] = {}
         key_lo = row_lo = 0
-        for f in order:
-            self._hot_blocks.append((key_lo, key_lo + self.hot[f.name], row_lo))
+        for f in row_owners(order):
+            blocks[f.name] = (key_lo, key_lo + self.hot[f.name], row_lo)
             key_lo += self.hot[f.name]
             row_lo += self.hot[f.name] * chunks[f.name]
+        self._hot_blocks = [blocks[f.row_owner] for f in order]
         if key_lo:  # only then: state_dicts (checkpoints, TorchRec adapters) of other layers are unchanged
             self.register_buffer("hot_keys", torch.zeros(key_lo, dtype=torch.int64, device=device))
         slots = [(f.name, c) for f in order for c in range(self._chunks[f.name])]
-        where = placement(slots, config.num_tables, config.placement)
+        keys = [
+            (f.row_owner, c) for f in order for c in range(self._chunks[f.name])
+        ]  # what each slot hashes as
+        where = placement(list(dict.fromkeys(keys)), config.num_tables, config.placement)
         check_placement(where, config.num_tables)
         bounds = [(start + hot_rows, size) for start, size in table_bounds(config.rows, config.num_tables)]
-        self.slot_tables = tuple(where[s] for s in slots)
+        self.slot_tables = tuple(where[k] for k in keys)
 
         def buffer(name: str, values: list[int]) -> None:
             self.register_buffer(
                 name, torch.tensor(values, dtype=torch.int64, device=device), persistent=False
             )
 
-        buffer("slot_salts", [feature_salt(n, c) for n, c in slots])
-        buffer("slot_starts", [bounds[where[s]][0] for s in slots])
-        buffer("slot_sizes", [bounds[where[s]][1] for s in slots])
+        buffer("slot_salts", [feature_salt(n, c) for n, c in keys])
+        buffer("slot_starts", [bounds[where[k]][0] for k in keys])
+        buffer("slot_sizes", [bounds[where[k]][1] for k in keys])
         col = {f.name: i for i, f in enumerate(self.univalent)}
         buffer("slot_columns", [col[n] for n, _ in slots if n in col])
         self._num_univalent_slots = len(self.slot_columns)
@@ -226,9 +232,10 @@ class _SharedTable(TableEmbedding):
 
     def fill_hot_keys(self, vocabulary: Vocabulary, min_count: int = 1) -> None:
         """Copy each feature's h_f most frequent training values into `hot_keys`, once before training."""
-        parts = [hot_keys(vocabulary, f.name, self.hot[f.name], min_count) for f in self._order]
-        got = {f.name: p.size for f, p in zip(self._order, parts, strict=True)}
-        if got != {f.name: self.hot[f.name] for f in self._order}:
+        owned = row_owners(self._order)
+        parts = [hot_keys(vocabulary, f.name, self.hot[f.name], min_count) for f in owned]
+        got = {f.name: p.size for f, p in zip(owned, parts, strict=True)}
+        if got != {f.name: self.hot[f.name] for f in owned}:
             raise ValueError(f"the vocabulary has {got} values for hot counts {self.hot}")
         if sum(got.values()):
             with torch.no_grad():
@@ -312,9 +319,18 @@ class UnifiedEmbedding(FeatureEmbedding):
         unknown = sorted((set(config.chunks) | set(config.private) | set(hot)) - {f.name for f in features})
         if unknown:
             raise ValueError(f"UnifiedEmbeddingConfig names unknown feature(s) {unknown}")
+        check_shares(self.features)
+        followers = {f.name: f.share_with for f in self.features if f.share_with is not None}
+        named = sorted(set(followers) & (set(config.chunks) | set(config.private) | set(hot)))
+        if named:
+            raise ValueError(
+                f"feature(s) {named} read the rows of {sorted({followers[n] for n in named})} "
+                "(share_with), and with them their chunks, private table and hot rows: set those there"
+            )
         self.unified_config = config
-        shared = [f for f in self.features if f.name not in config.private]
-        private = [f for f in self.features if f.name in config.private]
+        # a feature with share_with goes where its owner goes (the shared table or the private tables)
+        shared = [f for f in self.features if f.row_owner not in config.private]
+        private = [f for f in self.features if f.row_owner in config.private]
         if not shared:
             raise ValueError("every feature is private: nothing left for the shared table")
         if set(hot) & set(config.private):
@@ -488,6 +504,7 @@ class UnifiedMethod(EmbeddingMethod):
 
     name = "unified"
     options = UnifiedOptions
+    shares_rows = True
     shorthands = frozenset({"num_tables", "chunks", "default_chunks", "private_max_cardinality"})
 
     def check_features(self, options: UnifiedOptions, names: Sequence[str]) -> None:
@@ -505,10 +522,11 @@ class UnifiedMethod(EmbeddingMethod):
     ) -> dict[str, Any]:
         assert target is not None
         private: dict[str, int] = {}
+        owners = row_owners(features)  # features with share_with follow their owner
         if options.private_max_cardinality > 0:
             if not stats.known:
                 raise ValueError("private tables for small features need a vocabulary")
-            for f in features:
+            for f in owners:
                 n = stats.cardinalities[f.name]
                 if n <= options.private_max_cardinality and f.name not in options.chunks:
                     private[f.name] = n
@@ -527,7 +545,7 @@ class UnifiedMethod(EmbeddingMethod):
                 "budget or make fewer features private"
             )
         chunks = dict(options.chunks)
-        shared = [f for f in features if f.name not in private]
+        shared = [f for f in owners if f.name not in private]
         if options.default_chunks == AUTO or options.hot_share > 0:
             if stats.vocabulary is None:
                 raise ValueError(

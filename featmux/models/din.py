@@ -3,7 +3,9 @@
 Target attention: each behaviour in a user's history is weighted by an MLP over (target, behaviour,
 target - behaviour, target * behaviour), and the weighted sum (not softmax-normalized, as in the
 paper) replaces the plain pooled history. The history comes as aligned multivalent features (e.g.
-`hist_item_id`, `hist_genres` from `featmux.data.sequences`), read unpooled with `bag_vectors`.
+`hist_item_id`, `hist_genres` from `featmux.data.sequences`), read unpooled with `bag_vectors`. A
+history feature that shares its target's rows (`CategoricalFeature.share_with`, the MovieLens default)
+gives a movie the same vector as behaviour and as candidate, and both train those rows.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ class DIN(CTRModel):
             if len(t_slots) != len(h_slots):
                 raise ValueError(
                     f"target {target!r} has {len(t_slots)} chunk(s) but its history {history!r} has "
-                    f"{len(h_slots)}: give both the same chunks"
+                    f"{len(h_slots)}: give both the same chunks (or let the history share the target's rows)"
                 )
             query += t_slots
         history_slots = set(slots_of(embedding, c.history))

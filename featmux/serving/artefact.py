@@ -78,9 +78,12 @@ def _table_rules(table: TableEmbedding) -> dict[str, Any]:
         return {
             "method": "collisionless",
             "rule": "row = start + 1 + position of the fingerprint in the sorted vocabulary; unseen: start",
-            "features": {
-                f.name: {"start": int(start), "vocabulary_size": table.vocab_sizes[f.name]}
-                for f, start in zip(order, table.row_starts.tolist(), strict=True)
+            "features": {  # a feature with share_with: its owner's start and vocabulary
+                f.name: {
+                    "start": int(table.row_starts[j]),
+                    "vocabulary_size": table.vocab_sizes[f.row_owner],
+                }
+                for f, j in zip(order, table.owner_index, strict=True)
             },
         }
     if isinstance(table, AdaptiveEmbedding):
@@ -114,7 +117,8 @@ def _vocabularies(tables: list[TableEmbedding]) -> dict[str, list[int]]:
     for table in tables:
         if isinstance(table, CollisionlessEmbedding):
             order = [*table.univalent, *table.multivalent]
-            for f, (lo, hi) in zip(order, table._key_slices, strict=True):
+            for f, j in zip(order, table.owner_index, strict=True):
+                lo, hi = table._key_slices[j]
                 out[f.name] = table.keys[lo:hi].tolist()
     return out
 

@@ -64,3 +64,11 @@ def test_train_without_config_starts_from_the_preset_and_flags_override_it(tmp_p
     assert skipped.exit_code == 0, skipped.output
     assert "preset" not in skipped.output
     assert json.loads(out.read_text())["config"]["embedding"] == "unified"  # the plain default
+
+
+def test_the_din_preset_reads_history_movies_on_item_rows_and_splits_as_the_deepfm_baseline():
+    din = ExperimentConfig.from_yaml(CONFIGS / "movielens1m_din.yaml")
+    deepfm = ExperimentConfig.from_yaml(CONFIGS / "movielens1m_deepfm.yaml")
+    assert din.dataset_options["history"] == 50 and din.dataset_options["share_embedding"] is True
+    assert din.effective_split_seed() == deepfm.effective_split_seed()
+    assert din.dataset_options["ratings"] == deepfm.dataset_options["ratings"]

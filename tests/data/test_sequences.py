@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import polars as pl
 import pytest
@@ -79,19 +81,31 @@ def test_history_options_are_checked(tmp_path):
         open_source("movielens", tmp_path / "ml", history=-1)
     schema = open_source("movielens", tmp_path / "ml", history=3).schema
     assert schema.feature(HISTORY_ITEMS).multivalent and schema.feature(HISTORY_GENRES).multivalent
+    # the history movies share item_id's rows by default; the genre sets keep their own
+    assert schema.feature(HISTORY_ITEMS).share_with == "item_id"
+    assert schema.feature(HISTORY_GENRES).share_with is None
+    own = open_source("movielens", tmp_path / "ml", history=3, share_embedding=False).schema
+    assert own.feature(HISTORY_ITEMS).share_with is None
+    with pytest.raises(ValueError, match="share_embedding needs a history"):
+        open_source("movielens", tmp_path / "ml", share_embedding=True)
+    with pytest.raises(ValueError, match="true or false"):
+        open_source("movielens", tmp_path / "ml", history=3, share_embedding="yes")
+
+
+def random_ratings(folder, n: int = 400) -> None:
+    rng = np.random.default_rng(0)
+    users, items, times = rng.integers(1, 3, n), rng.choice([10, 20, 30, 40, 50], n), rng.integers(0, 100, n)
+    ratings = rng.choice([1, 2, 4, 5], n)
+    write_movielens(
+        folder, [f"{u}::{i}::{r}::{t}" for u, i, r, t in zip(users, items, ratings, times, strict=True)]
+    )
 
 
 def test_din_trains_end_to_end_on_histories(tmp_path):
     from featmux.training.experiment import ExperimentConfig, run_experiment
 
-    rng = np.random.default_rng(0)
     n = 400
-    users, items, times = rng.integers(1, 3, n), rng.choice([10, 20, 30, 40, 50], n), rng.integers(0, 100, n)
-    ratings = rng.choice([1, 2, 4, 5], n)
-    write_movielens(
-        tmp_path / "ml",
-        [f"{u}::{i}::{r}::{t}" for u, i, r, t in zip(users, items, ratings, times, strict=True)],
-    )
+    random_ratings(tmp_path / "ml", n)
     config = ExperimentConfig(
         dataset="movielens",
         data=tmp_path / "ml",
@@ -117,3 +131,41 @@ def test_without_a_history_the_source_options_are_unchanged(tmp_path):
     plain = open_source("movielens", tmp_path / "ml").options
     assert "history" not in plain  # cache keys of old runs still hold
     assert open_source("movielens", tmp_path / "ml", history=3).options["history"] == 3
+
+
+@pytest.mark.parametrize("embedding", ["collisionless", "hashing"])
+def test_din_trains_from_the_cli_with_history_movies_on_item_rows(tmp_path, monkeypatch, embedding):
+    from typer.testing import CliRunner
+
+    from featmux.cli.main import app
+
+    random_ratings(tmp_path / "ml")
+    monkeypatch.setenv("FEATMUX_CACHE", str(tmp_path / "cache"))
+
+    def train(share: str) -> dict:
+        out = tmp_path / f"{embedding}_{share}.json"
+        args = ["train", "--dataset", "movielens", "--data", str(tmp_path / "ml"), "--model", "din"]
+        args += ["--dataset-option", "history=5", "--dataset-option", f"share_embedding={share}"]
+        args += ["--model-option", "attention_hidden=[4]", "--model-option", "hidden=[8]"]
+        args += ["--embedding", embedding, *(["--budget", "1/2"] if embedding == "hashing" else [])]
+        args += [
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+            "--no-progress",
+            "--embedding-dim",
+            "4",
+            "--batch-size",
+            "64",
+        ]
+        result = CliRunner().invoke(app, [*args, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        return json.loads(out.read_text())
+
+    shared, own = train("true"), train("false")
+    assert 0.0 <= shared["test_auc"] <= 1.0 and shared["steps"] > 0
+    if embedding == "collisionless":  # rows of its own: the history's 5 movies and an OOV row, D = 4
+        assert own["embedding_params"] - shared["embedding_params"] == (5 + 1) * 4
+    else:  # half of a collisionless size that counts item_id's rows once
+        assert shared["embedding_params"] < own["embedding_params"]

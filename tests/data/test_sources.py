@@ -201,3 +201,16 @@ def test_a_scored_table_may_lack_its_label(tmp_path):
     pl.DataFrame({"ad": ["x"], "price": [3.0]}).write_parquet(tmp_path / "t.parquet")
     (chunk,) = table_chunks(tmp_path / "t.parquet", schema, label_required=False)
     assert chunk.frame["click"].to_list() == [0]
+
+
+def test_csv_features_can_share_another_features_rows(tmp_path):
+    path = write_table(tmp_path / "t.csv", 30)
+    options = {**CSV_OPTIONS, "categorical": ["ad"], "multivalent": ["tags", "id"]}
+    source = open_source("csv", path, share_with={"tags": "ad"}, **options)
+    assert source.schema.feature("tags").share_with == "ad" and source.schema.feature("id").share_with is None
+    assert source.options["share_with"] == {"tags": "ad"}
+    assert "share_with" not in open_source("csv", path, **options).options  # old cache keys hold
+    with pytest.raises(ValueError, match="unknown feature"):
+        open_source("csv", path, share_with={"nope": "ad"}, **options)
+    with pytest.raises(ValueError, match="different fingerprints"):  # id read as int, ad as string
+        open_source("csv", path, share_with={"id": "ad"}, encodings={"id": "int"}, **options)
