@@ -11,12 +11,16 @@
 # validation AUC (patience 2, learning rate / 10 on each plateau, at most 30 epochs). A run whose JSON
 # exists is skipped, so the script resumes; the summary at the end prints mean and std per model.
 #
-# Time, measured for DIN only: one epoch (288,373 training rows, 2,253 steps) took 466 s of training
-# (619 rows/s) plus 22 s of encoding and the validation pass, 9 min wall in all, at 1 torch thread with
-# bf16 autocast on (the default on this Xeon: avx2, avx512_bf16, amx_bf16), on the 2-core machine shared
-# with other jobs (load average 4.9 -> 7.6: a contended figure). A DIN run trains until early stopping
-# (at most 30 epochs), so estimate 466 s x its epochs: about 1 h for 8 epochs, at most 3.9 h a seed,
-# 3 to 12 h for the three DIN seeds; the DeepFM runs were not timed.
+# float32 (--no-bf16) for both models, as the zoo's run.sh: at batch 128 bf16 autocast made the DIN
+# epoch 1.9x slower here (466 s against 245 s of training).
+#
+# Time, measured for DIN only (1 torch thread, float32, encoded data cached): one epoch (288,373
+# training rows, 2,253 steps) took 245 s of training (1,176 rows/s), 5.1 min wall with loading and the
+# validation pass; on the 2-core Xeon (avx2, avx512_bf16, amx_bf16) shared with other jobs (load
+# average 8.0 -> 8.2: a contended figure); encoding the splits once took 22 s more. A DIN run trains
+# until early stopping (at most 30 epochs): about 5 min x its epochs, so 40 min for 8 epochs and at most
+# 2.6 h a seed. DeepFM, same conditions: 34 s of training an epoch (8,415 rows/s), 1 min wall with its
+# own encoding (no history), so at most 30 min a seed. All six runs: about 2.5 h to 9 h.
 set -euo pipefail
 threads=${THREADS:-1}
 seeds=("$@")
@@ -28,7 +32,7 @@ for seed in "${seeds[@]}"; do
     json=$out/${model}_collisionless_s${seed}.json
     [ -s "$json" ] && { echo "have $json"; continue; }
     PYTHONPATH=$PWD /work/main/.venv/bin/featmux train --config configs/movielens1m_${model}.yaml \
-      --data /work/shared/data/movielens-1m --seed "$seed" --threads "$threads" --no-progress \
+      --data /work/shared/data/movielens-1m --seed "$seed" --threads "$threads" --no-bf16 --no-progress \
       --out "$json"
   done
 done
