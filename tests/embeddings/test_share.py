@@ -213,3 +213,12 @@ def test_the_export_manifest_gives_the_history_its_owners_row_rules(case):
         assert rules["features"]["hist_item_id"] == rules["features"]["item_id"]
     if case == "collisionless":
         assert manifest["vocabularies"]["hist_item_id"] == manifest["vocabularies"]["item_id"]
+
+
+@pytest.mark.parametrize("case", ["collisionless", "hashing", "unified"])
+def test_torchrec_sharding_refuses_shared_rows(case):
+    pytest.importorskip("torchrec")
+    from featmux.distributed import TorchRecEmbedding
+
+    with pytest.raises(ValueError, match="does not support shared rows"):
+        TorchRecEmbedding(layer(case))
