@@ -4,7 +4,9 @@ Feature f gets a table of width d_f = clamp(round(D * (n_f / n_min)^-alpha), 1, 
 cardinality and n_min the smallest one: small vocabularies keep the full width D, large ones get
 narrow rows, and a learned projection [d_f, D] brings every row back to D (none where d_f = D).
 Rows are hashed, |V_f| + 1 per feature (per-feature hashing's size at budget 1), so no vocabulary keys
-are stored; `solve` binary-searches the smallest alpha whose layer fits the budget.
+are stored; `solve` binary-searches the smallest alpha whose layer fits the budget. Layout `unified`
+keeps one table per width instead, shared by the features of that width (their |V_f| + 1 rows summed,
+hashes salted per feature, as in Unified Embedding), with one projection per width.
 """
 
 from __future__ import annotations
@@ -19,19 +21,22 @@ from torch import nn
 
 from featmux.embeddings.base import INIT_STD, FeatureEmbedding, ValueEmbedding
 from featmux.embeddings.budget import FP32_BYTES
+from featmux.embeddings.layout import Layout, parse_layout
 from featmux.embeddings.registry import BudgetTarget, EmbeddingMethod, VocabularyStats, register
 from featmux.features import CategoricalFeature
 from featmux.hashing.mixer import feature_salt, salted_rows, splitmix64
 
 
 class MixedDimEmbedding(ValueEmbedding):
-    """A hashed table of width d_f per feature, projected to D.
+    """Hashed tables of width d_f, projected to D: one per feature, or one per width (unified layout).
 
     Args:
         features: the categorical features.
         embedding_dim: D.
-        rows: table rows per feature name.
+        rows: table rows per feature name (unified: a width's table has its features' rows summed).
         dims: d_f per feature name (1 to D).
+        layout: per_feature (a table and a projection per feature) or unified (the features of one
+            width share one table and one projection, their hashes salted apart).
         device: where to allocate; `meta` allocates nothing and skips initialization.
 
     Example:
@@ -47,10 +52,12 @@ class MixedDimEmbedding(ValueEmbedding):
         embedding_dim: int,
         rows: Mapping[str, int],
         dims: Mapping[str, int],
+        layout: Layout | str = Layout.PER_FEATURE,
         device: torch.device | None = None,
     ) -> None:
         super().__init__(features, embedding_dim)
         order = [*self.univalent, *self.multivalent]
+        self.layout = parse_layout(layout)
         self.rows = {f.name: int(rows[f.name]) for f in self.features}
         self.dims = {f.name: int(dims[f.name]) for f in self.features}
         bad = {
@@ -60,15 +67,27 @@ class MixedDimEmbedding(ValueEmbedding):
         }
         if bad:
             raise ValueError(f"rows must be >= 1 and dims in [1, {embedding_dim}], got {bad}")
+        widths = [self.dims[f.name] for f in order]
+        if self.layout is Layout.UNIFIED:  # one group per width, widest first
+            group_widths = sorted(set(widths), reverse=True)
+            self._group = [group_widths.index(d) for d in widths]
+        else:  # one group per feature, in slot order (the state_dict keys of per-feature layers)
+            group_widths, self._group = widths, list(range(len(order)))
+        group_rows = [0] * len(group_widths)
+        for f, g in zip(order, self._group, strict=True):
+            group_rows[g] += self.rows[f.name]
         self.tables = nn.ParameterList(
-            [nn.Parameter(torch.empty(self.rows[f.name], self.dims[f.name], device=device)) for f in order]
+            [
+                nn.Parameter(torch.empty(n, d, device=device))
+                for n, d in zip(group_rows, group_widths, strict=True)
+            ]
         )
-        # a feature at full width needs no projection; the others' are keyed by slot position
+        # a group at full width needs no projection; the others' are keyed by group position
         self.projections = nn.ParameterDict(
             {
-                str(i): nn.Parameter(torch.empty(self.dims[f.name], embedding_dim, device=device))
-                for i, f in enumerate(order)
-                if self.dims[f.name] < embedding_dim
+                str(g): nn.Parameter(torch.empty(d, embedding_dim, device=device))
+                for g, d in enumerate(group_widths)
+                if d < embedding_dim
             }
         )
         self.register_buffer(
@@ -90,11 +109,12 @@ class MixedDimEmbedding(ValueEmbedding):
     def table_parameters(self) -> list[nn.Parameter]:
         return list(self.tables)
 
-    def _one(self, i: int, values: torch.Tensor) -> torch.Tensor:
-        table = self.tables[i]
-        rows = salted_rows(splitmix64(values), self.salts[i], table.shape[0])
-        vectors = table[rows]  # [..., d_f]
-        key = str(i)
+    def _one(self, slot: int, values: torch.Tensor) -> torch.Tensor:
+        """Vectors of one feature's values: [...] -> [..., D], from its group's table and projection."""
+        group = self._group[slot]
+        table = self.tables[group]
+        vectors = table[salted_rows(splitmix64(values), self.salts[slot], table.shape[0])]  # [..., d]
+        key = str(group)
         return vectors @ self.projections[key] if key in self.projections else vectors  # [..., D]
 
     def embed(self, values: torch.Tensor, index: slice | int) -> torch.Tensor:
@@ -102,16 +122,19 @@ class MixedDimEmbedding(ValueEmbedding):
             return self._one(index, values)
         # one lookup per feature: widths differ, so a loop over F (never over rows)
         return torch.stack(
-            [self._one(i, values[:, c]) for c, i in enumerate(range(*index.indices(len(self.tables))))], 1
+            [self._one(i, values[:, c]) for c, i in enumerate(range(*index.indices(len(self._group))))], 1
         )
 
     def config(self) -> dict[str, Any]:
-        return {
+        config = {
             "method": self.method,
             "embedding_dim": self.embedding_dim,
             "rows": dict(self.rows),
             "dims": dict(self.dims),
         }
+        if self.layout is Layout.UNIFIED:  # per-feature configs stay as they were before layouts
+            config["layout"] = self.layout.value
+        return config
 
 
 def mixed_dims(cardinalities: np.ndarray, embedding_dim: int, alpha: float) -> np.ndarray:
@@ -120,11 +143,16 @@ def mixed_dims(cardinalities: np.ndarray, embedding_dim: int, alpha: float) -> n
     return np.clip(np.rint(embedding_dim * (n / n.min()) ** -alpha), 1, embedding_dim).astype(np.int64)
 
 
-def mde_floats(cardinalities: np.ndarray, dims: np.ndarray, embedding_dim: int) -> int:
-    """Floats stored: (n_f + 1) d_f rows plus a [d_f, D] projection where d_f < D."""
+def mde_floats(
+    cardinalities: np.ndarray, dims: np.ndarray, embedding_dim: int, layout: Layout = Layout.PER_FEATURE
+) -> int:
+    """Floats stored: (n_f + 1) d_f rows plus a [d_f, D] projection per feature (unified: per width)
+    where d_f < D."""
     rows = (cardinalities.astype(np.int64) + 1) * dims
-    projections = np.where(dims < embedding_dim, dims * embedding_dim, 0)
-    return int(rows.sum() + projections.sum())
+    narrow = dims[dims < embedding_dim]
+    if layout is Layout.UNIFIED:
+        narrow = np.unique(narrow)
+    return int(rows.sum() + (narrow * embedding_dim).sum())
 
 
 @dataclass(frozen=True)
@@ -133,14 +161,18 @@ class MixedDimOptions:
 
     Args:
         alpha: the power-law exponent; None lets `solve` find the smallest one that fits the budget.
+        layout: per_feature (a table per feature) or unified (one table and one projection per width,
+            shared by the features of that width, salted apart).
 
     Example:
-        >>> MixedDimOptions(alpha=0.3)
+        >>> MixedDimOptions(alpha=0.3, layout="unified")
     """
 
     alpha: float | None = None
+    layout: Layout = Layout.PER_FEATURE
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "layout", parse_layout(self.layout))
         if self.alpha is not None and self.alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha}")
 
@@ -165,15 +197,18 @@ class MixedDimMethod(EmbeddingMethod):
         cards = np.array([stats.cardinalities[f.name] for f in features], dtype=np.int64)
         limit = target.per_value(FP32_BYTES)
 
+        def floats(alpha: float) -> int:
+            return mde_floats(cards, mixed_dims(cards, embedding_dim, alpha), embedding_dim, options.layout)
+
         def fits(alpha: float) -> bool:
-            return mde_floats(cards, mixed_dims(cards, embedding_dim, alpha), embedding_dim) <= limit
+            return floats(alpha) <= limit
 
         if options.alpha is not None:
             alpha = options.alpha
         else:
             lo, hi = 0.0, 16.0
             if not fits(hi):
-                least = mde_floats(cards, mixed_dims(cards, embedding_dim, hi), embedding_dim)
+                least = floats(hi)
                 raise ValueError(
                     f"a budget of {target} is too small for mde: one column per row costs {least:,} floats"
                 )
@@ -184,21 +219,29 @@ class MixedDimMethod(EmbeddingMethod):
                 lo, hi = (lo, mid) if fits(mid) else (mid, hi)
             alpha = hi
         dims = mixed_dims(cards, embedding_dim, alpha)
-        if mde_floats(cards, dims, embedding_dim) > limit:
+        if floats(alpha) > limit:
             raise ValueError(f"a budget of {target} is too small for mde at alpha {alpha}")
-        return {
+        config = {
             "method": self.name,
             "embedding_dim": embedding_dim,
             "rows": {f.name: int(n) + 1 for f, n in zip(features, cards, strict=True)},
             "dims": {f.name: int(d) for f, d in zip(features, dims, strict=True)},
             "alpha": alpha,
         }
+        if options.layout is Layout.UNIFIED:
+            config["layout"] = options.layout.value
+        return config
 
     def from_config(
         self, features: Sequence[CategoricalFeature], config: Mapping[str, Any], device: torch.device | None
     ) -> FeatureEmbedding:
         return MixedDimEmbedding(
-            features, int(config["embedding_dim"]), config["rows"], config["dims"], device
+            features,
+            int(config["embedding_dim"]),
+            config["rows"],
+            config["dims"],
+            Layout(config.get("layout", Layout.PER_FEATURE.value)),
+            device,
         )
 
 
