@@ -10,6 +10,7 @@ import featmux
 from featmux import models, serving
 from featmux.embeddings import (
     adaptive,
+    cce,
     dhe,
     hash_embedding,
     mde,
@@ -51,6 +52,8 @@ PUBLIC = [
     adaptive.AdaptiveOptions,
     zch.ZchEmbedding,
     zch.ZchOptions,
+    cce.ClusteredEmbedding,
+    cce.CCEOptions,
     precision.QuantizedTable,
     served.ServedEmbedding,
     pruning.PrunedTable,

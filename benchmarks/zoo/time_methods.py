@@ -5,6 +5,7 @@ set-up (configs/frappe_dcnv2.yaml), trained for --steps steps (not to convergenc
 grid, it does not rank methods) and then timed on forward passes of 4096 test rows.
 
     PYTHONPATH=$PWD python benchmarks/zoo/time_methods.py --out benchmarks/zoo/timing_frappe.json
+    PYTHONPATH=$PWD python benchmarks/zoo/time_methods.py --methods hashing cce  # a subset
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ METHODS = {  # label -> (method, options, settings)
     "hash_embedding": ("hash_embedding", {}, {}),
     "robe": ("robe", {}, {}),
     "mde": ("mde", {}, {}),
+    "mde-unified": ("mde", {"layout": "unified"}, {}),
     "dhe": ("dhe", {"hashes": 128, "hidden_layers": 4}, {}),
     "tt": ("tt", {}, {}),
     "adaptive": ("adaptive", {}, {}),
+    "cce": ("cce", {"recluster_every": 10}, {}),
 }
 
 
@@ -41,6 +44,7 @@ def main() -> None:
     parser.add_argument("--budget", default="1/16")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=None, help="default: all")
     args = parser.parse_args()
     torch.set_num_threads(1)
     base = ExperimentConfig.from_yaml(args.config, threads=1, progress=False, max_steps=args.steps)
@@ -48,6 +52,8 @@ def main() -> None:
     test_batch = next(iter(data.test.batches(4096)))
     rows = []
     for label, (method, options, settings) in METHODS.items():
+        if args.methods is not None and label not in args.methods:
+            continue
         budget = None if method == "collisionless" else args.budget
         config = base.model_copy(
             update={"embedding": method, "embedding_options": options, "budget": budget, **settings}

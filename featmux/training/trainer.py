@@ -41,6 +41,7 @@ from featmux.training.checkpoint import (
     save_rotating,
 )
 from featmux.training.config import NonFinitePolicy, OptimizerKind, TrainConfig
+from featmux.training.hooks import run_step_hooks, step_hooks
 from featmux.training.metrics import Metrics, binary_metrics
 from featmux.training.optim import RowAdam
 
@@ -238,6 +239,7 @@ class Trainer:
         else:
             self.optimizers.append(torch.optim.Adam(list(model.parameters()), lr=config.learning_rate))
         self._dense_params = dense_params
+        self._hooks = step_hooks(model)  # e.g. CCE's re-clustering (featmux.training.hooks)
 
     # -- checkpoints -------------------------------------------------------------------------------
     @property
@@ -351,6 +353,9 @@ class Trainer:
     def train_step(self, batch: Batch, where: str, rows: Callable[[np.ndarray], str] | None = None) -> float:
         """One optimizer step, guarded: a NaN/Inf loss is reported and, per `on_nonfinite`, stops or skips.
 
+        Then the model's training-step hooks (`featmux.training.hooks`) run with the number this step
+        takes, `state.step + 1` (the caller advances `state.step` after this call), skipped steps included.
+
         Args:
             batch: the batch.
             where: where the batch comes from, for the report (e.g. "epoch 2, batch 17").
@@ -368,6 +373,7 @@ class Trainer:
         loss = self._step(batch) if finite_inputs else float("nan")  # NaN inputs never reach the model
         if not math.isfinite(loss):
             self._nonfinite(batch, loss, where, rows)
+        run_step_hooks(self._hooks, self.state.step + 1)
         return loss
 
     def _nonfinite(

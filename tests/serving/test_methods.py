@@ -21,6 +21,8 @@ CASES = [(name, {}) for name in method_names()] + [
     ("adaptive", {"precision": "int4", "qat": True}),
     ("unified", {"prune": 0.5}),
     ("unified", {"embedding_options": {"qat_bits": 8}}),  # trained for int8, served int8
+    ("mde", {"embedding_options": {"layout": "unified"}}),
+    ("cce", {"embedding_options": {"recluster_every": 1, "reclusters": 2}}),  # re-clustered pointers
 ]
 
 
