@@ -33,6 +33,31 @@ def hot_keys(vocabulary: Vocabulary, name: str, count: int, min_count: int = 1) 
     return np.sort(keys[order])
 
 
+def hot_key_table(
+    vocabulary: Vocabulary, names: Sequence[str], counts: Mapping[str, int], min_count: int = 1
+) -> torch.Tensor:
+    """The `counts[name]` most frequent values of each feature of `names`, concatenated in that order
+    (each feature's sorted), as int64 [sum of counts].
+
+    Raises:
+        ValueError: a feature has fewer values than its count.
+    """
+    parts = [hot_keys(vocabulary, n, counts[n], min_count) for n in names]
+    got = {n: p.size for n, p in zip(names, parts, strict=True)}
+    if got != {n: counts[n] for n in names}:
+        raise ValueError(f"the vocabulary has {got} values for the counts {dict(counts)}")
+    return torch.from_numpy(np.concatenate([np.zeros(0, np.int64), *parts]))
+
+
+def find_keys(keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where `values` [...] are in the sorted, non-empty `keys`: (position [...], found [...] bool).
+
+    A value not found gets some position in range (check `found`); a binary search, vectorized.
+    """
+    pos = torch.searchsorted(keys, values).clamp_(max=keys.numel() - 1)
+    return pos, keys[pos] == values
+
+
 def hottest(counts: Sequence[np.ndarray], costs: Sequence[int], allowance: int) -> list[int]:
     """How many values of each feature are hot: the most frequent values over all features, taken in
     order of count (ties: the earlier feature) while their costs (`costs[f]` each) fit `allowance`.
@@ -100,22 +125,17 @@ class AdaptiveEmbedding(TableEmbedding):
             vocabulary: the fitted value counts.
             min_count: values seen fewer times are never hot.
         """
-        order = [*self.univalent, *self.multivalent]
-        parts = [hot_keys(vocabulary, f.name, self.hot[f.name], min_count) for f in order]
-        got = {f.name: p.size for f, p in zip(order, parts, strict=True)}
-        if got != {f.name: self.hot[f.name] for f in order}:
-            raise ValueError(f"the vocabulary has {got} values for hot counts {self.hot}")
+        names = [f.name for f in (*self.univalent, *self.multivalent)]
         with torch.no_grad():
-            self.keys.copy_(torch.from_numpy(np.concatenate([np.zeros(0, np.int64), *parts])))
+            self.keys.copy_(hot_key_table(vocabulary, names, self.hot, min_count))
 
     def _rows(self, j: int, values: torch.Tensor) -> torch.Tensor:
         lo, hi = self._key_slices[j]
         shared = self.num_hot + salted_rows(splitmix64(values), self.salts[j], self.shared_rows)
         if hi == lo:
             return shared
-        keys = self.keys[lo:hi]
-        pos = torch.searchsorted(keys, values).clamp_(max=hi - lo - 1)
-        return torch.where(keys[pos] == values, lo + pos, shared)
+        pos, found = find_keys(self.keys[lo:hi], values)
+        return torch.where(found, lo + pos, shared)
 
     def univalent_rows(self, ids: torch.Tensor) -> torch.Tensor:
         # one binary search per feature: hot sets differ in length, so a loop over F (not over rows)

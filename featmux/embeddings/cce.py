@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featmux.embeddings.adaptive import hot_keys, hottest
+from featmux.embeddings.adaptive import find_keys, hot_key_table, hottest
 from featmux.embeddings.base import INIT_STD, FeatureEmbedding, ValueEmbedding
 from featmux.embeddings.budget import split_rows
 from featmux.embeddings.kmeans import kmeans
@@ -159,13 +159,9 @@ class ClusteredEmbedding(ValueEmbedding):
             vocabulary: the fitted value counts.
             min_count: values seen fewer times are never known.
         """
-        order = [*self.univalent, *self.multivalent]
-        parts = [hot_keys(vocabulary, f.name, self.known[f.name], min_count) for f in order]
-        got = {f.name: p.size for f, p in zip(order, parts, strict=True)}
-        if got != {f.name: self.known[f.name] for f in order}:
-            raise ValueError(f"the vocabulary has {got} values for known counts {self.known}")
+        names = [f.name for f in (*self.univalent, *self.multivalent)]
         with torch.no_grad():
-            self.keys.copy_(torch.from_numpy(np.concatenate([np.zeros(0, np.int64), *parts])))
+            self.keys.copy_(hot_key_table(vocabulary, names, self.known, min_count))
             for j, (lo, hi) in enumerate(self._key_slices):
                 self.pointers[lo:hi] = self._hashed(j, self.keys[lo:hi]).int()
 
@@ -179,10 +175,8 @@ class ClusteredEmbedding(ValueEmbedding):
         lo, hi = self._key_slices[j]
         if hi == lo:
             return hashed
-        keys = self.keys[lo:hi]
-        pos = torch.searchsorted(keys, values).clamp_(max=hi - lo - 1)
-        hit = (keys[pos] == values).unsqueeze(-1)
-        return torch.where(hit, self.pointers[lo:hi][pos].long(), hashed)
+        pos, found = find_keys(self.keys[lo:hi], values)
+        return torch.where(found.unsqueeze(-1), self.pointers[lo:hi][pos].long(), hashed)
 
     def embed(self, values: torch.Tensor, index: slice | int) -> torch.Tensor:
         if isinstance(index, int):

@@ -3,9 +3,8 @@ CCE re-clusters through them, and a resumed run re-clusters exactly as an uninte
 
 from __future__ import annotations
 
-import pytest
 import torch
-from helpers import Interrupt
+from helpers import interrupted
 from torch import nn
 
 from featmux.embeddings import Budget, EmbeddingSpec, build_embedding
@@ -40,35 +39,24 @@ def _model(schema, train, method="hashing", options=None, seed=0):
     return build_model("dcnv2", emb, len(schema.numeric), {"hidden": [16]})
 
 
-def _interrupting(trainer: Trainer, after: int) -> Trainer:
-    step = trainer._step
-
-    def wrapped(batch):
-        if trainer.state.step >= after:
-            raise Interrupt
-        return step(batch)
-
-    trainer._step = wrapped
-    return trainer
-
-
-def test_the_batch_trainer_calls_hooks_with_global_steps_and_resumes_the_count(planted, tmp_path):
+def test_the_batch_trainer_calls_hooks_with_global_steps_and_resumes_the_count(
+    planted, tmp_path, monkeypatch
+):
     schema, train, valid = planted
     model = _model(schema, train)
     model.recorder = Recorder()
     result = Trainer(model, CONFIG, schema).fit(train, valid)
     assert model.recorder.calls == [(s, False) for s in range(1, result.steps + 1)] and result.steps == 32
-    interrupted = _model(schema, train)
-    interrupted.recorder = Recorder()
-    with pytest.raises(Interrupt):
-        _interrupting(Trainer(interrupted, CONFIG, schema, tmp_path), after=12).fit(train, valid)
+    stopped = _model(schema, train)
+    stopped.recorder = Recorder()
+    interrupted(lambda: Trainer(stopped, CONFIG, schema, tmp_path).fit(train, valid), 12, monkeypatch)
     resumed = _model(schema, train)
     resumed.recorder = Recorder()
     Trainer(resumed, CONFIG, schema, tmp_path).fit(train, valid)  # from the checkpoint at step 10
     assert [s for s, _ in resumed.recorder.calls] == list(range(11, 33))
 
 
-def test_cce_reclusters_in_training_and_a_resumed_run_ends_identical(planted, tmp_path):
+def test_cce_reclusters_in_training_and_a_resumed_run_ends_identical(planted, tmp_path, monkeypatch):
     schema, train, valid = planted
     reference = _model(schema, train, "cce", CCE)
     Trainer(reference, CONFIG, schema).fit(train, valid)
@@ -78,9 +66,8 @@ def test_cce_reclusters_in_training_and_a_resumed_run_ends_identical(planted, tm
     for slot, f in enumerate((*emb.univalent, *emb.multivalent)):
         if emb.known[f.name]:
             assert emb.salts[slot].tolist() == [feature_salt(f.name, 4), feature_salt(f.name, 7)], f.name
-    model = _model(schema, train, "cce", CCE)
-    with pytest.raises(Interrupt):  # between the second and third re-clustering
-        _interrupting(Trainer(model, CONFIG, schema, tmp_path), after=12).fit(train, valid)
+    model = _model(schema, train, "cce", CCE)  # stopped at step 12: between the second and third round
+    interrupted(lambda: Trainer(model, CONFIG, schema, tmp_path).fit(train, valid), 12, monkeypatch)
     resumed = _model(schema, train, "cce", CCE, seed=123)  # everything comes from the checkpoint
     Trainer(resumed, CONFIG, schema, tmp_path).fit(train, valid)
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
