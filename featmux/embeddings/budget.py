@@ -96,12 +96,13 @@ def collisionless_rows(cardinalities: Mapping[str, int]) -> int:
     return sum(c + 1 for c in cardinalities.values())
 
 
-def split_rows(total: int, caps: Sequence[int]) -> list[int]:
+def split_rows(total: int, caps: Sequence[int], weights: Sequence[float] | None = None) -> list[int]:
     """Split `total` rows across features in proportion to `caps` (their cardinalities), at least 1 each.
 
     A proportional share never exceeds its cap while total < sum(caps), and from there on every feature
     simply gets its cap. Rounding is by largest remainder, so the sum is exactly min(total, sum(caps))
-    (or len(caps) when total is smaller than that).
+    (or len(caps) when total is smaller than that). With `weights` (> 0), shares follow the weights
+    instead, and a feature whose share would pass its cap gets the cap, the rest going to the others.
     """
     if any(c < 1 for c in caps):
         raise ValueError(f"every cap must be >= 1, got {list(caps)}")
@@ -111,7 +112,34 @@ def split_rows(total: int, caps: Sequence[int]) -> list[int]:
     weight = sum(caps)
     if total >= weight:
         return list(caps)
-    shares = [total * c / weight for c in caps]
+    if weights is not None:
+        return _round_shares(total, caps, _water_fill(total, caps, weights))
+    return _round_shares(total, caps, [total * c / weight for c in caps])
+
+
+def _water_fill(total: int, caps: Sequence[int], weights: Sequence[float]) -> list[float]:
+    """Real shares of `total` in proportion to `weights`, none above its cap (capped ones fixed first)."""
+    if len(weights) != len(caps) or any(w <= 0 for w in weights):
+        raise ValueError(f"weights must be > 0, one per cap, got {list(weights)}")
+    shares = [0.0] * len(caps)
+    free, remaining = set(range(len(caps))), float(total)
+    while free:  # at most one pass per feature
+        mass = sum(weights[i] for i in free)
+        over = [i for i in free if remaining * weights[i] / mass >= caps[i]]
+        if not over:
+            break
+        for i in over:
+            shares[i] = float(caps[i])
+            remaining -= caps[i]
+            free.discard(i)
+    for i in free:
+        shares[i] = remaining * weights[i] / mass
+    return shares
+
+
+def _round_shares(total: int, caps: Sequence[int], shares: Sequence[float]) -> list[int]:
+    """Integer rows from real shares (summing to total): at least 1 each, by largest remainder."""
+    n = len(caps)
     alloc = [max(1, int(s)) for s in shares]
     leftover = total - sum(alloc)
     by_remainder = sorted(range(n), key=lambda i: (shares[i] - int(shares[i]), -i), reverse=True)

@@ -16,11 +16,14 @@ Pointers are per value, so the known values need a vocabulary: the H most freque
 overall (a feature with a heavier head gets more) keep a sorted int64 key and c int32 pointers each,
 all counted in `memory_bytes()`; any other value (unseen, or outside the budget's H) reads the
 columns' hashes. `solve` gives at most `pointer_share` of the budget to known values and the rest to
-the columns' rows, split across features in proportion to cardinality (capped at |V_f| + 1).
+the columns' rows, split across features in proportion to sqrt(|V_f| + 1) (capped at |V_f| + 1: c
+columns of k rows give k^c sums, so about sqrt(n) rows per column tell n values apart, and a small
+feature keeps a row per value instead of the one row a split by cardinality would leave it).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -285,7 +288,10 @@ class CCEMethod(EmbeddingMethod):
                 f"a budget of {target} is too small for cce: {max(total, 0)} rows per column for "
                 f"{len(features)} features"
             )
-        sizes = split_rows(int(total), [stats.cardinalities[f.name] + 1 for f in features])
+        caps = [stats.cardinalities[f.name] + 1 for f in features]
+        # c columns of k rows give k^c sums: ~sqrt(n) rows tell n values apart, and small features keep
+        # a row per value (a split by cardinality would leave them one row, all values collapsed)
+        sizes = split_rows(int(total), caps, weights=[math.sqrt(n) for n in caps])
         return {
             "method": self.name,
             "embedding_dim": embedding_dim,

@@ -47,3 +47,15 @@ def test_split_rows_proportional_capped_and_exact():
         a = split_rows(total, [10_000, 4, 2_000])
         assert all(1 <= x <= c for x, c in zip(a, [10_000, 4, 2_000], strict=True))
         assert sum(a) == min(max(total, 3), 12_004)
+
+
+def test_split_rows_by_weights_fills_capped_features_first():
+    assert split_rows(20, [100, 4, 4], weights=[10, 2, 2]) == [14, 3, 3]  # 14.3, 2.9, 2.9: none capped
+    # equal weights would give 10 each: the two small features take their caps, the rest goes to the first
+    assert split_rows(30, [100, 4, 4], weights=[1, 1, 1]) == [22, 4, 4]
+    for total in (3, 50, 999, 5000, 12_003):
+        a = split_rows(total, [10_000, 4, 2_000], weights=[100, 2, 44.7])
+        assert all(1 <= x <= c for x, c in zip(a, [10_000, 4, 2_000], strict=True))
+        assert sum(a) == min(max(total, 3), 12_004)
+    with pytest.raises(ValueError, match="weights must be > 0"):
+        split_rows(20, [100, 4, 4], weights=[1, 0, 1])

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from featmux.embeddings import Budget, EmbeddingSpec, Vocabulary, build_embedding, embedding_from_config
+from featmux.embeddings.budget import split_rows
 from featmux.embeddings.cce import ClusteredEmbedding
 from featmux.embeddings.kmeans import kmeans
 from featmux.hashing.mixer import feature_salt, salted_rows, splitmix64
@@ -51,6 +52,14 @@ def test_bytes_count_rows_keys_pointers_and_salts_and_fill_the_budget(features, 
     assert target - layer.memory_bytes() < c * DIM * 4  # one more row in every column would not fit
     # at most pointer_share (0.5) of the budget goes to the known values' keys and pointers
     assert 0 < known * (8 + 4 * c) <= 0.5 * target
+
+
+def test_rows_follow_the_square_root_of_cardinality(features, vocabulary):
+    layer = _cce(features, vocabulary, "1/4")
+    caps = [1001, 301, 5, 19]
+    total = sum(layer.rows.values())
+    assert list(layer.rows.values()) == split_rows(total, caps, weights=[c**0.5 for c in caps])
+    assert split_rows(total, caps)[2] == 1 < layer.rows["device"]  # by cardinality: one row for 4 values
 
 
 def test_a_parameter_budget_makes_every_value_known(features, vocabulary):
