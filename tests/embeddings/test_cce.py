@@ -113,7 +113,7 @@ def test_kmeans_loss_never_increases_and_is_seeded():
 
 
 def test_reclustering_turns_one_column_into_centroids_and_rehashes_the_other(features, skewed, sparse):
-    layer = _cce(features, skewed)
+    layer = _cce(features, skewed, fit_residual=False)  # the paper's: the re-hashed column restarts at zero
     with torch.no_grad():
         layer.weight.normal_()  # embeddings as training might leave them: spread, not clustered
     before = _known_embeddings(layer, "user")
@@ -138,6 +138,23 @@ def test_reclustering_turns_one_column_into_centroids_and_rehashes_the_other(fea
     layer.recluster(1)
     assert layer.salts[0, 0] == feature_salt("user", 4) and layer.salts[0, 1] == feature_salt("user", 3)
     assert torch.isfinite(layer(sparse)).all()
+
+
+def test_the_rehashed_column_starts_at_the_least_squares_fit_of_the_residual(features, skewed):
+    layer = _cce(features, skewed)  # fit_residual=True, the default
+    with torch.no_grad():
+        layer.weight.normal_()
+    before = _known_embeddings(layer, "user")
+    loss = layer.recluster(0)["user"][-1]
+    after = _known_embeddings(layer, "user")
+    distortion = float((before - after).pow(2).sum())
+    assert distortion < 0.9 * loss  # below what the centroids alone leave (the zero start)
+    # the fit is a least-squares optimum: nudging the re-hashed rows only adds distortion
+    table = layer.weight.view(layer.columns, layer.total_rows, DIM)
+    k = layer.rows["user"]
+    with torch.no_grad():
+        table[1, :k] += 0.01
+    assert float((before - _known_embeddings(layer, "user")).pow(2).sum()) > distortion
 
 
 def test_reclustering_is_deterministic_given_the_seed(features, skewed):
