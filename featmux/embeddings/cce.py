@@ -45,6 +45,7 @@ from featmux.hashing.mixer import feature_salt, salted_rows, splitmix64, stable_
 
 POINTER_BYTES = 4  # int32: a pointer indexes one feature's column (k_f < 2^31 rows)
 SALT_BYTES = 8  # int64: a column's hash salt changes at re-clustering, so it is stored
+LLOYD_ITERATIONS = 5  # per k-means; each is one pass over a feature's known values (distances in chunks)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,6 @@ class CCEOptions:
         columns: c, the tables a value sums one row of (>= 1).
         recluster_every: training steps between re-clusterings (0: never re-cluster, plain hashing).
         reclusters: how many re-clusterings at most (after them the pointers stay fixed).
-        kmeans_iterations: Lloyd iterations of each k-means.
         seed: seeds the k-means initial centroids (with the round and the feature name).
         pointer_share: the most of the budget spent on known values' keys and pointers (0 <= share < 1).
         fit_residual: after a re-clustering, start each re-hashed column at the least-squares fit of
@@ -69,7 +69,6 @@ class CCEOptions:
     columns: int = 2
     recluster_every: int = 1000
     reclusters: int = 3
-    kmeans_iterations: int = 5
     seed: int = 0
     pointer_share: float = 0.5
     fit_residual: bool = True
@@ -77,7 +76,7 @@ class CCEOptions:
     def __post_init__(self) -> None:
         if self.columns < 1:
             raise ValueError(f"columns must be >= 1, got {self.columns}")
-        for name in ("recluster_every", "reclusters", "kmeans_iterations", "seed"):
+        for name in ("recluster_every", "reclusters", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.pointer_share < 1:
@@ -225,7 +224,7 @@ class ClusteredEmbedding(ValueEmbedding):
             result = kmeans(
                 current,
                 min(k, hi - lo),
-                self.options.kmeans_iterations,
+                LLOYD_ITERATIONS,
                 torch.Generator().manual_seed(seed),
             )
             losses[f.name] = result.losses
@@ -279,7 +278,6 @@ class ClusteredEmbedding(ValueEmbedding):
             "columns": o.columns,
             "recluster_every": o.recluster_every,
             "reclusters": o.reclusters,
-            "kmeans_iterations": o.kmeans_iterations,
             "seed": o.seed,
             "fit_residual": o.fit_residual,
         }
@@ -330,7 +328,6 @@ class CCEMethod(EmbeddingMethod):
             "columns": c,
             "recluster_every": options.recluster_every,
             "reclusters": options.reclusters,
-            "kmeans_iterations": options.kmeans_iterations,
             "seed": options.seed,
             "fit_residual": options.fit_residual,
         }
@@ -342,7 +339,6 @@ class CCEMethod(EmbeddingMethod):
             columns=int(config["columns"]),
             recluster_every=int(config["recluster_every"]),
             reclusters=int(config["reclusters"]),
-            kmeans_iterations=int(config["kmeans_iterations"]),
             seed=int(config["seed"]),
             fit_residual=bool(config["fit_residual"]),
         )
