@@ -20,6 +20,11 @@ NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 """CPU flags (as /proc/cpuinfo spells them) meaning bf16 matmuls run in hardware."""
 REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 """The CPU flags every speed figure is recorded with."""
+AUTO_BF16_MIN_BATCH = 512
+"""Auto turns bf16 on only from this batch size up. Measured on a 2-core Xeon with AMX
+(`benchmarks/speed/bf16_batch.py`, train_step, bf16 / fp32): 0.75-1.04x at batch 128-256 (MovieLens
+DCN-v2, Frappe DCN-v2, DIN), 1.07-1.32x at 512, 1.11-1.24x at 1024, 1.59x at 4096. Small matmuls do not
+pay for autocast's casts."""
 
 
 def cpu_flags(cpuinfo: Path = CPUINFO) -> tuple[str, ...]:
@@ -92,19 +97,27 @@ def native_bf16(device: str = "cpu", cpuinfo: Path = CPUINFO) -> tuple[bool, str
     return False, f"bf16 would be emulated (no {' or '.join(NATIVE_BF16_FLAGS)} among cpu flags)"
 
 
-def resolve_bf16(requested: bool | None, device: str = "cpu", cpuinfo: Path = CPUINFO) -> Bf16Choice:
-    """The bf16 decision for a run: `requested` if given, else on exactly where bf16 is native.
+def resolve_bf16(
+    requested: bool | None, device: str = "cpu", cpuinfo: Path = CPUINFO, batch_size: int | None = None
+) -> Bf16Choice:
+    """The bf16 decision for a run: `requested` if given, else on where bf16 is native and batches big.
 
     Args:
         requested: True (force on), False (force off) or None (auto).
         device: where the model runs.
         cpuinfo: the CPU description to read.
+        batch_size: the training batch; auto leaves bf16 off below `AUTO_BF16_MIN_BATCH` on the CPU
+            (None: not known, the hardware alone decides).
 
     Example:
         >>> resolve_bf16(None).enabled  # True on a CPU with AVX-512 BF16 or AMX
     """
     native, why = native_bf16(device, cpuinfo)
+    kind = torch.device(device).type
     if requested is None:
-        return Bf16Choice(native, native, None, torch.device(device).type, f"auto: {why}")
+        small = kind == "cpu" and batch_size is not None and batch_size < AUTO_BF16_MIN_BATCH
+        if native and small:
+            why += f", but batch {batch_size} < {AUTO_BF16_MIN_BATCH}, where bf16 measured no faster"
+        return Bf16Choice(native and not small, native, None, kind, f"auto: {why}")
     state = "on" if requested else "off"
-    return Bf16Choice(requested, native, requested, torch.device(device).type, f"forced {state}; {why}")
+    return Bf16Choice(requested, native, requested, kind, f"forced {state}; {why}")

@@ -159,8 +159,8 @@ class RunConfig(BaseModel):
         }
 
     def bf16_choice(self) -> Bf16Choice:
-        """Whether this run trains under bf16 autocast, and why (`bf16` None: where it is native)."""
-        return resolve_bf16(self.bf16, self.device)
+        """Whether this run trains under bf16 autocast, and why (`bf16` None: native and batch >= 512)."""
+        return resolve_bf16(self.bf16, self.device, batch_size=self.batch_size)
 
     def embedding_spec(self) -> EmbeddingSpec:
         """The embedding layer to build."""

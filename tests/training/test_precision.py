@@ -54,10 +54,19 @@ def test_auto_follows_the_hardware_and_a_request_wins(tmp_path):
     assert record["bf16"] is True and record["bf16_requested"] == "auto" and "cpu_flags" in record
 
 
+def test_auto_leaves_small_cpu_batches_in_float32(tmp_path):
+    amx = _cpuinfo(tmp_path, XEON_AMX)
+    assert resolve_bf16(None, "cpu", amx, batch_size=4096).enabled
+    small = resolve_bf16(None, "cpu", amx, batch_size=128)
+    assert not small.enabled and small.native and "batch 128 < 512" in small.reason
+    assert resolve_bf16(True, "cpu", amx, batch_size=128).enabled  # a request still wins
+    assert ExperimentConfig(batch_size=128).train_config().autocast_bf16 is False
+
+
 def test_run_config_turns_the_choice_into_autocast():
     assert ExperimentConfig(bf16=True).train_config().autocast_bf16 is True
     assert ExperimentConfig(bf16=False).train_config().autocast_bf16 is False
-    auto = ExperimentConfig().train_config().autocast_bf16
+    auto = ExperimentConfig(batch_size=4096).train_config().autocast_bf16
     assert auto is resolve_bf16(None).enabled  # this machine's own answer
 
 
