@@ -21,8 +21,7 @@ bf16: both libraries train in the calling thread (DeepCTR-Torch's `fit` and torc
 a DataLoader without workers), and autocast is a thread-local context, so wrapping each epoch's call in
 `torch.autocast("cpu", torch.bfloat16)` puts their forward passes under it, as a user would. Forward
 hooks on every nn.Linear check that it held: the result's `autocast_check` counts the Linear outputs by
-dtype and the calls made off the calling thread. Evaluation runs in float32 (as featmux's does; the
-peers' own `predict` cannot turn a bf16 output into numpy).
+dtype and the calls made off the calling thread. Evaluation runs in float32, as featmux's does.
 """
 
 from __future__ import annotations
