@@ -399,8 +399,8 @@ class Cell:
     def fingerprint_on(self, device: str | None = None) -> str:
         """Hash of every setting that can change the result (not threads, progress or cache paths).
 
-        bf16 enters as the choice it resolves to on this machine and `device` (`bf16` pinned, or left
-        to auto: on where bf16 is native): `bf16: true` where it is on, nothing where it is off. So a
+        bf16 enters as the choice the run itself makes on this machine and `device` (`bf16` pinned, or
+        left to auto: `RunConfig.bf16_choice`): `bf16: true` where it is on, nothing where it is off. So a
         grid resumed on a machine of the other kind finds its cells stale instead of mixing float32 and
         bf16 results, float32 cells keep the fingerprints they had before bf16 existed, and pinning
         `bf16: false` resumes them on a bf16 machine.
@@ -408,10 +408,9 @@ class Cell:
         Args:
             device: the device the cells run on (`featmux bench run --device`; None: the cell's own).
         """
-        from featmux.training.precision import resolve_bf16
-
         kept = {k: v for k, v in self.spec.items() if k not in VOLATILE_KEYS and k != "bf16"}
-        if resolve_bf16(self.spec.get("bf16"), device or self.spec.get("device") or "cpu").enabled:
+        config = self.experiment_config(overrides={"device": device} if device else None)
+        if config.bf16_choice().enabled:  # the run's own decision (hardware, batch size)
             kept["bf16"] = True
         return _hash(kept)
 

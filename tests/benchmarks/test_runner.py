@@ -235,6 +235,7 @@ def test_a_grid_resumed_on_a_machine_of_the_other_kind_does_not_mix_precisions(
     grid_dict, fake_result, tmp_path, monkeypatch
 ):
     """bf16 on auto: fingerprints hold the resolved choice, so the other machine's cells are stale."""
+    grid_dict["settings"]["batch_size"] = 512  # auto bf16 needs batches of 512 or more on the CPU
     grid = BenchmarkGrid(**grid_dict)
     function, calls = counting(fake_result)
     _machine(monkeypatch, native=False)
@@ -256,6 +257,7 @@ def test_a_grid_resumed_on_a_machine_of_the_other_kind_does_not_mix_precisions(
 
 
 def test_fingerprint_holds_the_resolved_bf16_choice(grid_dict, monkeypatch):
+    grid_dict["settings"]["batch_size"] = 512  # auto bf16 needs batches of 512 or more on the CPU
     _machine(monkeypatch, native=False)
     auto = BenchmarkGrid(**grid_dict).cells()[0]
     auto_off = auto.fingerprint
@@ -275,3 +277,8 @@ def test_fingerprint_holds_the_resolved_bf16_choice(grid_dict, monkeypatch):
     legacy_hash = hashlib.sha256(json.dumps(legacy, sort_keys=True, default=str).encode()).hexdigest()[:16]
     assert legacy_hash != auto_off and pinned_off.accepts(legacy_hash) and not auto.accepts(legacy_hash)
     assert pinned_off.accepts(auto_off) and not auto.accepts(auto_off)  # the old hash of an auto cell
+    del grid_dict["settings"]["bf16"]
+    grid_dict["settings"]["batch_size"] = 256  # small batches: auto stays off here, as the run decides
+    small = BenchmarkGrid(**grid_dict).cells()[0]
+    plain = {k: v for k, v in small.spec.items() if k not in VOLATILE_KEYS}
+    assert small.fingerprint == hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
