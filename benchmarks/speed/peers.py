@@ -8,13 +8,20 @@ it never imports featmux. One process trains one (library, model, dataset) and w
 SPEC holds: library ("deepctr" | "rechub"), model ("deepfm" | "dcnv2"), data (a directory with
 {train,valid,test}.npz holding `ids` int64 [n, F] (per-field indices in [0, V_f)) and `labels` float32
 [n], and meta.json with `vocab_sizes`), embedding_dim, hidden, cross_layers, batch_size, learning_rate,
-epochs, threads, seed, init_std, batch_norm (DeepCTR-Torch `dnn_use_bn`; torch-rechub always has it).
+epochs, threads, seed, init_std, batch_norm (DeepCTR-Torch `dnn_use_bn`; torch-rechub always has it),
+bf16 (optional: train under bf16 autocast).
 
 Each epoch is one call of the library's own training code (DeepCTR-Torch `model.fit(epochs=1)`,
 torch-rechub `CTRTrainer.train_one_epoch`), timed alone; validation and test AUC are computed after it
 and not timed. Settings that would differ from featmux's are aligned where the library exposes them:
 no L2 terms, Adam lr as given, embeddings initialised N(0, init_std^2). What cannot be changed is
 recorded in `notes` (DeepCTR-Torch sums the loss over the batch, torch-rechub's MLP has batch norm).
+
+bf16: both libraries train in the calling thread (DeepCTR-Torch's `fit` and torch-rechub's loaders use
+a DataLoader without workers), and autocast is a thread-local context, so wrapping each epoch's call in
+`torch.autocast("cpu", torch.bfloat16)` puts their forward passes under it, as a user would. Forward
+hooks on every nn.Linear check that it held: the result's `autocast_check` counts the Linear outputs by
+dtype and the calls made off the calling thread. Evaluation runs in float32, as featmux's does.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -173,6 +181,30 @@ def _rechub(spec: dict[str, Any], vocab: list[int], splits: dict[str, Any]) -> d
     return _loop(spec, model, train_epoch, predict, (x_valid, y_valid), (x_test, y_test), notes)
 
 
+class _AutocastCheck:
+    """Counts the training-time nn.Linear outputs of a model by dtype, and those off the calling thread."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.thread = threading.get_ident()
+        self.counts: dict[str, int] = {}
+        self.other_threads = 0
+        self.active = False
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.register_forward_hook(self._seen)
+
+    def _seen(self, _module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        if not self.active:  # evaluation calls are not counted
+            return
+        key = str(output.dtype).removeprefix("torch.")
+        self.counts[key] = self.counts.get(key, 0) + 1
+        self.other_threads += threading.get_ident() != self.thread
+
+    def as_dict(self) -> dict[str, Any]:
+        """`{"linear_outputs": {"bfloat16": n, ...}, "other_threads": k}`."""
+        return {"linear_outputs": dict(self.counts), "other_threads": self.other_threads}
+
+
 def _loop(
     spec: dict[str, Any],
     model: torch.nn.Module,
@@ -182,12 +214,20 @@ def _loop(
     test: tuple[dict[str, np.ndarray], np.ndarray],
     notes: list[str],
 ) -> dict[str, Any]:
-    """Train `spec["epochs"]` epochs, timing only `train_epoch`; evaluate valid and test after each."""
+    """Train `spec["epochs"]` epochs, timing only `train_epoch`; evaluate valid and test after each.
+
+    With `spec["bf16"]` each `train_epoch` call runs under bf16 autocast; evaluation stays float32.
+    """
     history = []
     train_seconds = 0.0
+    bf16 = bool(spec.get("bf16", False))
+    check = _AutocastCheck(model)
     for epoch in range(spec["epochs"]):
         start = time.perf_counter()
-        train_epoch()
+        check.active = True
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            train_epoch()
+        check.active = False
         train_seconds += time.perf_counter() - start
         v = _metrics(valid[1], predict(valid[0]))
         t = _metrics(test[1], predict(test[0]))
@@ -208,7 +248,9 @@ def _loop(
             flush=True,
         )
     params = sum(p.numel() for p in model.parameters())
-    return {"history": history, "parameters": params, "notes": notes}
+    if bf16:
+        notes = [*notes, "torch.autocast('cpu', torch.bfloat16) around each epoch's call; evaluation float32"]
+    return {"history": history, "parameters": params, "notes": notes, "autocast_check": check.as_dict()}
 
 
 def main(spec_path: str, result_path: str) -> None:

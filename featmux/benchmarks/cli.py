@@ -78,7 +78,7 @@ def run(
     root = repo_root(config)
     out_dir = out if out is not None else root / "runs" / "bench" / grid.name
     if dry_run:
-        _print_states(cells, out_dir)
+        _print_states(cells, out_dir, device)
         return
     overrides: dict[str, Any] = {}
     if threads is not None:
@@ -119,11 +119,11 @@ def run(
         raise typer.Exit(1)
 
 
-def _print_states(cells: list, out_dir: Path) -> None:
+def _print_states(cells: list, out_dir: Path, device: str | None) -> None:
     table = Table(title=f"cells ({out_dir})")
     for col in ("cell", "state", "seconds"):
         table.add_column(col)
-    states = cell_states(cells, out_dir)
+    states = cell_states(cells, out_dir, device)
     for s in states:
         table.add_row(s.cell.key, s.state.value, format_seconds(s.seconds) if s.seconds is not None else "")
     Console().print(table)

@@ -393,10 +393,37 @@ class Cell:
 
     @property
     def fingerprint(self) -> str:
-        """Hash of every setting that can change the result (not threads, progress or cache paths)."""
-        kept = {k: v for k, v in self.spec.items() if k not in VOLATILE_KEYS}
-        canonical = json.dumps(kept, sort_keys=True, default=str)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        """`fingerprint_on()` on the cell's own device (the grid's `device` setting, else the CPU)."""
+        return self.fingerprint_on()
+
+    def fingerprint_on(self, device: str | None = None) -> str:
+        """Hash of every setting that can change the result (not threads, progress or cache paths).
+
+        bf16 enters as the choice the run itself makes on this machine and `device` (`bf16` pinned, or
+        left to auto: `RunConfig.bf16_choice`): `bf16: true` where it is on, nothing where it is off. So a
+        grid resumed on a machine of the other kind finds its cells stale instead of mixing float32 and
+        bf16 results, float32 cells keep the fingerprints they had before bf16 existed, and pinning
+        `bf16: false` resumes them on a bf16 machine.
+
+        Args:
+            device: the device the cells run on (`featmux bench run --device`; None: the cell's own).
+        """
+        kept = {k: v for k, v in self.spec.items() if k not in VOLATILE_KEYS and k != "bf16"}
+        config = self.experiment_config(overrides={"device": device} if device else None)
+        if config.bf16_choice().enabled:  # the run's own decision (hardware, batch size)
+            kept["bf16"] = True
+        return _hash(kept)
+
+    def accepts(self, fingerprint: str | None, device: str | None = None) -> bool:
+        """Whether a stored result with `fingerprint` is current for this cell on `device`.
+
+        Besides `fingerprint_on(device)`, a cell pinning `bf16: false` accepts the hash written before
+        bf16 was resolved into fingerprints (its settings as written): such a result ran float32.
+        """
+        if fingerprint == self.fingerprint_on(device):
+            return True
+        legacy = {k: v for k, v in self.spec.items() if k not in VOLATILE_KEYS}
+        return self.spec.get("bf16") is False and fingerprint == _hash(legacy)
 
     def labels(self) -> dict[str, Any]:
         """The cell's coordinates in the grid."""
@@ -421,6 +448,11 @@ class Cell:
                 values[key] = path if path.is_absolute() else Path(root) / path
         values.update(overrides or {})
         return ExperimentConfig(**values)
+
+
+def _hash(settings: Mapping[str, Any]) -> str:
+    canonical = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def cell_key(

@@ -168,8 +168,14 @@ class CellStatus:
     seconds: float | None = None  # wall time of its finished result
 
 
-def cell_states(cells: Sequence[Cell], out_dir: str | Path) -> list[CellStatus]:
-    """The state of each cell in `out_dir` (unreadable result files count as not done)."""
+def cell_states(cells: Sequence[Cell], out_dir: str | Path, device: str | None = None) -> list[CellStatus]:
+    """The state of each cell in `out_dir` (unreadable result files count as not done).
+
+    Args:
+        cells: the cells.
+        out_dir: the results directory.
+        device: the device the cells would run on (their fingerprints resolve bf16 for it).
+    """
     out = Path(out_dir)
     states = []
     for cell in cells:
@@ -177,7 +183,7 @@ def cell_states(cells: Sequence[Cell], out_dir: str | Path) -> list[CellStatus]:
         result = _read(path)
         if result is not None:
             bench = result.get("bench", {})
-            fresh = bench.get("fingerprint") == cell.fingerprint
+            fresh = cell.accepts(bench.get("fingerprint"), device)
             state = CellState.DONE if fresh else CellState.STALE
             seconds = result.get("cell_seconds")
             states.append(CellStatus(cell, state, path, float(seconds) if seconds is not None else None))
@@ -325,14 +331,15 @@ def run_benchmark(
     changing = sorted(set(extra) - (VOLATILE_KEYS - {"checkpoint_dir"}))  # cells get their own checkpoint_dir
     if changing:
         raise ValueError(f"overrides {changing} would change results; put them in the grid instead")
-    states = cell_states(chosen, out)
+    device = extra.get("device")
+    states = cell_states(chosen, out, device)
     stale_keys = [s.cell.key for s in states if s.state is CellState.STALE]
     if stale_keys and stale is StalePolicy.ERROR:
         raise StaleResultsError(
             f"{len(stale_keys)} finished cell(s) were run with other settings (e.g. {stale_keys[0]}); "
             "rerun them (stale=rerun), keep them (stale=keep), or use another output directory"
         )
-    _write_manifest(out, grid, all_cells)
+    _write_manifest(out, grid, all_cells, device)
     eta = EtaEstimator()
     todo: list[Cell] = []
     summary = RunSummary(total=len(chosen), stale=stale_keys)
@@ -366,7 +373,11 @@ def run_benchmark(
                 write_json_atomic(
                     out / FAILED / cell.filename,
                     {
-                        "bench": {**cell.labels(), "key": cell.key, "fingerprint": cell.fingerprint},
+                        "bench": {
+                            **cell.labels(),
+                            "key": cell.key,
+                            "fingerprint": cell.fingerprint_on(device),
+                        },
                         "error": f"{type(err).__name__}: {err}",
                         "traceback": traceback.format_exc(),
                         "started": started,
@@ -380,7 +391,7 @@ def run_benchmark(
                 **cell.labels(),
                 "key": cell.key,
                 "grid": grid.name,
-                "fingerprint": cell.fingerprint,
+                "fingerprint": cell.fingerprint_on(device),
                 "started": started,
                 "finished": datetime.now(UTC).isoformat(timespec="seconds"),
                 "format": RESULT_FORMAT,
@@ -411,13 +422,15 @@ def machine_lock(path: str | Path | None) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _write_manifest(out: Path, grid: BenchmarkGrid, cells: Sequence[Cell]) -> None:
+def _write_manifest(out: Path, grid: BenchmarkGrid, cells: Sequence[Cell], device: str | None) -> None:
     write_json_atomic(
         out / "manifest.json",
         {
             "name": grid.name,
             "grid": grid.model_dump(mode="json"),
-            "cells": [{"key": c.key, "file": c.filename, "fingerprint": c.fingerprint} for c in cells],
+            "cells": [
+                {"key": c.key, "file": c.filename, "fingerprint": c.fingerprint_on(device)} for c in cells
+            ],
         },
     )
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from featmux.atomic import write_json_atomic
-from featmux.benchmarks.grid import BenchmarkGrid
+from featmux.benchmarks.grid import VOLATILE_KEYS, BenchmarkGrid
 from featmux.benchmarks.measure import measured
 from featmux.benchmarks.runner import (
     CellState,
@@ -221,3 +222,63 @@ def test_subprocess_cell_survives_a_killed_child(grid_dict, tmp_path):
     assert not (tmp_path / "out" / "cells").exists()
     error = json.loads((tmp_path / "out" / "failed" / "syn__dcnv2__hashing__1-4__seed1.json").read_text())
     assert "status -9" in error["error"] and "child running" in error["error"]
+
+
+def _machine(monkeypatch, native: bool) -> None:
+    """Pretend the CPU has (or lacks) native bf16, as `resolve_bf16` sees it."""
+    import featmux.training.precision as precision
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device="cpu", cpuinfo=None: (native, "fake cpu"))
+
+
+def test_a_grid_resumed_on_a_machine_of_the_other_kind_does_not_mix_precisions(
+    grid_dict, fake_result, tmp_path, monkeypatch
+):
+    """bf16 on auto: fingerprints hold the resolved choice, so the other machine's cells are stale."""
+    grid_dict["settings"]["batch_size"] = 512  # auto bf16 needs batches of 512 or more on the CPU
+    grid = BenchmarkGrid(**grid_dict)
+    function, calls = counting(fake_result)
+    _machine(monkeypatch, native=False)
+    fp32 = [c.fingerprint for c in grid.cells()]
+    run_benchmark(grid, tmp_path, executor=InProcessExecutor(function), max_cells=4, progress=False)
+    _machine(monkeypatch, native=True)
+    assert all(c.fingerprint != f for c, f in zip(grid.cells(), fp32, strict=True))
+    with pytest.raises(StaleResultsError, match="4 finished cell"):
+        run_benchmark(grid, tmp_path, executor=InProcessExecutor(function), progress=False)
+    calls.clear()
+    rerun = run_benchmark(
+        grid, tmp_path, executor=InProcessExecutor(function), stale=StalePolicy.RERUN, progress=False
+    )
+    assert rerun.ran == 10 and len(calls) == 10
+    cells = json.loads((tmp_path / "manifest.json").read_text())["cells"]
+    assert [c["fingerprint"] for c in cells] == [c.fingerprint for c in grid.cells()]
+    _machine(monkeypatch, native=False)  # and back: the bf16 cells are stale on the fp32 machine
+    assert all(s.state is CellState.STALE for s in cell_states(grid.cells(), tmp_path))
+
+
+def test_fingerprint_holds_the_resolved_bf16_choice(grid_dict, monkeypatch):
+    grid_dict["settings"]["batch_size"] = 512  # auto bf16 needs batches of 512 or more on the CPU
+    _machine(monkeypatch, native=False)
+    auto = BenchmarkGrid(**grid_dict).cells()[0]
+    auto_off = auto.fingerprint
+    grid_dict["settings"]["bf16"] = True
+    pinned_on = BenchmarkGrid(**grid_dict).cells()[0]
+    grid_dict["settings"]["bf16"] = False
+    pinned_off = BenchmarkGrid(**grid_dict).cells()[0]
+    assert pinned_off.fingerprint == auto_off != pinned_on.fingerprint  # the choice, not how it was asked
+    # float32 cells keep the hash they had before bf16 entered the fingerprint (committed grids stay current)
+    kept = {k: v for k, v in auto.spec.items() if k not in VOLATILE_KEYS}
+    assert auto_off == hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    _machine(monkeypatch, native=True)
+    assert auto.fingerprint == pinned_on.fingerprint  # auto resolves on here: the same precision, same hash
+    assert pinned_off.fingerprint == auto_off  # pinned: the machine does not matter
+    # a result stored before this change by a cell pinning bf16: false ran float32: still current
+    legacy = {k: v for k, v in pinned_off.spec.items() if k not in VOLATILE_KEYS}
+    legacy_hash = hashlib.sha256(json.dumps(legacy, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert legacy_hash != auto_off and pinned_off.accepts(legacy_hash) and not auto.accepts(legacy_hash)
+    assert pinned_off.accepts(auto_off) and not auto.accepts(auto_off)  # the old hash of an auto cell
+    del grid_dict["settings"]["bf16"]
+    grid_dict["settings"]["batch_size"] = 256  # small batches: auto stays off here, as the run decides
+    small = BenchmarkGrid(**grid_dict).cells()[0]
+    plain = {k: v for k, v in small.spec.items() if k not in VOLATILE_KEYS}
+    assert small.fingerprint == hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]

@@ -6,9 +6,12 @@ Three parts, each printed and saved under `benchmarks/results/` with the machine
    Frappe and on Criteo-like synthetic data with large vocabularies, trained by featmux (its Trainer,
    `optimizer=row_adam`), a plain PyTorch baseline (nn.EmbeddingBag(sparse=True) + SparseAdam, featmux's
    dense layers), DeepCTR-Torch and torch-rechub (their own training APIs, in the separate venv of
-   `benchmarks/speed/install_peers.sh`). Every contender reads the same numpy arrays (per-field ids
-   and labels, exported once); reported: training samples/s, time to a common validation AUC, peak RSS
-   and test AUC (at the best validation epoch).
+   `benchmarks/speed/install_peers.sh`); where bf16 is on, each of them again under bf16 autocast
+   (`featmux-bf16`, `plain-bf16`, `deepctr-bf16`, `rechub-bf16`), and on Frappe `featmux-dense-adam`
+   (the peers' optimizer) for the same-optimizer ratio. Every contender reads the same numpy arrays
+   (per-field ids and labels, exported once); reported: training samples/s, time to a common
+   validation AUC, peak RSS, test AUC (at the best validation epoch) and each ratio's optimizers and
+   equal-AUC check (within 0.002).
 2. Embedding layer alone (`embedding`): forward + backward + optimizer step, rows/s, of featmux's
    unified, hashing and collisionless layers against nn.EmbeddingBag and TorchRec.
 3. Data pipeline (`pipeline`): rows/s from Criteo TSV and Avazu CSV text into tensors, first pass

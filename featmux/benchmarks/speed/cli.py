@@ -10,12 +10,13 @@ from typing import Annotated
 import typer
 
 from featmux.benchmarks.speed.config import DEFAULT_LOCK, DatasetSetup, SpeedConfig
-from featmux.benchmarks.speed.contenders import run_contender
+from featmux.benchmarks.speed.contenders import all_contenders, run_contender
 from featmux.benchmarks.speed.driver import run_speed
 from featmux.benchmarks.speed.embedding import run_embedding_bench
 from featmux.benchmarks.speed.inference import run_inference_bench
 from featmux.benchmarks.speed.loop import run_loop_bench
 from featmux.benchmarks.speed.pipeline import run_pipeline_bench
+from featmux.cli.common import fail
 
 
 def speed_command(
@@ -28,7 +29,8 @@ def speed_command(
     ] = None,
     model: Annotated[list[str] | None, typer.Option(help="deepfm, dcnv2 (repeatable; default both).")] = None,
     library: Annotated[
-        list[str] | None, typer.Option(help="featmux, plain, deepctr, rechub (default all).")
+        list[str] | None,
+        typer.Option(help="featmux, plain, deepctr, rechub, featmux-dense-adam (repeatable; default all)."),
     ] = None,
     out: Annotated[Path, typer.Option(help="Where results go.")] = Path("benchmarks/results"),
     work: Annotated[Path, typer.Option(help="Exported arrays, caches, generated files.")] = Path("out/speed"),
@@ -43,7 +45,8 @@ def speed_command(
     bf16: Annotated[
         bool | None,
         typer.Option(
-            "--bf16/--no-bf16", help="Also run bf16 autocast (default: where the CPU has it natively)."
+            "--bf16/--no-bf16",
+            help="Also run each contender under bf16 autocast (default: where the CPU has it natively).",
         ),
     ] = None,
     batch_norm: Annotated[
@@ -57,6 +60,15 @@ def speed_command(
         "synthetic": DatasetSetup("synthetic", 16, synthetic_epochs, "unified"),
         "frappe": DatasetSetup("frappe", 10, frappe_epochs, "collisionless"),
     }
+    known = all_contenders()
+    for name, choices, allowed in (
+        ("--library", library or (), known),
+        ("--dataset", dataset or (), datasets),
+        ("--model", model or (), ("deepfm", "dcnv2")),
+    ):
+        unknown = [c for c in choices if c not in allowed]
+        if unknown:
+            fail(f"unknown {name} {', '.join(unknown)} (choose from {', '.join(allowed)})")
     chosen = tuple(datasets[d] for d in (dataset or ["synthetic", "frappe"]))
     held_out = max(10_000, synthetic_train_rows // 6)
     config = SpeedConfig(
@@ -65,7 +77,7 @@ def speed_command(
         parts=tuple(part or ("training", "embedding", "pipeline", "loop", "inference")),
         datasets=chosen,
         models=tuple(model or ("deepfm", "dcnv2")),
-        libraries=tuple(library or ("featmux", "plain", "deepctr", "rechub")),
+        libraries=tuple(library or SpeedConfig.libraries),
         frappe_dir=frappe_dir,
         synthetic_rows=(synthetic_train_rows, held_out, held_out),
         threads=threads,

@@ -41,7 +41,7 @@ class SpeedConfig:
         parts: any of "training", "embedding", "pipeline", "loop", "inference".
         datasets: training workloads.
         models: "deepfm" and/or "dcnv2".
-        libraries: contenders of the training part.
+        libraries: contenders of the training part (names of `contenders.all_contenders()`).
         frappe_dir: the Frappe libFM files.
         synthetic_rows: (train, valid, test) rows of the synthetic data.
         hidden: MLP widths.
@@ -50,7 +50,8 @@ class SpeedConfig:
         learning_rate: Adam learning rate, tables and dense part, every contender.
         threads: torch intra-op threads of every contender.
         seed: data order and initialisation.
-        bf16: also train featmux under bf16 autocast, beside float32 (None: where the CPU has native bf16).
+        bf16: also train every contender that can (featmux, plain, the peers) under bf16 autocast, each
+            right after its float32 run (None: where the CPU has native bf16).
         batch_norm: batch norm in every contender's MLP (torch-rechub's MLP always has it).
         pipeline_rows: rows of the generated Criteo and Avazu text files.
         loop_fit_epochs: epochs of each `Trainer.fit` of the loop part (a cap: not converged).
@@ -69,7 +70,7 @@ class SpeedConfig:
         DatasetSetup("frappe", 10, 8, "collisionless"),
     )
     models: tuple[str, ...] = ("deepfm", "dcnv2")
-    libraries: tuple[str, ...] = ("featmux", "plain", "deepctr", "rechub")
+    libraries: tuple[str, ...] = ("featmux", "plain", "deepctr", "rechub", "featmux-dense-adam")
     frappe_dir: Path = Path("../shared/data/frappe")
     synthetic_rows: tuple[int, int, int] = (600_000, 100_000, 100_000)
     hidden: tuple[int, ...] = (400, 400, 400)

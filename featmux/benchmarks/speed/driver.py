@@ -18,7 +18,7 @@ import torch
 
 from featmux.atomic import write_json_atomic
 from featmux.benchmarks.speed.config import SpeedConfig, repo_root
-from featmux.benchmarks.speed.contenders import peer_names
+from featmux.benchmarks.speed.contenders import BF16_SUFFIX, all_contenders, peer_names
 from featmux.benchmarks.speed.report import ratios, render_markdown, summarise_training
 from featmux.benchmarks.speed.timing import gemm_peak_gflops, machine, measurement_lock
 from featmux.benchmarks.speed.workloads import encoded_splits, export_frappe, export_synthetic
@@ -52,6 +52,9 @@ def _subprocess(
 
 
 def _training_specs(config: SpeedConfig) -> list[tuple[str, dict[str, Any]]]:
+    """(tag, spec) of every training run, in order: each contender, then its bf16 run where bf16 is on."""
+    contenders = all_contenders()
+    bf16 = resolve_bf16(config.bf16).enabled
     specs = []
     for setup in config.datasets:
         for model in config.models:
@@ -59,6 +62,7 @@ def _training_specs(config: SpeedConfig) -> list[tuple[str, dict[str, Any]]]:
                 "dataset": setup.name,
                 "model": model,
                 "data": str(config.work_dir / setup.name),
+                "method": setup.method,
                 "embedding_dim": setup.embedding_dim,
                 "epochs": setup.epochs,
                 "hidden": list(config.hidden),
@@ -71,13 +75,14 @@ def _training_specs(config: SpeedConfig) -> list[tuple[str, dict[str, Any]]]:
                 "batch_norm": config.batch_norm,
             }
             for library in config.libraries:
+                contender = contenders[library]
+                if contender.datasets is not None and setup.name not in contender.datasets:
+                    continue
                 spec = {**base, "library": library}
-                if library == "featmux":
-                    spec["method"] = setup.method
                 specs.append((f"{setup.name}-{model}-{library}", spec))
-                if library == "featmux" and resolve_bf16(config.bf16).enabled:
+                if contender.bf16 and bf16:
                     # the same run under bf16 autocast, right after the float32 one (one A/B per workload)
-                    specs.append((f"{setup.name}-{model}-featmux-bf16", {**spec, "bf16": True}))
+                    specs.append((f"{setup.name}-{model}-{library}{BF16_SUFFIX}", {**spec, "bf16": True}))
     return specs
 
 
@@ -109,12 +114,13 @@ def run_speed(config: SpeedConfig, log: Callable[[str], None] = print) -> dict[s
         runs = []
         for tag, spec in _training_specs(config):
             library = spec["library"]
+            contender = library + (BF16_SUFFIX if spec.get("bf16") else "")
             if library in peer_names():
                 if not config.peers_python.exists():
                     runs.append(
                         {
                             **spec,
-                            "contender": library,
+                            "contender": contender,
                             "error": f"no peers venv at {config.peers_python}: "
                             "run benchmarks/speed/install_peers.sh",
                         }
@@ -124,7 +130,6 @@ def run_speed(config: SpeedConfig, log: Callable[[str], None] = print) -> dict[s
             else:
                 argv = [*me, "contender"]
             result = _subprocess(argv, spec, work, tag, config.lock, log)
-            contender = library + ("-bf16" if spec.get("bf16") else "")
             with np.load(Path(spec["data"]) / "train.npz") as z:
                 train_rows = int(z["labels"].shape[0])
             runs.append({**spec, **result, "contender": contender, "train_rows": train_rows})

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from featmux.benchmarks.speed.contenders import labels, peer_names
+from featmux.benchmarks.speed.contenders import BF16_SUFFIX, labels, optimizer_of, peer_names
 
 
 def summarise_training(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -21,7 +21,13 @@ def summarise_training(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ok = [m for m in members if m.get("history")]
         target = min((max(h["valid_auc"] for h in m["history"]) for m in ok), default=float("nan"))
         for m in members:
-            row: dict[str, Any] = {"dataset": dataset, "model": model, "contender": m["contender"]}
+            row: dict[str, Any] = {
+                "dataset": dataset,
+                "model": model,
+                "contender": m["contender"],
+                "bf16": bool(m.get("bf16", False)),
+                "optimizer": optimizer_of(m["contender"]),
+            }
             if not m.get("history"):
                 rows.append({**row, "error": m.get("error", "no result")})
                 continue
@@ -48,6 +54,8 @@ def summarise_training(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "notes": m.get("notes", []),
                 }
             )
+            if m.get("autocast_check") is not None:
+                row["autocast_check"] = m["autocast_check"]
             if m.get("dense_flops_per_sample"):
                 row["dense_flops_per_sample"] = m["dense_flops_per_sample"]
                 row["achieved_gflops"] = m["dense_flops_per_sample"] * row["samples_per_s"] / 1e9
@@ -55,55 +63,104 @@ def summarise_training(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+AUC_TOLERANCE = 0.002
+"""Two runs count as equal in test AUC when they differ by at most this (the issue's criterion)."""
+FASTER_PEER = "faster peer"
+"""Stands for the faster (samples/s) of the peers' float32 runs of a workload in `COMPARISONS`."""
+FASTER_PEER_BF16 = "faster peer bf16"
+"""The faster of the peers' bf16 autocast runs."""
+
+COMPARISONS: tuple[tuple[str, str, bool], ...] = (
+    ("featmux", "plain", True),
+    ("featmux-bf16", "plain", True),
+    ("featmux-bf16", "plain-bf16", True),
+    ("featmux", FASTER_PEER, True),
+    ("featmux-bf16", FASTER_PEER_BF16, True),
+    ("featmux-dense-adam", FASTER_PEER, True),
+    ("featmux-dense-adam-bf16", FASTER_PEER_BF16, True),
+    ("featmux-bf16", FASTER_PEER, False),
+    ("featmux-bf16", "featmux", False),
+    ("plain-bf16", "plain", False),
+)
+"""(numerator, denominator, headline) of every ratio the report computes, where both ran; the headline
+ones are the issue's targets (featmux against both plain baselines and the faster peer, each precision,
+and the same-optimizer ratio)."""
+
+
+def _faster(rows: dict[str, dict[str, Any]], bf16: bool) -> dict[str, Any] | None:
+    suffix = BF16_SUFFIX if bf16 else ""
+    peers = [rows[p + suffix] for p in peer_names() if p + suffix in rows]
+    return max(peers, key=lambda r: r["samples_per_s"]) if peers else None
+
+
 def ratios(training: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """featmux / best peer (and / plain baseline) per workload, with the AUCs side by side."""
+    """Every ratio of `COMPARISONS` per workload: speed-ups, both test AUCs and optimizers, the AUC check.
+
+    Each entry: dataset, model, numerator, denominator (contender names; a "faster peer" resolved to
+    the peer), headline, speedup (samples/s ratio), time_to_auc_speedup (where both reached the
+    workload's common validation AUC), both test AUCs, auc_delta (numerator minus denominator),
+    equal_auc (|auc_delta| <= `AUC_TOLERANCE`) and both optimizers.
+    """
     out = []
-    keys = sorted({(r["dataset"], r["model"]) for r in training})
-    for dataset, model in keys:
+    for dataset, model in sorted({(r["dataset"], r["model"]) for r in training}):
         rows = {
             r["contender"]: r
             for r in training
             if (r["dataset"], r["model"]) == (dataset, model) and "error" not in r
         }
-        mine = rows.get("featmux")
-        peers = [rows[p] for p in peer_names() if p in rows]
-        if mine is None:
-            continue
-        best_peer = max(peers, key=lambda r: r["samples_per_s"]) if peers else None
-        entry: dict[str, Any] = {
-            "dataset": dataset,
-            "model": model,
-            "featmux_samples_per_s": mine["samples_per_s"],
-            "featmux_test_auc": mine["test_auc"],
-        }
-        if best_peer is not None:
-            entry.update(
-                {
-                    "best_peer": best_peer["contender"],
-                    "best_peer_samples_per_s": best_peer["samples_per_s"],
-                    "best_peer_test_auc": best_peer["test_auc"],
-                    "speedup_vs_best_peer": mine["samples_per_s"] / best_peer["samples_per_s"],
-                    "auc_delta_vs_best_peer_test": mine["test_auc"] - max(p["test_auc"] for p in peers),
-                }
-            )
-            fast_peer = [p for p in peers if p.get("seconds_to_target")]
-            if mine.get("seconds_to_target") and fast_peer:
-                entry["time_to_auc_speedup_vs_best_peer"] = (
-                    min(p["seconds_to_target"] for p in fast_peer) / mine["seconds_to_target"]
-                )
-        if "plain" in rows:
-            entry["speedup_vs_plain"] = mine["samples_per_s"] / rows["plain"]["samples_per_s"]
-            entry["plain_test_auc"] = rows["plain"]["test_auc"]
-        if "featmux-bf16" in rows:
-            entry["bf16_speedup"] = rows["featmux-bf16"]["samples_per_s"] / mine["samples_per_s"]
-            entry["bf16_test_auc"] = rows["featmux-bf16"]["test_auc"]
-            bf16_epochs = rows["featmux-bf16"]["epochs"]
-            entry["bf16_valid_auc"] = rows["featmux-bf16"]["valid_auc_by_epoch"][-1]
-            entry["fp32_valid_auc_same_epochs"] = mine["valid_auc_by_epoch"][
-                min(bf16_epochs, mine["epochs"]) - 1
-            ]
-        out.append(entry)
+        rows_with_peers = {**rows}
+        for key, bf16 in ((FASTER_PEER, False), (FASTER_PEER_BF16, True)):
+            peer = _faster(rows, bf16)
+            if peer is not None:
+                rows_with_peers[key] = peer
+        for top, bottom, headline in COMPARISONS:
+            a, b = rows_with_peers.get(top), rows_with_peers.get(bottom)
+            if a is None or b is None:
+                continue
+            delta = a["test_auc"] - b["test_auc"]
+            entry: dict[str, Any] = {
+                "dataset": dataset,
+                "model": model,
+                "numerator": a["contender"],
+                "denominator": b["contender"],
+                "headline": headline,
+                "speedup": a["samples_per_s"] / b["samples_per_s"],
+                "numerator_samples_per_s": a["samples_per_s"],
+                "denominator_samples_per_s": b["samples_per_s"],
+                "numerator_test_auc": a["test_auc"],
+                "denominator_test_auc": b["test_auc"],
+                "auc_delta": delta,
+                "equal_auc": bool(abs(delta) <= AUC_TOLERANCE),
+                "numerator_optimizer": a["optimizer"],
+                "denominator_optimizer": b["optimizer"],
+            }
+            if a.get("seconds_to_target") and b.get("seconds_to_target"):
+                entry["time_to_auc_speedup"] = b["seconds_to_target"] / a["seconds_to_target"]
+            out.append(entry)
     return out
+
+
+def flop_rates(training: list[dict[str, Any]], peak: float, peak_bf16: float) -> list[dict[str, Any]]:
+    """featmux's (and plain's) dense GFLOP/s per run as fractions of the measured fp32 and bf16 GEMM peaks.
+
+    Args:
+        training: `summarise_training` rows.
+        peak: the run's float32 GEMM peak, GFLOP/s.
+        peak_bf16: its bf16 GEMM peak, GFLOP/s.
+    """
+    return [
+        {
+            "dataset": r["dataset"],
+            "model": r["model"],
+            "contender": r["contender"],
+            "bf16": r["bf16"],
+            "achieved_gflops": r["achieved_gflops"],
+            "of_fp32_peak": r["achieved_gflops"] / peak,
+            "of_bf16_peak": r["achieved_gflops"] / peak_bf16,
+        }
+        for r in training
+        if "achieved_gflops" in r
+    ]
 
 
 def _fmt(value: Any, spec: str = ",.0f") -> str:
@@ -118,51 +175,85 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return out + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def _label(contender: str) -> str:
+    return labels().get(contender, contender)
+
+
 def _ratio_rows(ratios: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
     for r in ratios:
-        aucs = [r["featmux_test_auc"], r.get("best_peer_test_auc"), r.get("plain_test_auc")]
+        equal = "yes" if r["equal_auc"] else "**no**"
+        bold = "**" if r["headline"] else ""
         rows.append(
             [
                 r["dataset"],
                 r["model"],
-                _fmt(r["featmux_samples_per_s"]),
-                labels().get(r.get("best_peer", ""), "-"),
-                _fmt(r.get("best_peer_samples_per_s")),
-                _fmt(r.get("speedup_vs_best_peer"), ".2f") + "x",
-                _fmt(r.get("speedup_vs_plain"), ".2f") + "x",
-                _fmt(r.get("time_to_auc_speedup_vs_best_peer"), ".2f") + "x",
-                " / ".join(_fmt(a, ".4f") for a in aucs),
+                f"{_label(r['numerator'])} ({r['numerator_optimizer']})",
+                f"{_label(r['denominator'])} ({r['denominator_optimizer']})",
+                f"{_fmt(r['numerator_samples_per_s'])} / {_fmt(r['denominator_samples_per_s'])}",
+                f"{bold}{_fmt(r['speedup'], '.2f')}x{bold}",
+                _fmt(r.get("time_to_auc_speedup"), ".2f") + "x",
+                f"{r['numerator_test_auc']:.4f} / {r['denominator_test_auc']:.4f}",
+                f"{r['auc_delta']:+.4f}: {equal}",
             ]
         )
     return rows
 
 
-def _training_rows(training: list[dict[str, Any]], peak: float, peak_bf16: float) -> list[list[str]]:
+def _autocast_lines(training: list[dict[str, Any]]) -> list[str]:
+    """Per peer bf16 run: the share of its training-time nn.Linear outputs in bf16 (did autocast hold?)."""
+    lines = []
+    for r in training:
+        check = r.get("autocast_check")
+        if not check or not r["bf16"]:
+            continue
+        outputs = check["linear_outputs"]
+        total = sum(outputs.values())
+        share = outputs.get("bfloat16", 0) / total if total else float("nan")
+        lines.append(
+            f"- {r['dataset']} {r['model']} {_label(r['contender'])}: {_fmt(100 * share, '.1f')}% of "
+            f"{total:,} nn.Linear outputs in bf16, {check['other_threads']} off the calling thread."
+        )
+    return lines
+
+
+def _headline(ratios: list[dict[str, Any]]) -> list[str]:
+    """Per workload, the headline ratios, each naming both sides' optimizers and the AUC check."""
+    lines = []
+    for dataset, model in sorted({(r["dataset"], r["model"]) for r in ratios}):
+        mine = [r for r in ratios if (r["dataset"], r["model"]) == (dataset, model) and r["headline"]]
+        if not mine:
+            continue
+        lines.append(f"- **{dataset} {model}**")
+        lines += [
+            f"  - {_label(r['numerator'])} / {_label(r['denominator'])}: **{r['speedup']:.2f}x** "
+            f"({r['numerator_optimizer']} vs {r['denominator_optimizer']}); test AUC {r['auc_delta']:+.4f}: "
+            f"{'equal' if r['equal_auc'] else 'NOT equal'} within {AUC_TOLERANCE}"
+            for r in mine
+        ]
+    return lines
+
+
+def _training_rows(training: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
     for r in training:
-        name = labels().get(r["contender"], r["contender"])
+        name = _label(r["contender"])
         if "error" in r:
-            rows.append(
-                [r["dataset"], r["model"], name, "error: " + r["error"][-100:].replace("|", "/")] + [""] * 7
-            )
+            error = "error: " + r["error"][-100:].replace("|", "/")
+            rows.append([r["dataset"], r["model"], name, r.get("optimizer", ""), error] + [""] * 6)
             continue
-        flops = "-"
-        if "achieved_gflops" in r:
-            top = peak_bf16 if r["contender"].endswith("-bf16") else peak  # the peak of the run's precision
-            flops = f"{r['achieved_gflops']:.0f} ({100 * r['achieved_gflops'] / top:.0f}%)"
         rows.append(
             [
                 r["dataset"],
                 r["model"],
                 name,
+                r["optimizer"],
                 _fmt(r["samples_per_s"]),
                 str(r["epochs"]),
                 _fmt(r["best_valid_auc"], ".4f"),
                 _fmt(r["test_auc"], ".4f"),
                 f"{_fmt(r['seconds_to_target'], '.1f')} (>= {_fmt(r['target_valid_auc'], '.4f')})",
                 _fmt((r["peak_rss_bytes"] or 0) / 2**20),
-                flops,
                 f"{r['loadavg_start'][0]:.2f} / {r['loadavg_end'][0]:.2f}",
             ]
         )
@@ -174,6 +265,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     peak = report.get("gemm_peak_gflops") or float("nan")
     peak_bf16 = report.get("gemm_peak_gflops_bf16") or float("nan")
+    lock = report.get("config", {}).get("lock")
+    under_lock = f", under the measurement lock {lock}" if lock else ""
     lines = [
         f"# featmux speed, {report['created']}",
         "",
@@ -181,37 +274,63 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{m['threads']} threads, load average at start {m['loadavg'][0]:.2f}. FP32 GEMM peak measured: "
         f"{_fmt(peak, '.0f')} GFLOP/s, bf16 {_fmt(report.get('gemm_peak_gflops_bf16'), '.0f')} GFLOP/s "
         f"(2048^3 matmul, {m['threads']} threads). bf16 autocast runs: {m.get('bf16', False)} "
-        f"({m.get('bf16_reason', 'not recorded')}). Contenders ran one after "
-        "another, each alone in its process, under the measurement lock.",
+        f"({m.get('bf16_reason', 'not recorded')}). Contenders ran one after another, each alone in its "
+        f"process{under_lock}.",
         "",
     ]
     if report.get("ratios"):
-        header = ["dataset", "model", "featmux samples/s", "best peer", "peer samples/s", "speedup"]
-        header += ["vs plain sparse", "time-to-AUC speedup", "test AUC featmux / peer / plain"]
-        lines += ["## Ratios (featmux / best peer, one run)", ""]
-        lines += [*_table(header, _ratio_rows(report["ratios"])), ""]
-        bf16 = [r for r in report["ratios"] if "bf16_speedup" in r]
-        for r in bf16:
-            lines.append(
-                f"bf16 autocast ({r['dataset']} {r['model']}): {r['bf16_speedup']:.2f}x fp32's speed, "
-                f"valid AUC {r['bf16_valid_auc']:.4f} vs fp32 {r['fp32_valid_auc_same_epochs']:.4f} after "
-                f"the same epochs (native bf16: {m['bf16_native']})."
-            )
-        lines += [""] if bf16 else []
-    if report.get("training"):
-        header = ["dataset", "model", "contender", "samples/s", "epochs", "best valid AUC", "test AUC"]
-        header += [
-            "s to valid AUC target",
-            "peak RSS MiB",
-            "dense GFLOP/s (% of the fp32 or bf16 GEMM peak)",
-            "load start/end",
+        header = ["dataset", "model", "contender (optimizer)", "against (optimizer)", "samples/s"]
+        header += ["speedup", "time-to-AUC speedup", "test AUC", f"ΔAUC: equal within {AUC_TOLERANCE}?"]
+        lines += [
+            "## Headline",
+            "",
+            *_headline(report["ratios"]),
+            "",
+            "## Ratios (one run; the headline ones in bold)",
+            "",
+            f'A "faster peer" is the faster of {", ".join(_label(p) for p in peer_names())} in the same '
+            "precision. bf16 runs train under bf16 autocast and evaluate in float32. The optimizer named is "
+            "the tables'; every dense layer trains with Adam. Row-wise lazy Adam and SparseAdam make the "
+            "same lazy update, moving only the rows a batch reads; dense Adam moves every row at every step.",
+            "",
+            *_table(header, _ratio_rows(report["ratios"])),
+            "",
         ]
+    if report.get("training"):
+        rates = flop_rates(report["training"], peak, peak_bf16)
+        if rates:
+            rows = [
+                [r["dataset"], r["model"], _label(r["contender"]), f"{r['achieved_gflops']:.0f}",
+                 f"{100 * r['of_fp32_peak']:.0f}%", f"{100 * r['of_bf16_peak']:.0f}%"]
+                for r in rates
+            ]  # fmt: skip
+            lines += [
+                f"## Dense FLOP rate against the measured GEMM peaks (fp32 {_fmt(peak, '.0f')}, bf16 "
+                f"{_fmt(peak_bf16, '.0f')} GFLOP/s)",
+                "",
+                "Dense FLOPs per sample: 6 x in x out over the linear layers (forward and both backward "
+                "matmuls), times samples/s; elementwise work and the embeddings are not counted.",
+                "",
+                *_table(
+                    ["dataset", "model", "contender", "dense GFLOP/s", "of fp32 peak", "of bf16 peak"], rows
+                ),
+                "",
+            ]
+    if report.get("training"):
+        header = ["dataset", "model", "contender", "optimizer", "samples/s", "epochs", "best valid AUC"]
+        header += ["test AUC", "s to valid AUC target", "peak RSS MiB", "load start/end"]
         lines += [
             "## Training runs",
             "",
-            *_table(header, _training_rows(report["training"], peak, peak_bf16)),
+            "Every contender trains the same fixed number of epochs (a cap, no early stopping: not "
+            "converged); test AUC at its best validation epoch.",
+            "",
+            *_table(header, _training_rows(report["training"])),
             "",
         ]
+        checks = _autocast_lines(report["training"])
+        if checks:
+            lines += ["Peers' training under autocast (forward hooks on every nn.Linear):", "", *checks, ""]
     emb = report.get("embedding")
     if emb and emb.get("layers"):
         ok = [x for x in emb["layers"] if "rows_per_s" in x]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from featmux.data.cache import EncodedDataset
 from featmux.data.encoded import EncodedChunk
@@ -145,3 +146,12 @@ def bars_setup(frappe_dir: Path, cache_dir: Path, threads: int) -> tuple[Any, An
         config.dataset, config.data, config.dataset_options, config.cache_dir, False, lambda _m: None
     )
     return config, data
+
+
+def dense_flops_per_sample(model: nn.Module) -> int:
+    """FLOPs of one training sample in the model's linear layers: 2 * in * out each, x3 for fwd + bwd.
+
+    Backward costs two matmuls per layer (input and weight gradients; the first layer's input gradient
+    is needed for the embeddings), so a training step is 3x the forward. Elementwise work is not counted.
+    """
+    return sum(6 * m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
