@@ -22,7 +22,9 @@ from featmux.training.trainer import Trainer
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("config")
     parser.add_argument("--batches", default="128,512,1024,4096")
     parser.add_argument("--threads", type=int, default=1)
@@ -36,12 +38,16 @@ def main() -> None:
     print("| batch | fp32 samples/s | bf16 samples/s | bf16 / fp32 |")
     print("|---|---|---|---|")
     for size in (int(b) for b in args.batches.split(",")):
-        batches = list(data.train.batches(size, shuffle=True, seed=0, epoch=0))[: max(2, args.samples // size)]
+        batches = list(data.train.batches(size, shuffle=True, seed=0, epoch=0))[
+            : max(2, args.samples // size)
+        ]
         trainers = {}
         for bf16 in (False, True):
             torch.manual_seed(0)
             model = build_experiment_model(cfg, data)
-            trainer = Trainer(model, replace(cfg.train_config(), autocast_bf16=bf16, batch_size=size), data.schema)
+            trainer = Trainer(
+                model, replace(cfg.train_config(), autocast_bf16=bf16, batch_size=size), data.schema
+            )
             trainer.model.train()
             for b in batches[:2]:
                 trainer.train_step(b, "warm-up")

@@ -408,22 +408,38 @@ class Cell:
         Args:
             device: the device the cells run on (`featmux bench run --device`; None: the cell's own).
         """
+        return _hash(self._fingerprinted(device))
+
+    def _fingerprinted(self, device: str | None) -> dict[str, Any]:
         kept = {k: v for k, v in self.spec.items() if k not in VOLATILE_KEYS and k != "bf16"}
         config = self.experiment_config(overrides={"device": device} if device else None)
         if config.bf16_choice().enabled:  # the run's own decision (hardware, batch size)
             kept["bf16"] = True
-        return _hash(kept)
+        return kept
 
-    def accepts(self, fingerprint: str | None, device: str | None = None) -> bool:
+    def accepts(
+        self, fingerprint: str | None, device: str | None = None, ran_bf16: bool | None = None
+    ) -> bool:
         """Whether a stored result with `fingerprint` is current for this cell on `device`.
 
-        Besides `fingerprint_on(device)`, a cell pinning `bf16: false` accepts the hash written before
-        bf16 was resolved into fingerprints (its settings as written): such a result ran float32.
+        A result that recorded its autocast (`ran_bf16`) is current only if that matches the cell's
+        choice here: auto bf16 can resolve differently over time (the batch-size floor) and between
+        machines. Besides `fingerprint_on(device)`, a result hashed before bf16 entered fingerprints (its
+        settings as written) is accepted when it ran the precision the cell now resolves to (a result
+        without the record ran float32: bf16 did not exist yet).
+
+        Args:
+            fingerprint: the stored result's fingerprint.
+            device: the device the cell would run on.
+            ran_bf16: the stored result's `autocast.bf16` (None: not recorded).
         """
+        wants_bf16 = "bf16" in self._fingerprinted(device)
+        if ran_bf16 is not None and ran_bf16 != wants_bf16:
+            return False
         if fingerprint == self.fingerprint_on(device):
             return True
         legacy = {k: v for k, v in self.spec.items() if k not in VOLATILE_KEYS}
-        return self.spec.get("bf16") is False and fingerprint == _hash(legacy)
+        return bool(ran_bf16) == wants_bf16 and fingerprint == _hash(legacy)
 
     def labels(self) -> dict[str, Any]:
         """The cell's coordinates in the grid."""

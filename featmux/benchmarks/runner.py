@@ -183,7 +183,8 @@ def cell_states(cells: Sequence[Cell], out_dir: str | Path, device: str | None =
         result = _read(path)
         if result is not None:
             bench = result.get("bench", {})
-            fresh = cell.accepts(bench.get("fingerprint"), device)
+            ran_bf16 = (result.get("autocast") or {}).get("bf16")
+            fresh = cell.accepts(bench.get("fingerprint"), device, ran_bf16)
             state = CellState.DONE if fresh else CellState.STALE
             seconds = result.get("cell_seconds")
             states.append(CellStatus(cell, state, path, float(seconds) if seconds is not None else None))

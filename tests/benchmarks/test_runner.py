@@ -277,8 +277,12 @@ def test_fingerprint_holds_the_resolved_bf16_choice(grid_dict, monkeypatch):
     legacy_hash = hashlib.sha256(json.dumps(legacy, sort_keys=True, default=str).encode()).hexdigest()[:16]
     assert legacy_hash != auto_off and pinned_off.accepts(legacy_hash) and not auto.accepts(legacy_hash)
     assert pinned_off.accepts(auto_off) and not auto.accepts(auto_off)  # the old hash of an auto cell
+    # ...unless that result recorded that it ran bf16 (auto, before bf16 entered fingerprints)
+    assert auto.accepts(auto_off, ran_bf16=True) and not pinned_off.accepts(auto_off, ran_bf16=True)
     del grid_dict["settings"]["bf16"]
     grid_dict["settings"]["batch_size"] = 256  # small batches: auto stays off here, as the run decides
     small = BenchmarkGrid(**grid_dict).cells()[0]
     plain = {k: v for k, v in small.spec.items() if k not in VOLATILE_KEYS}
     assert small.fingerprint == hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
+    # a result that ran bf16 (auto before the batch-size floor) is stale where the cell now runs float32
+    assert small.accepts(small.fingerprint) and not small.accepts(small.fingerprint, ran_bf16=True)
