@@ -216,3 +216,14 @@ def test_the_trainer_adds_the_threshold_penalty_to_the_loss(planted_splits):
     loss = trainer.train_step(next(train.batches(256)), "test")
     assert loss > 3.0  # BCE (~0.69) + 1.0 * sum_f exp(-0) over the 3 fields
     assert (layer.thresholds.detach() > before).all()  # the penalty pushes every threshold up
+
+
+def test_optembed_refuses_serving_forms_and_online_runs():
+    from featmux.training.experiment import ExperimentConfig
+    from featmux.training.online import OnlineConfig
+
+    for form in ({"prune": 0.5}, {"precision": "int8"}):
+        with pytest.raises(ValueError, match="searches its own table shape"):
+            ExperimentConfig(embedding="optembed", budget="1/4", **form)
+    with pytest.raises(ValueError, match="no online form"):
+        OnlineConfig(embedding="optembed", budget="1/4", partition_rows=100, partitions=2)
