@@ -5,11 +5,12 @@ optembed` and `run_experiment` call it):
 
 1. Supernet. A collisionless table [R, D] (one row per training value, an OOV row per field) with one
    learnable threshold t_f per field: a row whose L2 norm is below its field's threshold reads as zero,
-   m = step(||e||_2 - t_f), trained with a straight-through estimator (the long-tailed derivative the
-   authors' code uses: 2 - 4|x| within 0.4 of the threshold, 0.4 within 1, 0 beyond) plus the penalty
-   `threshold_penalty * sum_f exp(-t_f)`, which pushes the thresholds up. At the same time each
-   sample's field f reads only its first d_f columns, d_f drawn uniformly from 1..D per sample and
-   field (uniform dimension sampling), so that every width is trained.
+   m = step(||e||_2 - u t_f), u = 0.01 sqrt(D) the initial row norm (thresholds are learned in units of
+   it, so that they move at a rate relative to the rows), trained with a straight-through estimator (the
+   long-tailed derivative the authors' code uses: 2 - 4|x| within 0.4 of the threshold, 0.4 within 1,
+   0 beyond) plus the penalty `threshold_penalty * sum_f exp(-t_f)`, which pushes the thresholds up.
+   At the same time each sample's field f reads only its first d_f columns, d_f drawn uniformly from
+   1..D per sample and field (uniform dimension sampling), so that every width is trained.
 2. Search. An evolutionary search over (d_1 .. d_F) scores each candidate by the supernet's validation
    AUC with that shape: the fields read d_f columns and the rows the thresholds kept, cut to the budget
    (`fit_rows`). Population, parents, generations and mutation rate are options.
@@ -96,9 +97,11 @@ class OptEmbedSupernet(FeatureEmbedding):
     ) -> None:
         super().__init__(features, embedding_dim)
         self.table = CollisionlessEmbedding(features, embedding_dim, vocab_sizes, device)
-        self.thresholds = nn.Parameter(
-            torch.zeros(len(features), device=device)
-        )  # slot order; init 0 as the authors'
+        # slot order, init 0 as the authors'; in units of the initial row norm, so that an optimizer step
+        # moves a threshold by a fixed share of the rows' scale (Adam's lr-sized steps in absolute units
+        # overtook every row norm of a D = 10 table within some 40 steps)
+        self.thresholds = nn.Parameter(torch.zeros(len(features), device=device))
+        self.threshold_unit = INIT_STD * embedding_dim**0.5
         self.threshold_penalty = float(threshold_penalty)
         self._dims: torch.Tensor | None = None  # [F] fixed widths (a search candidate), or None
         self._keep: torch.Tensor | None = None  # [R] bool rows read, or None (the thresholds decide)
@@ -127,7 +130,8 @@ class OptEmbedSupernet(FeatureEmbedding):
         e = F.embedding(rows, self.table.weight, sparse=self.table._sparse)  # [..., D]
         if self._keep is not None:
             return e * self._keep[rows].unsqueeze(-1).to(e.dtype)
-        margin = e.norm(dim=-1) - self.thresholds[self.field_of_rows(rows)]  # [...]
+        threshold = self.threshold_unit * self.thresholds[self.field_of_rows(rows)]  # [...]
+        margin = e.norm(dim=-1) - threshold
         return e * _Step.apply(margin).unsqueeze(-1)
 
     def forward(self, sparse: SparseFeatures) -> torch.Tensor:
@@ -151,9 +155,10 @@ class OptEmbedSupernet(FeatureEmbedding):
 
     @torch.no_grad()
     def row_margins(self) -> torch.Tensor:
-        """||e_r||_2 - t_f(r) for every row r [R]: positive where the thresholds keep the row."""
+        """||e_r||_2 - u t_f(r) for every row r [R] (u: `threshold_unit`): positive where it is kept."""
         rows = torch.arange(self.table.num_rows, device=self.thresholds.device)
-        return self.table.weight.norm(dim=1) - self.thresholds[self.field_of_rows(rows)]
+        threshold = self.threshold_unit * self.thresholds[self.field_of_rows(rows)]
+        return self.table.weight.norm(dim=1) - threshold
 
     def config(self) -> dict[str, Any]:
         return {

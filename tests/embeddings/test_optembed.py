@@ -45,18 +45,19 @@ def test_supernet_prunes_rows_below_the_field_threshold_with_gradients_to_it(fea
     net = _supernet(features, vocabulary).eval()
     with torch.no_grad():
         net.table.weight.normal_()  # row norms around sqrt(8)
-        net.thresholds.copy_(torch.tensor([2.8, 0.0, 6.0, 0.0]))  # user: some rows go; device: all
+        # user: some rows go; device: all (thresholds are in units of the initial row norm)
+        net.thresholds.copy_(torch.tensor([2.8, 0.0, 6.0, 0.0]) / net.threshold_unit)
     out = net(sparse)  # eval, no shape: all D columns
     rows = net.table.univalent_rows(sparse.ids)  # [B, 3]
     norms = net.table.weight[rows].norm(dim=-1)
-    kept = norms > net.thresholds[:3]
+    kept = norms > net.thresholds[:3] * net.threshold_unit
     torch.testing.assert_close(out[:, :3], net.table.weight[rows] * kept.unsqueeze(-1), rtol=0, atol=0)
     assert not kept[:, 2].any() and kept[:, 1].all()
     loss = (out * torch.randn_like(out)).sum() + net.auxiliary_loss()
     loss.backward()
     assert net.thresholds.grad[0] != 0  # rows near the threshold pass the straight-through gradient
     assert net.thresholds.grad[2].item() == pytest.approx(
-        -1e-3 * np.exp(-6.0)
+        -1e-3 * np.exp(-net.thresholds[2].item())
     )  # only the penalty: rows far off
     assert net.auxiliary_loss().item() == pytest.approx(1e-3 * torch.exp(-net.thresholds).sum().item())
 
