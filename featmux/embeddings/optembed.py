@@ -13,7 +13,8 @@ optembed` and `run_experiment` call it):
    1..D per sample and field (uniform dimension sampling), so that every width is trained.
 2. Search. An evolutionary search over (d_1 .. d_F) scores each candidate by the supernet's validation
    AUC with that shape: the fields read d_f columns and the rows the thresholds kept, cut to the budget
-   (`fit_rows`). Population, parents, generations and mutation rate are options.
+   where they do not fit by dropping the least frequent training values first (`fit_rows`).
+   Population, parents, generations and mutation rate are options.
 3. Retraining. The found shape, rows kept and widths, becomes an `OptEmbedEmbedding` and the whole
    model is retrained from the supernet's initial weights (the authors' `retrain.py` loads the supernet's
    `init.pth`: lottery-ticket rewinding).
@@ -278,32 +279,31 @@ def shape_cost(rows: np.ndarray, dims: np.ndarray, target: BudgetTarget) -> int:
     return int(((rows + 1) * dims).sum() * per_value + rows.sum() * key)
 
 
-def fit_rows(margins: Sequence[np.ndarray], dims: Sequence[int], target: BudgetTarget) -> list[int] | None:
+def fit_rows(priority: Sequence[np.ndarray], dims: Sequence[int], target: BudgetTarget) -> list[int] | None:
     """How many rows each field keeps at widths `dims` within `target` (None: not even the OOV rows fit).
 
-    The rows the thresholds kept (margin > 0) are kept while they fit; beyond the budget the rows with
-    the smallest margins over all fields are dropped first, each saving d_f floats and its key.
+    Every candidate row is kept while they all fit; beyond the budget the rows of lowest priority over
+    all fields are dropped first, each saving d_f floats and its key.
 
     Args:
-        margins: per field, its value rows' ||e||_2 - t_f (the OOV row excluded: it is always kept).
+        priority: per field, one value per candidate row (the rows the thresholds kept; the OOV row is
+            not a candidate: it is always kept); the driver gives their training counts.
         dims: d_f per field.
         target: the budget.
     """
     d = np.asarray(dims, dtype=np.int64)
-    kept = [np.sort(m[m > 0])[::-1] for m in margins]  # each field's kept rows, largest margin first
-    counts = np.array([k.size for k in kept], dtype=np.int64)
+    counts = np.array([p.size for p in priority], dtype=np.int64)
     over = shape_cost(counts, d, target) - target.amount
     if over <= 0:
         return counts.tolist()
     if shape_cost(np.zeros_like(counts), d, target) > target.amount:
         return None
     per_value, key = target.costs
-    field = np.concatenate([np.full(k.size, f) for f, k in enumerate(kept)] + [np.zeros(0, np.int64)])
-    margin = np.concatenate([*kept, np.zeros(0)])
-    order = np.argsort(margin, kind="stable")  # smallest margins first
+    field = np.concatenate([np.full(p.size, f) for f, p in enumerate(priority)] + [np.zeros(0, np.int64)])
+    order = np.argsort(np.concatenate([*priority, np.zeros(0)]), kind="stable")  # lowest priority first
     saved = np.cumsum(d[field[order]] * per_value + key)
     drops = int(np.searchsorted(saved, over, side="left")) + 1  # the fewest drops that save `over`
-    dropped = np.bincount(field[order[:drops]], minlength=len(kept))
+    dropped = np.bincount(field[order[:drops]], minlength=len(priority))
     return (counts - dropped).tolist()
 
 

@@ -54,12 +54,14 @@ class Supernet:
         layer: the supernet (`model.embedding`).
         initial: the model's state_dict before training (retraining rewinds to it).
         fit: what its training measured.
+        counts: per field (slot order), the training counts of its values, in the table's row order.
     """
 
     model: CTRModel
     layer: OptEmbedSupernet
     initial: dict[str, torch.Tensor]
     fit: FitResult
+    counts: list[np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,8 @@ def train_supernet(
     say(f"optembed stage 1: supernet of {layer.table.num_rows:,} rows x {config.embedding_dim}")
     trainer = Trainer(model, config.train_config(), data.schema, checkpoint_dir, on_event=event_logger(say))
     fit = trainer.fit(data.train, data.valid, resume=config.resume)
-    return Supernet(model, layer, initial, fit)
+    counts = [data.vocabulary[f.name].counts for f in (*layer.univalent, *layer.multivalent)]
+    return Supernet(model, layer, initial, fit, [c[c >= config.min_count] for c in counts])
 
 
 def field_margins(layer: OptEmbedSupernet) -> list[np.ndarray]:
@@ -115,16 +118,22 @@ def field_margins(layer: OptEmbedSupernet) -> list[np.ndarray]:
     return [margins[s + 1 : s + 1 + n] for s, n in zip(starts, sizes, strict=True)]
 
 
-def shape_at(margins: list[np.ndarray], dims: tuple[int, ...], target: BudgetTarget) -> Shape:
-    """The shape with widths `dims`: each field keeps its `fit_rows` largest-margin rows.
+def shape_at(net: Supernet, dims: tuple[int, ...], target: BudgetTarget) -> Shape:
+    """The shape with widths `dims`: each field keeps the rows its threshold kept, the least frequent
+    dropped first where they do not all fit (`fit_rows`).
 
     Raises:
         ValueError: not even one OOV row per field fits at these widths.
     """
-    counts = fit_rows(margins, dims, target)
+    candidates = [np.flatnonzero(m > 0) for m in field_margins(net.layer)]
+    priority = [c[i] for c, i in zip(net.counts, candidates, strict=True)]
+    counts = fit_rows(priority, dims, target)
     if counts is None:
         raise ValueError(f"widths {dims} do not fit the budget {target}")
-    kept = tuple(np.sort(np.argsort(-m, kind="stable")[:n]) for m, n in zip(margins, counts, strict=True))
+    kept = tuple(
+        np.sort(i[np.argsort(-p, kind="stable")[:n]])
+        for i, p, n in zip(candidates, priority, counts, strict=True)
+    )
     return Shape(tuple(dims), kept)
 
 
@@ -164,18 +173,17 @@ def search_shape(
         seed: seeds the search.
         batch_size: evaluation batch size.
     """
-    margins = field_margins(net.layer)
-    fields = len(margins)
+    fields = len(net.counts)
     empty = np.zeros(fields, dtype=np.int64)
 
     def feasible(dims: tuple[int, ...]) -> bool:
         return shape_cost(empty, np.asarray(dims), target) <= target.amount
 
     def score(dims: tuple[int, ...]) -> float:
-        return shape_score(net, shape_at(margins, dims, target), valid, batch_size)
+        return shape_score(net, shape_at(net, dims, target), valid, batch_size)
 
     result = evolutionary_search(score, feasible, fields, net.layer.embedding_dim, options, seed)
-    return result, shape_at(margins, result.dims, target)
+    return result, shape_at(net, result.dims, target)
 
 
 def final_layer(net: Supernet, shape: Shape) -> OptEmbedEmbedding:

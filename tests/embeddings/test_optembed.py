@@ -23,7 +23,6 @@ from featmux.models import build_model
 from featmux.training.config import TrainConfig
 from featmux.training.optembed import (
     Supernet,
-    field_margins,
     final_layer,
     search_shape,
     shape_at,
@@ -87,18 +86,19 @@ def test_supernet_samples_widths_in_training_and_reads_fixed_ones_in_a_shape(fea
 
 
 @pytest.mark.parametrize("unit", [BudgetUnit.BYTES, BudgetUnit.PARAMS])
-def test_fit_rows_keeps_the_learned_rows_and_cuts_the_smallest_margins_to_the_budget(unit):
+def test_fit_rows_keeps_the_candidates_and_cuts_the_lowest_priority_to_the_budget(unit):
     rng = np.random.default_rng(0)
-    margins = [rng.normal(size=n) for n in (40, 300, 7)]
+    margins = [rng.normal(size=n) for n in (40, 300, 7)]  # as priorities: the positive ones are candidates
+    candidates = [m[m > 0] for m in margins]
     dims = (3, 6, 8)
     learned = np.array([int((m > 0).sum()) for m in margins])
     per_value, key = (4, 8) if unit is BudgetUnit.BYTES else (1, 0)
     roomy = BudgetTarget(10**6, unit)
-    assert fit_rows(margins, dims, roomy) == learned.tolist()
+    assert fit_rows(candidates, dims, roomy) == learned.tolist()
     full = shape_cost(learned, np.array(dims), roomy)
     for amount in (full - 1, full // 2, full // 5):
         target = BudgetTarget(amount, unit)
-        counts = np.array(fit_rows(margins, dims, target))
+        counts = np.array(fit_rows(candidates, dims, target))
         assert shape_cost(counts, np.array(dims), target) <= amount
         assert (counts <= learned).all()
         # the cut is the fewest drops: putting back the last row dropped would not fit
@@ -108,7 +108,7 @@ def test_fit_rows_keeps_the_learned_rows_and_cuts_the_smallest_margins_to_the_bu
         # and the dropped rows have smaller margins than every kept one
         kept_min = min(np.sort(m[m > 0])[::-1][c - 1] for m, c in zip(margins, counts, strict=True) if c)
         assert max(d[0] for d in dropped if d.size) <= kept_min
-    assert fit_rows(margins, dims, BudgetTarget(sum(dims) * per_value - 1, unit)) is None
+    assert fit_rows(candidates, dims, BudgetTarget(sum(dims) * per_value - 1, unit)) is None
 
 
 def test_evolutionary_search_finds_a_better_shape_and_respects_feasibility():
@@ -145,14 +145,15 @@ def test_search_beats_random_shapes_and_retraining_starts_from_the_initial_rows(
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     config = TrainConfig(epochs=4, batch_size=256, learning_rate=1e-2, progress=False, seed=0)
     fit = Trainer(model, config, PLANTED_SCHEMA).fit(train, valid)
-    net = Supernet(model, layer, initial, fit)
+    net = Supernet(
+        model, layer, initial, fit, [vocabulary[f.name].counts for f in PLANTED_SCHEMA.categorical]
+    )
     # a budget that fits every row at width 2 but about half of them at width 8
     target = BudgetTarget(3000, BudgetUnit.BYTES)
     options = OptEmbedOptions(population=8, parents=3, generations=3)
     result, shape = search_shape(net, valid, target, options, seed=0, batch_size=4096)
     rng = np.random.default_rng(7)
-    margins = field_margins(net.layer)
-    shapes = [shape_at(margins, tuple(int(v) for v in rng.integers(1, DIM + 1, 3)), target) for _ in range(6)]
+    shapes = [shape_at(net, tuple(int(v) for v in rng.integers(1, DIM + 1, 3)), target) for _ in range(6)]
     randoms = [shape_score(net, s, valid, 4096) for s in shapes]
     assert result.score > np.mean(randoms) + 0.005, (result, randoms)
     assert result.score == pytest.approx(shape_score(net, shape, valid, 4096))
