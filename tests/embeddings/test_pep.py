@@ -148,3 +148,12 @@ def test_cli_trains_with_pep_and_reports_the_sparsity(tmp_path, monkeypatch):
     data = json.loads(out.read_text())
     assert data["embedding_config"]["prune_method"] == "pep" and 0 <= data["fp32"]["pep_sparsity"] < 1
     assert data["embedding_bytes"] < data["fp32"]["embedding_bytes"] and 0 <= data["test_auc"] <= 1
+
+
+def test_online_runs_refuse_pep():
+    from featmux.training.online import OnlineConfig
+
+    with pytest.raises(ValueError, match="online runs prune by magnitude"):
+        OnlineConfig(
+            embedding="hashing", budget="1/4", prune=0.5, prune_method="pep", partition_rows=100, partitions=2
+        )
