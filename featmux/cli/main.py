@@ -122,6 +122,17 @@ def train(
     prune: Annotated[
         float | None, typer.Option(help="Drop this share of table entries after training, store sparse.")
     ] = None,
+    prune_method: Annotated[
+        Any,
+        choice_option(
+            "featmux.embeddings.pruning:PruneMethod",
+            "With --prune: magnitude (after training) or pep (learned thresholds, then a cut to S).",
+            "METHOD",
+        ),
+    ] = None,
+    pep_init: Annotated[
+        float | None, typer.Option(help="With --prune-method pep: initial threshold logit s.")
+    ] = None,
     qat: Annotated[
         bool,
         typer.Option(
@@ -240,6 +251,8 @@ def train(
         "embedding_dim": embedding_dim,
         "precision": precision,
         "prune": prune,
+        "prune_method": prune_method,
+        "pep_init": pep_init,
         "num_tables": num_tables,
         "default_chunks": chunks,
         "private_max_cardinality": private_max_cardinality,

@@ -19,8 +19,9 @@ from featmux.embeddings.base import FeatureEmbedding, TableEmbedding
 from featmux.embeddings.budget import FP32_BYTES, Budget, collisionless_rows
 from featmux.embeddings.collisionless import CollisionlessEmbedding
 from featmux.embeddings.hashing import HashingEmbedding
+from featmux.embeddings.pep import LearnedPruningEmbedding
 from featmux.embeddings.precision import Precision, quantize_embedding
-from featmux.embeddings.pruning import prune_embedding
+from featmux.embeddings.pruning import PruneMethod, prune_embedding, prune_tables
 from featmux.embeddings.registry import (
     BudgetTarget,
     BudgetUnit,
@@ -171,21 +172,31 @@ def build_embedding(
     return layer
 
 
+SERVING_KEYS = ("precision", "prune", "prune_method", "prune_kept", "pep_init")
+"""Config keys of a serving or pruning form, on top of the method's own config."""
+
+
 def embedding_from_config(
     features: Sequence[CategoricalFeature], config: Mapping[str, Any], device: torch.device | None = None
 ) -> FeatureEmbedding:
     """Rebuild a layer (untrained; load its state_dict next) from `FeatureEmbedding.config()`.
 
     A config with a `precision` or `prune` (a layer served in that form) rebuilds the layer, then
-    gives it that form's shape.
+    gives it that form's shape; one with `pep_init` (a layer training PEP thresholds) adds them.
     """
-    base = {k: v for k, v in config.items() if k not in ("precision", "prune")}
+    base = {k: v for k, v in config.items() if k not in SERVING_KEYS}
     method = get_method(str(config["method"]))
     check_sharing(method, features)
     layer = method.from_config(features, base, device)
     if "precision" in config:
         return quantize_embedding(layer, config["precision"])
+    if "pep_init" in config:
+        return LearnedPruningEmbedding(layer, float(config["pep_init"]))
+    if "prune_kept" in config:  # PEP-pruned: each table's own count of kept entries
+        setting = {k: config[k] for k in ("prune", "prune_method", "prune_kept")}
+        return prune_tables(layer, [t.weight for t in layer.table_modules()], config["prune_kept"], setting)
     return prune_embedding(layer, float(config["prune"])) if "prune" in config else layer
+
 
 
 __all__ = [
@@ -199,7 +210,9 @@ __all__ = [
     "FeatureEmbedding",
     "FeatureVocabulary",
     "HashingEmbedding",
+    "LearnedPruningEmbedding",
     "Precision",
+    "PruneMethod",
     "ServedEmbedding",
     "TableEmbedding",
     "UnifiedEmbedding",

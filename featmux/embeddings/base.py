@@ -134,6 +134,10 @@ class FeatureEmbedding(nn.Module, ABC):
         """Parameters that receive sparse gradients when `set_sparse_gradients(True)`."""
         return []
 
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        """A term the trainer adds to each training loss (OptEmbed's threshold penalty); None: none."""
+        return None
+
     def set_sparse_gradients(self, enabled: bool) -> None:
         """Produce sparse gradients for the tables (for a sparse optimizer such as SparseAdam)."""
         for module in self.modules():
@@ -341,8 +345,21 @@ class TableEmbedding(FeatureEmbedding):
             unique, inverse = torch.unique(rows, return_inverse=True)
             leaf = self.weight.detach().index_select(0, unique).requires_grad_()  # [U, D]
             self._lookups.append(RowLookup(unique, leaf))
-            return _GatherRows.apply(leaf, inverse)  # [L, K, D]
-        return F.embedding(rows, self.weight, sparse=self._sparse)  # [L, K, D]
+            return _GatherRows.apply(self._soft_threshold(leaf, unique), inverse)  # [L, K, D]
+        return self._soft_threshold(F.embedding(rows, self.weight, sparse=self._sparse), rows)  # [L, K, D]
+
+    def _soft_threshold(self, values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Rows [..., D] (table rows `rows` [...]) through PEP's learned soft threshold, if the table has one.
+
+        `featmux.embeddings.pep` attaches it as `self.pep`; without it the rows are returned as they are.
+        """
+        pep = getattr(self, "pep", None)
+        return values if pep is None else pep(values, rows)
+
+    def _read_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Rows [..., D] as training reads them: soft-thresholded (PEP), then fake-quantized (QAT)."""
+        values = self._soft_threshold(F.embedding(rows, self.weight, sparse=self._sparse), rows)
+        return fake_quantize_rows(values, self._qat_levels) if self._qat_levels else values
 
     def take_lookups(self) -> list[RowLookup]:
         """The lookups recorded since the last call (row-update mode), oldest first; clears them."""
@@ -357,13 +374,8 @@ class TableEmbedding(FeatureEmbedding):
             return served.embed(self, sparse)
         if self._row_updates and self.weight.requires_grad and torch.is_grad_enabled():
             return self._forward_rows(sparse)
-        if self._qat_levels:
-            levels = self._qat_levels
-            return embed_rows(
-                self,
-                sparse,
-                lambda r: fake_quantize_rows(F.embedding(r, self.weight, sparse=self._sparse), levels),
-            )
+        if self._qat_levels or getattr(self, "pep", None) is not None:
+            return embed_rows(self, sparse, self._read_rows)  # each row transformed before pooling
         parts = []
         if self.univalent:
             parts.append(F.embedding(self.univalent_rows(sparse.ids), self.weight, sparse=self._sparse))
@@ -386,7 +398,8 @@ class TableEmbedding(FeatureEmbedding):
         rows, inverse = torch.unique(flat[0] if len(flat) == 1 else torch.cat(flat), return_inverse=True)
         leaf = self.weight.detach().index_select(0, rows).requires_grad_()  # [U, D]
         self._lookups.append(RowLookup(rows, leaf))
-        values = fake_quantize_rows(leaf, self._qat_levels) if self._qat_levels else leaf
+        values = self._soft_threshold(leaf, rows)
+        values = fake_quantize_rows(values, self._qat_levels) if self._qat_levels else values
         parts, start = [], 0
         if self.univalent:
             parts.append(_GatherRows.apply(values, inverse[: uni.numel()].view(uni.shape)))  # [B, S_u, D]

@@ -1,8 +1,9 @@
-"""Magnitude pruning of trained tables, stored sparse: `--prune SPARSITY` for any table method.
+"""Pruned tables stored sparse: `--prune SPARSITY` for any table method.
 
-The `round(sparsity * R * D)` smallest-magnitude entries of each table are dropped (DeepLight-style
-magnitude pruning, after training); what is left is stored as CSR, so the stored size is what sparse
-storage really needs:
+By default the `round(sparsity * R * D)` smallest-magnitude entries of each table are dropped
+(DeepLight-style magnitude pruning, after training); `--prune-method pep` learns the zeros during
+training instead (`featmux.embeddings.pep`). Either way what is left is stored as CSR, so the stored
+size is what sparse storage really needs:
 
     values     float32 [nnz]        the kept entries
     columns    uint8 [nnz]          their column (int16 when D > 256)
@@ -15,33 +16,50 @@ against 4 D: below s = 1/5 + 4 / (5 D) (0.25 at D = 16) pruning costs more than 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from enum import Enum, unique
+from typing import Any
+
 import torch
 
-from featmux.embeddings.base import FeatureEmbedding, TableEmbedding
+from featmux.embeddings.base import FeatureEmbedding
 from featmux.embeddings.served import ServedEmbedding, ServingTable
 
 
+@unique
+class PruneMethod(Enum):
+    MAGNITUDE = "magnitude"  # after training, the smallest entries of each table
+    PEP = "pep"  # learned soft thresholds during training, then a magnitude cut to the target
+
+
+def kept_entries(numel: int, sparsity: float) -> int:
+    """Entries a table of `numel` entries keeps at `sparsity`: numel - round(sparsity * numel)."""
+    if not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    return numel - round(sparsity * numel)
+
+
 class PrunedTable(ServingTable):
-    """A table's largest-magnitude entries in CSR; reads rebuild dense rows with zeros elsewhere.
+    """A table's `keep` largest-magnitude entries in CSR; reads rebuild dense rows with zeros elsewhere.
 
     Args:
-        table: the trained table (its weight is read, not changed).
-        sparsity: the share of entries dropped, in [0, 1).
+        weight: the trained table [R, D] (read, not changed).
+        keep: how many entries are stored (ties broken by position), at most R * D.
 
     Example:
-        >>> PrunedTable(layer.table_modules()[0], 0.5).read(torch.tensor([0, 5])).shape
+        >>> w = layer.table_modules()[0].weight
+        >>> PrunedTable(w, kept_entries(w.numel(), 0.5)).read(torch.tensor([0, 5])).shape
         torch.Size([2, D])
     """
 
-    def __init__(self, table: TableEmbedding, sparsity: float) -> None:
+    def __init__(self, weight: torch.Tensor, keep: int) -> None:
         super().__init__()
-        if not 0 <= sparsity < 1:
-            raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
-        w = table.weight.detach()
+        w = weight.detach()
         rows, dim = w.shape
-        keep = w.numel() - round(sparsity * w.numel())
+        if not 0 <= keep <= w.numel():
+            raise ValueError(f"keep must be in [0, {w.numel()}], got {keep}")
         flat = w.abs().flatten()
-        # exactly `keep` entries (ties broken by position), so a rebuilt layer has the same shapes
+        # exactly `keep` entries, so a rebuilt layer has the same shapes
         kept = torch.zeros(w.numel(), dtype=torch.bool, device=w.device)
         kept[torch.topk(flat, keep, sorted=False).indices] = True
         mask = kept.view(rows, dim)
@@ -70,8 +88,31 @@ class PrunedTable(ServingTable):
         return dense.view(*rows.shape, self.dim)
 
 
+def prune_tables(
+    layer: FeatureEmbedding,
+    weights: Sequence[torch.Tensor],
+    kept: Sequence[int],
+    setting: Mapping[str, Any],
+) -> FeatureEmbedding:
+    """`layer` with table i stored as the `kept[i]` largest entries of `weights[i]` (CSR).
+
+    Args:
+        layer: a table-based layer (its tables, in `table_modules()` order, are replaced).
+        weights: what each table stores before the cut (its weight, or PEP's thresholded weight).
+        kept: entries kept per table.
+        setting: what the config records to rebuild these shapes (e.g. {"prune": 0.5}).
+    """
+    tables = layer.table_modules()
+    if len(weights) != len(tables) or len(kept) != len(tables):
+        raise ValueError(f"{len(tables)} tables, {len(weights)} weights and {len(kept)} kept counts")
+    form = {id(t): PrunedTable(w, int(k)) for t, w, k in zip(tables, weights, kept, strict=True)}
+    return ServedEmbedding(layer, lambda t: form[id(t)], setting, "--prune")
+
+
 def prune_embedding(layer: FeatureEmbedding, sparsity: float) -> FeatureEmbedding:
     """`layer` with each table magnitude-pruned to `sparsity` and stored sparse (itself at 0)."""
     if sparsity == 0:
         return layer
-    return ServedEmbedding(layer, lambda t: PrunedTable(t, sparsity), {"prune": sparsity}, "--prune")
+    weights = [t.weight for t in layer.table_modules()]
+    kept = [kept_entries(w.numel(), sparsity) for w in weights]
+    return prune_tables(layer, weights, kept, {"prune": sparsity})

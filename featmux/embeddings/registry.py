@@ -152,6 +152,9 @@ class EmbeddingMethod(ABC):
     """What a budget above the collisionless size means for this method (said in a warning)."""
     shares_rows: ClassVar[bool] = False
     """True for methods whose layers let a feature read another's rows (`CategoricalFeature.share_with`)."""
+    staged: ClassVar[bool] = False
+    """True for methods trained in stages (optembed: supernet, search, retraining), which
+    `featmux.training` runs; `build_embedding` alone gives their final layer at a prior shape."""
     shorthands: ClassVar[frozenset[str]] = frozenset()
     """Options that configs and the CLI also accept as top-level keys (unified's `num_tables`, ...)."""
 

@@ -25,6 +25,8 @@ from featmux.data.prepare import PreparedData, prepare
 from featmux.embeddings import (
     FP32_BYTES,
     FeatureEmbedding,
+    LearnedPruningEmbedding,
+    PruneMethod,
     budget_target,
     build_embedding,
     collisionless_parameters,
@@ -101,6 +103,8 @@ def build_experiment_model(config: ExperimentConfig, data: PreparedData) -> CTRM
     schema = data.schema
     embedding = build_embedding(schema.categorical, config.embedding_spec(), data.vocabulary)
     make_quantization_aware(config, embedding)
+    if config.prune_method is PruneMethod.PEP:  # learned thresholds train with the model
+        embedding = LearnedPruningEmbedding(embedding, config.pep_init)
     return build_model(config.model, embedding, len(schema.numeric), config.model_options)
 
 
@@ -133,7 +137,13 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
         progress=config.progress,
     )
     prepare_seconds = time.perf_counter() - t0
-    model = build_experiment_model(config, data)
+    stages = None
+    if config.embedding_spec().implementation.staged:  # optembed: supernet, search, retraining
+        from featmux.training.optembed import train_optembed
+
+        model, trainer, fit, stages = train_optembed(config, data, say)
+    else:
+        model = build_experiment_model(config, data)
     emb = model.embedding
     full = collisionless_parameters(
         data.schema.categorical, data.vocabulary, config.embedding_dim, config.min_count
@@ -147,26 +157,33 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
     )
     autocast = config.bf16_choice()
     say(f"bf16 autocast {'on' if autocast.enabled else 'off'} ({autocast.reason})")
-    trainer = Trainer(
-        model, config.train_config(), data.schema, config.checkpoint_dir, on_event=event_logger(say)
-    )
-    fit = trainer.fit(data.train, data.valid, resume=config.resume)
+    if stages is None:
+        trainer = Trainer(
+            model, config.train_config(), data.schema, config.checkpoint_dir, on_event=event_logger(say)
+        )
+        fit = trainer.fit(data.train, data.valid, resume=config.resume)
     test = evaluate(model, data.test, trainer.config.eval_batch_size) if data.test is not None else None
-    trained = {"embedding_bytes": emb.memory_bytes(), "test_auc": test.auc if test else None}
+    pep = emb if isinstance(emb, LearnedPruningEmbedding) else None
+    fp32_bytes = emb.memory_bytes() if pep is None else pep.unpruned_bytes()  # PEP thresholds: not stored
+    trained = {"embedding_bytes": fp32_bytes, "test_auc": test.auc if test else None}
     form = ServingForm.of(config, emb)
     served = form.changes
     if served:  # post-training: serve (and test) the quantized or pruned tables
+        if pep is not None:
+            trained["pep_sparsity"] = pep.sparsity()  # what the learned thresholds reached by themselves
         emb = form.apply(emb)
         model.embedding = emb
         test = evaluate(model, data.test, trainer.config.eval_batch_size) if data.test is not None else None
-        fp32_bytes = trained["embedding_bytes"]
-        say(f"{form.describe()} tables: {emb.memory_bytes():,} bytes (fp32: {fp32_bytes:,})")
+        note = f" (PEP thresholds reached {trained['pep_sparsity']:.4f} by themselves)" if pep else ""
+        say(f"{form.describe()}{note} tables: {emb.memory_bytes():,} bytes (fp32: {fp32_bytes:,})")
     if config.checkpoint_dir is not None:
         save_model(Path(config.checkpoint_dir) / "model.pt", model, data.schema)
     dense = sum(p.numel() for p in model.dense_parameters())
     result = experiment_result(config, data, emb, dense, fit, test, prepare_seconds)
     if served:
         result["fp32"] = trained
+    if stages is not None:
+        result["stages"] = stages
     result["autocast"] = autocast.as_dict()  # the tables' precision is in embedding_config
     if trainer.device.type == "cuda":
         result["peak_gpu_bytes"] = torch.cuda.max_memory_allocated(trainer.device)

@@ -13,7 +13,7 @@ from typing import Any, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from featmux.embeddings import Budget, EmbeddingSpec, Precision, check_features, get_method
+from featmux.embeddings import Budget, EmbeddingSpec, Precision, PruneMethod, check_features, get_method
 from featmux.embeddings.registry import shorthand_owners
 from featmux.embeddings.unified import check_placement, placement
 from featmux.features import Schema
@@ -44,6 +44,8 @@ class RunConfig(BaseModel):
     min_count: int = Field(1, ge=1)
     precision: Precision = Precision.FP32  # tables stored for serving: quantized after training
     prune: float = Field(0.0, ge=0, lt=1)  # share of table entries dropped after training, stored sparse
+    prune_method: PruneMethod = PruneMethod.MAGNITUDE  # pep: learned thresholds, then a cut to `prune`
+    pep_init: float = -10.0  # initial PEP threshold logit s (threshold sigmoid(s))
     qat: bool = False  # train on the rows `precision` (int8 or int4) will serve: quantization-aware
     batch_size: int = Field(4096, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
@@ -105,6 +107,13 @@ class RunConfig(BaseModel):
     def _one_serving_form(self) -> Self:
         if self.prune > 0 and self.precision is not Precision.FP32:
             raise ValueError("give --prune or --precision, not both: they are separate serving forms")
+        staged = self.embedding_spec().implementation.staged
+        if staged and (self.prune > 0 or self.precision is not Precision.FP32 or self.qat):
+            raise ValueError(
+                f"{self.embedding} searches its own table shape: give no --prune, --precision or --qat"
+            )
+        if self.prune_method is PruneMethod.PEP and self.prune == 0:
+            raise ValueError("prune_method pep needs a target sparsity: give --prune S (0 < S < 1)")
         if self.qat and self.precision not in (Precision.INT8, Precision.INT4):
             raise ValueError("qat trains for integer rows: give it with precision int8 or int4")
         qat = getattr(self.embedding_spec().options, "qat", Precision.FP32)

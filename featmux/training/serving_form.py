@@ -13,7 +13,13 @@ import copy
 from dataclasses import dataclass
 from typing import Self
 
-from featmux.embeddings import FeatureEmbedding, Precision, prune_embedding, quantize_embedding
+from featmux.embeddings import (
+    FeatureEmbedding,
+    LearnedPruningEmbedding,
+    Precision,
+    prune_embedding,
+    quantize_embedding,
+)
 from featmux.embeddings.precision import levels, served_bytes
 from featmux.training.run_config import RunConfig
 
@@ -59,6 +65,8 @@ class ServingForm:
 
     def apply(self, embedding: FeatureEmbedding) -> FeatureEmbedding:
         """The layer in this form; its tables' float weights are replaced in place (copy it to keep them)."""
+        if self.prune > 0 and isinstance(embedding, LearnedPruningEmbedding):
+            return embedding.pruned(self.prune)  # PEP: the learned zeros, cut to `prune` where short of it
         if self.prune > 0:
             return prune_embedding(embedding, self.prune)
         return quantize_embedding(embedding, self.precision)

@@ -339,6 +339,9 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.autocast_bf16):
             logits = self.model(batch.sparse, batch.dense)
         loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels)
+        extra = self.model.embedding.auxiliary_loss()
+        if extra is not None:
+            loss = loss + extra
         if not torch.isfinite(loss):  # no update from a NaN/Inf loss; `train_step` reports it
             return float(loss.detach())
         loss.backward()

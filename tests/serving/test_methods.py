@@ -20,6 +20,7 @@ CASES = [(name, {}) for name in method_names()] + [
     ("hashing", {"precision": "int8"}),  # trained, then served int8
     ("adaptive", {"precision": "int4", "qat": True}),
     ("unified", {"prune": 0.5}),
+    ("hashing", {"prune": 0.5, "prune_method": "pep", "pep_init": -6.0}),  # learned zeros, then the cut
     ("unified", {"embedding_options": {"qat_bits": 8}}),  # trained for int8, served int8
     ("mde", {"embedding_options": {"layout": "unified"}}),
     ("cce", {"embedding_options": {"recluster_every": 1, "reclusters": 2}}),  # re-clustered pointers

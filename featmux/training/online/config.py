@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from featmux.data.synthetic import SyntheticConfig
+from featmux.embeddings import PruneMethod
 from featmux.training.config import TrainConfig
 from featmux.training.run_config import RunConfig
 
@@ -74,6 +75,10 @@ class OnlineConfig(RunConfig):
     def _stream(self) -> OnlineConfig:
         if self.partition_rows is not None and self.partition_column is not None:
             raise ValueError("give partition_rows or partition_column, not both")
+        if self.embedding_spec().implementation.staged:
+            raise ValueError(f"{self.embedding} trains in stages over a fixed split: it has no online form")
+        if self.prune_method is not PruneMethod.MAGNITUDE:
+            raise ValueError("online runs prune by magnitude only: give no --prune-method pep")
         if self.dataset == SYNTHETIC:
             if self.data is not None:
                 raise ValueError("the synthetic stream has no data path; set dataset_options instead")
