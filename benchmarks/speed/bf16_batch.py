@@ -4,7 +4,7 @@ The auto rule turns bf16 on wherever the CPU has it natively, whatever the batch
 premise on one config: samples/s of `Trainer.train_step` per (batch size, precision), the two
 precisions alternating in rounds so load hits both alike; median over the rounds.
 
-    PYTHONPATH=. python benchmarks/speed/bf16_batch.py configs/movielens1m_dcnv2.yaml --batches 128,512,1024,4096
+    PYTHONPATH=. python benchmarks/speed/bf16_batch.py configs/movielens1m_dcnv2.yaml --batches 128,512,4096
 """
 
 from __future__ import annotations
