@@ -75,7 +75,9 @@ class CellRecord:
         embedding = str(result["embedding"])
         budget = bench.get("budget", "1" if embedding == "collisionless" else result.get("budget", "1"))
         peak = result.get("peak_rss_bytes")
-        split = bench.get("split_seed", result.get("split_seed"))
+        # a grid cell names its split seed only when the grid varies it (its key says so); the run
+        # itself always records the one it used (the source's default), which must not change the key
+        split = bench.get("split_seed") if bench else result.get("split_seed")
         return cls(
             dataset=str(bench.get("dataset", result["dataset"])),
             model=str(bench.get("model", result["model"])),

@@ -227,7 +227,7 @@ def test_report_says_which_variance_the_std_is(tmp_path):
 
     def records(pairs):
         return [
-            CellRecord.from_result({**result("unified", "1/4", seed), "split_seed": split})
+            CellRecord.from_result({**result("unified", "1/4", seed, bench=False), "split_seed": split})
             for seed, split in pairs
         ]
 
@@ -245,3 +245,11 @@ def test_report_says_which_variance_the_std_is(tmp_path):
         }
         (tmp_path / f"{i}.json").write_text(json.dumps(cell))
     assert sorted(r.split_seed for r in load_results(tmp_path)) == [1, 2]
+
+
+def test_a_grid_cell_without_a_split_axis_keeps_its_key():
+    """The run records the split seed it used; a grid without a split axis keys the cell without it."""
+    from featmux.benchmarks.report import record_key
+
+    cell = {**result("unified", "1/4", 0), "split_seed": 0}
+    assert record_key(CellRecord.from_result(cell)) == "d/dcnv2/unified/1/4/seed0"
