@@ -185,10 +185,9 @@ class AdaptiveMethod(EmbeddingMethod):
         embedding_dim: int,
         options: AdaptiveOptions,
     ) -> dict[str, Any]:
-        if stats.vocabulary is None:
-            raise ValueError("adaptive counts its hot values on the training split: it needs a vocabulary")
-        assert target is not None
-        per_value, key = target.costs
+        per_value, key = self.counted_costs(
+            stats, target, "adaptive counts its hot values on the training split"
+        )
         row = embedding_dim * per_value
         counts = [stats.vocabulary[f.name].counts for f in features]
         counts = [c[c >= stats.min_count] for c in counts]

@@ -297,10 +297,7 @@ class CCEMethod(EmbeddingMethod):
         embedding_dim: int,
         options: CCEOptions,
     ) -> dict[str, Any]:
-        if stats.vocabulary is None:
-            raise ValueError("cce keeps pointers per known training value: it needs a vocabulary")
-        assert target is not None
-        per_value, key = target.costs
+        per_value, key = self.counted_costs(stats, target, "cce keeps pointers per known training value")
         in_bytes = target.unit is BudgetUnit.BYTES
         c = options.columns
         entry = key + c * (POINTER_BYTES if in_bytes else 0)  # one known value: its key and c pointers

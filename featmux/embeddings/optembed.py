@@ -439,10 +439,7 @@ class OptEmbedMethod(EmbeddingMethod):
         options: OptEmbedOptions,
     ) -> dict[str, Any]:
         """The prior shape (before any training): width D everywhere, the most frequent values kept."""
-        if stats.vocabulary is None:
-            raise ValueError("optembed prunes the collisionless table: it needs a vocabulary")
-        assert target is not None
-        per_value, key = target.costs
+        per_value, key = self.counted_costs(stats, target, "optembed prunes the collisionless table")
         oov = len(features) * embedding_dim * per_value
         if oov > target.amount:
             raise ValueError(

@@ -179,6 +179,20 @@ class EmbeddingMethod(ABC):
         """Reject, before any data is read, a `Budget` this method cannot use (ValueError saying why)."""
         return  # by default every budget is usable
 
+    @staticmethod
+    def counted_costs(stats: VocabularyStats, target: BudgetTarget | None, why: str) -> tuple[int, int]:
+        """(bytes per stored value, bytes per key) of `target`, for a method that counts training values.
+
+        Args:
+            stats: the vocabulary statistics; a method that counts values refuses to run without them.
+            target: the budget (always given to such a method).
+            why: what the method needs the vocabulary for, for the error.
+        """
+        if stats.vocabulary is None:
+            raise ValueError(f"{why}: it needs a vocabulary")
+        assert target is not None
+        return target.costs
+
     @abstractmethod
     def solve(
         self,
