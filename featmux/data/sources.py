@@ -4,7 +4,8 @@ Names (`SOURCES`):
 - `frappe`: a directory with frappe.{train,validation,test}.libfm.
 - `movielens`: a MovieLens 100K/1M directory or ratings file (see `detect_movielens`); option `ratings`;
   `history=N` adds each rating's last N earlier ratings of its user (`featmux.data.sequences`, for DIN);
-  their movies read `item_id`'s embedding rows unless `share_embedding=false`.
+  their movies read `item_id`'s embedding rows unless `share_embedding=false`; `behaviour=liked` keeps
+  only the training split's ratings 4-5 in it (DIN's clicks; default `rated`: every rating).
 - `criteo`, `avazu`: a directory with train/dev/test files (e.g. shared/data/*/wide_resdnn), or one file.
 - `csv`: a CSV or Parquet table (the train file); options describe the columns (`label`, `categorical`,
   `numeric`, `multivalent`, ...; `share_with`: {feature: the feature whose embedding rows it reads})
@@ -46,7 +47,14 @@ from featmux.data.readers.movielens import (
     movielens_schema,
 )
 from featmux.data.readers.table import csv_format, table_chunks, table_schema
-from featmux.data.sequences import build_history, history_schema, rating_events, with_history
+from featmux.data.sequences import (
+    Behaviour,
+    behaviour_mask,
+    build_history,
+    history_schema,
+    rating_events,
+    with_history,
+)
 from featmux.data.synthetic import SyntheticConfig, iter_synthetic, mix64, synthetic_schema
 from featmux.data.text import DEFAULT_CHUNK_ROWS, LineFilter, TextChunk, frames, rechunk
 from featmux.features import Schema
@@ -354,6 +362,7 @@ def _open_movielens(path: Path | None, given: Mapping[str, Any], bad_rows: BadRo
         "fractions": DEFAULT_FRACTIONS,
         "history": 0,
         "share_embedding": True,
+        "behaviour": Behaviour.RATED.value,
     }
     options = _options("movielens", given, defaults)
     options["fractions"] = _fractions(options["fractions"])
@@ -369,25 +378,40 @@ def _open_movielens(path: Path | None, given: Mapping[str, Any], bad_rows: BadRo
     share = options["share_embedding"]
     if not isinstance(share, bool):
         raise ValueError(f"movielens: option share_embedding must be true or false, got {share!r}")
+    try:
+        behaviour = Behaviour(options["behaviour"])
+    except ValueError:
+        choices = ", ".join(b.value for b in Behaviour)
+        raise ValueError(
+            f"movielens: option behaviour must be one of {choices}, got {options['behaviour']!r}"
+        ) from None
     if history_length:
         schema = history_schema(schema, share)
-    elif "share_embedding" in given:
-        raise ValueError("movielens: option share_embedding needs a history (option history=N)")
+    else:
+        for needs in ("share_embedding", "behaviour"):
+            if needs in given:
+                raise ValueError(f"movielens: option {needs} needs a history (option history=N)")
     history: list[pl.DataFrame] = []  # built on the first pass over the ratings, then kept
+    seed, fractions = int(options["seed"]), options["fractions"]
 
     def read(ratings: Path, **kwargs: Any) -> Iterator[TextChunk]:
         chunks = movielens_chunks(ml, users=users, items=items, **kwargs)
         if not history_length:
             return chunks
         if not history:
-            history.append(build_history(rating_events(ml), items, history_length))
+            events = rating_events(ml)
+            train = split_assignment(events.get_column("key").to_numpy(), seed, fractions) == 0
+            mask = behaviour_mask(events, behaviour, train)
+            history.append(build_history(events, items, history_length, mask))
         return with_history(chunks, history[0], [schema.label, *schema.feature_names])
 
     split_files: dict[str, Path | None] = {"train": ml.ratings, "valid": None, "test": None}
-    readers, origins = _file_readers(read, split_files, bad_rows, int(options["seed"]), options["fractions"])
+    readers, origins = _file_readers(read, split_files, bad_rows, seed, fractions)
     record = {**options, "ratings": ml.ratings, "variant": ml.variant.value}
     if not history_length:  # without a history the record (and so the cache key) is what it was before
-        record = {k: v for k, v in record.items() if k not in ("history", "share_embedding")}
+        record = {k: v for k, v in record.items() if k not in ("history", "share_embedding", "behaviour")}
+    elif behaviour is Behaviour.RATED:  # the caches of histories built before the option still hold
+        del record["behaviour"]
     return schema, ml.files, record, readers, origins
 
 

@@ -22,6 +22,9 @@ from featmux.models.base import config_from_dict
 from featmux.training.config import NonFinitePolicy, OptimizerKind, check_device
 from featmux.training.precision import Bf16Choice, resolve_bf16
 
+# options mapping -> the key it belongs to: flags update the file's mapping while that key is unchanged
+_OPTIONS_OF = {"dataset_options": "dataset", "model_options": "model", "embedding_options": "embedding"}
+
 
 class RunConfig(BaseModel):
     """The data source, the embedding layer and its budget, the model and the optimizer.
@@ -133,9 +136,13 @@ class RunConfig(BaseModel):
     def from_yaml(cls, path: str | Path, **overrides: Any) -> Self:
         """Load a YAML mapping of config keys; `overrides` (e.g. CLI flags) win.
 
+        An options mapping (`dataset_options`, `model_options`, `embedding_options`) is updated key by
+        key rather than replaced, while its dataset, model or embedding stays the file's: e.g.
+        `--dataset-option behaviour=liked` keeps the file's `ratings` and `history`.
+
         Args:
             path: the YAML file.
-            **overrides: keys that replace the file's.
+            **overrides: keys that replace the file's (options mappings: that update them).
 
         Raises:
             FileNotFoundError: no such file.
@@ -150,7 +157,16 @@ class RunConfig(BaseModel):
             raise ValueError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from err
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping of config keys")
-        return cls(**{**data, **overrides})
+        merged = {**data, **overrides}
+        for options, owner in _OPTIONS_OF.items():
+            same_owner = merged.get(owner) == data.get(owner)
+            if (
+                same_owner
+                and isinstance(data.get(options), dict)
+                and isinstance(overrides.get(options), dict)
+            ):
+                merged[options] = {**data[options], **overrides[options]}
+        return cls(**merged)
 
     def train_options(self) -> dict[str, Any]:
         """The `TrainConfig` options every run takes from these settings (subclasses add their own)."""

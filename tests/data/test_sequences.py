@@ -63,13 +63,16 @@ def test_no_history_value_is_a_tie_or_from_the_future(seed):
         }
     )
     items = pl.DataFrame({"item_id": np.arange(30), "genres": [["g"]] * 30})
-    history = build_history(events, items, max_length)
+    behaviour = rng.random(n) < 0.6 if seed else None  # seeds 1, 2: only some events are behaviour
+    history = build_history(events, items, max_length, behaviour)
     assert history.height == n and sorted(history["key"].to_list()) == sorted(events["key"].to_list())
     by_key = dict(zip(history["key"].to_list(), history[HISTORY_ITEMS].to_list(), strict=True))
-    rows = events.rows(named=True)
+    rows = events.with_columns(pl.Series("b", np.ones(n, bool) if behaviour is None else behaviour)).rows(
+        named=True
+    )
     for e in rows:
         earlier = sorted(
-            (r for r in rows if r["user_id"] == e["user_id"] and r["timestamp"] < e["timestamp"]),
+            (r for r in rows if r["user_id"] == e["user_id"] and r["timestamp"] < e["timestamp"] and r["b"]),
             key=lambda r: (r["timestamp"], r["key"]),
         )
         assert by_key[e["key"]] == [r["item_id"] for r in earlier][-max_length:]
@@ -169,3 +172,47 @@ def test_din_trains_from_the_cli_with_history_movies_on_item_rows(tmp_path, monk
         assert own["embedding_params"] - shared["embedding_params"] == (5 + 1) * 4
     else:  # half of a collisionless size that counts item_id's rows once
         assert shared["embedding_params"] < own["embedding_params"]
+
+
+def test_liked_history_holds_only_earlier_training_ratings_of_4_or_5(tmp_path):
+    """behaviour=liked, against a brute-force reading: every history value is an earlier rating 4-5 of
+    the training split, so no validation or test label reaches any row's input."""
+    from featmux.data.sources import split_assignment
+
+    rng = np.random.default_rng(3)
+    movies = [10, 20, 30, 40, 50]
+    rows = [  # (user, item, rating, time): each user rates each movie once, so (user, item) names a line
+        (u, m, int(rng.choice([1, 2, 3, 4, 5])), int(t))
+        for u in (1, 2)
+        for m, t in zip(movies, rng.permutation(len(movies)), strict=True)
+    ]
+    write_movielens(tmp_path / "ml", [f"{u}::{m}::{r}::{t}" for u, m, r, t in rows])
+    train = split_assignment(np.arange(1, len(rows) + 1), 0, (0.8, 0.1, 0.1)) == 0
+    assert 0 < train.sum() < len(rows)  # both kinds of rows are in the file
+    source = open_source("movielens", tmp_path / "ml", history=50, behaviour="liked")
+    got = {}
+    for split in ("train", "valid", "test"):
+        frame = pl.concat(list(source.split(split)))
+        columns = (frame[c].to_list() for c in ("user_id", "item_id", HISTORY_ITEMS))
+        got |= {(u, m): h for u, m, h in zip(*columns, strict=True)}
+    expected = {
+        (u, m): [
+            m2
+            for u2, m2, r2, t2 in sorted(rows, key=lambda row: row[3])
+            if u2 == u and t2 < t and r2 >= 4 and train[rows.index((u2, m2, r2, t2))]
+        ]
+        for u, m, r, t in rows
+        if r != 3  # rating 3 is no CTR row
+    }
+    assert got == expected
+    assert any(expected.values())  # the check is not vacuous
+    rated = open_source("movielens", tmp_path / "ml", history=50)
+    assert "behaviour" not in rated.options and source.options["behaviour"] == "liked"  # cache keys differ
+
+
+def test_history_behaviour_option_is_checked(tmp_path):
+    write_movielens(tmp_path / "ml", ["1::10::5::10"])
+    with pytest.raises(ValueError, match="behaviour must be one of rated, liked"):
+        open_source("movielens", tmp_path / "ml", history=3, behaviour="clicked")
+    with pytest.raises(ValueError, match="behaviour needs a history"):
+        open_source("movielens", tmp_path / "ml", behaviour="liked")

@@ -1,7 +1,9 @@
 """Print the model-zoo results as markdown: `python benchmarks/results/model-zoo/table.py`.
 
-First the summary (mean ± std over the seeds found, against BARS Frappe_x1, the issue's 0.002 check),
-then every run.
+First the summary (mean ± std over the seeds found, against BARS Frappe_x1, the issue's 0.002 check, and
+each compressed row against the same model's collisionless mean), then every run. DCN-v2's rows come
+from the Frappe Pareto grid (`benchmarks/results/frappe-pareto`, the same preset as
+`configs/frappe_dcnv2.yaml`), the other models' from this folder's `run.sh` JSONs.
 """
 
 from __future__ import annotations
@@ -13,16 +15,36 @@ from pathlib import Path
 
 BARS = {"deepfm": 0.9842, "dcnv2": 0.9845, "xdeepfm": 0.9845, "autoint": 0.9848, "finalmlp": 0.9861}
 ORDER = list(BARS)
+HERE = Path(__file__).parent
+GRID = HERE.parent / "frappe-pareto" / "cells"
+GRID_CELLS = ("frappe__dcnv2__collisionless__1__seed*.json", "frappe__dcnv2__unified__1-16__seed*.json")
 
-runs = [json.loads(p.read_text()) for p in sorted(Path(__file__).parent.glob("frappe_*.json"))]
+
+def load_runs() -> list[tuple[str, dict]]:
+    """(source, result) for every run: this folder's JSONs, then DCN-v2's grid cells."""
+    runs = [("run.sh", json.loads(p.read_text())) for p in sorted(HERE.glob("frappe_*.json"))]
+    for pattern in GRID_CELLS:
+        runs += [("frappe-pareto", json.loads(p.read_text())) for p in sorted(GRID.glob(pattern))]
+    return runs
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
+
+
+runs = load_runs()
 groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
-for r in runs:
+for _, r in runs:
     groups[(r["model"], r["embedding"], str(r["budget"]))].append(r)
+collisionless = {
+    m: mean_std([r["test_auc"] for r in rs])[0] for (m, e, _), rs in groups.items() if e == "collisionless"
+}
 
 print(
-    "| model | embedding | budget | seeds | test AUC mean ± std | BARS | mean - BARS | within 0.002 of BARS |"
+    "| model | embedding | budget | seeds | test AUC mean ± std | BARS | mean - BARS | within 0.002 of BARS "
+    "| mean - collisionless |"
 )
-print("|---|---|---|---|---|---|---|---|")
+print("|---|---|---|---|---|---|---|---|---|")
 for (model, embedding, budget), rs in sorted(
     groups.items(),
     key=lambda kv: (
@@ -31,30 +53,29 @@ for (model, embedding, budget), rs in sorted(
         kv[0][2],
     ),
 ):
-    aucs = [r["test_auc"] for r in rs]
-    mean = statistics.mean(aucs)
-    std = statistics.stdev(aucs) if len(aucs) > 1 else float("nan")
+    mean, std = mean_std([r["test_auc"] for r in rs])
     bars = BARS.get(model)
     seeds = ",".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))
+    verdict, diff, drop = "", "", ""
     if embedding == "collisionless" and bars:
         verdict = ("yes" if mean >= bars - 0.002 else "no") + (
-            "" if len(aucs) >= 3 else f" ({len(aucs)} seed(s) only)"
+            "" if len(rs) >= 3 else f" ({len(rs)} seed(s) only)"
         )
         diff = f"{mean - bars:+.4f}"
-    else:
-        verdict, diff = "", ""
+    elif model in collisionless:
+        drop = f"{mean - collisionless[model]:+.4f}"
     print(
-        f"| {model} | {embedding} | {budget} | {seeds} | {mean:.4f} ± {std:.4f} | {bars or ''} | {diff} "
-        f"| {verdict} |"
+        f"| {model} | {embedding} | {budget} | {seeds} | {mean:.4f} ± {std:.4f} | {bars if diff else ''} "
+        f"| {diff} | {verdict} | {drop} |"
     )
 
 print()
 print(
     "| model | embedding | budget | seed | test AUC | BARS | diff | test logloss | epochs | stopped by "
-    "| bf16 |"
+    "| bf16 | source |"
 )
-print("|---|---|---|---|---|---|---|---|---|---|---|")
-for r in runs:
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+for source, r in runs:
     cap = r["config"]["epochs"]
     stop = "early stopping" if r["epochs"] < cap else f"epoch cap {cap} (not converged)"
     bars = BARS.get(r["model"])
@@ -62,5 +83,5 @@ for r in runs:
     bf16 = "on" if (r.get("autocast") or {}).get("bf16") else "off"
     print(
         f"| {r['model']} | {r['embedding']} | {r['budget']} | {r['seed']} | {r['test_auc']:.4f} | "
-        f"{bars or ''} | {diff} | {r['test_logloss']:.4f} | {r['epochs']} | {stop} | {bf16} |"
+        f"{bars or ''} | {diff} | {r['test_logloss']:.4f} | {r['epochs']} | {stop} | {bf16} | {source} |"
     )
