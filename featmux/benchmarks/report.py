@@ -1,4 +1,4 @@
-"""Aggregate benchmark results: a Markdown table, a CSV, Pareto plots and a claim check.
+"""Aggregate benchmark results: a Markdown table, a CSV, Pareto plots, a claim check and verdicts.
 
 One row per dataset x model x method x budget, with mean ± std over seeds (std is the sample standard
 deviation, ddof = 1; undefined for a single seed) of test AUC and logloss, train time and samples/s,
@@ -8,7 +8,9 @@ cells that stopped at their epoch (or step) cap instead of by early stopping (co
 numbers may still have been improving. The claim check compares, per dataset and model, Unified
 Embedding with per-feature hashing at each budget: the gap in mean test AUC, whether it exceeds the
 pooled seed std sqrt((s_u^2 + s_h^2) / 2), and whether it widens as the budget shrinks (the paper's
-claim, Coleman et al. 2023, Table 1).
+claim, Coleman et al. 2023, Table 1). Each row also gives the served model's inference time on one
+held-out batch of `INFERENCE_ROWS` rows (`n/a` for results that did not measure it). The verdict per
+budget and the unified frontier check are `featmux.benchmarks.verdicts`.
 
 Example:
     >>> files = write_report("runs/frappe")            # runs/frappe/report/{report.md, results.csv, *.png}
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from featmux.benchmarks.runner import CELLS
+from featmux.training.inference_time import INFERENCE_ROWS
 
 METHOD_ORDER = ("collisionless", "hashing", "unified")
 
@@ -48,6 +51,8 @@ class CellRecord:
         peak_rss_bytes: peak resident memory of the cell (None if not measured).
         device: where it trained: "cpu", or the GPU's name.
         source: the file it came from.
+        inference_ms, inference_rows: median forward time of the served model on one held-out batch
+            and that batch's rows (None in results written before it was measured).
     """
 
     dataset: str
@@ -67,6 +72,8 @@ class CellRecord:
     source: str = ""
     split_seed: int | None = None
     at_cap: bool | None = None
+    inference_ms: float | None = None
+    inference_rows: int | None = None
 
     @classmethod
     def from_result(cls, result: dict[str, Any], source: str = "") -> CellRecord:
@@ -78,6 +85,7 @@ class CellRecord:
         # a grid cell names its split seed only when the grid varies it (its key says so); the run
         # itself always records the one it used (the source's default), which must not change the key
         split = bench.get("split_seed") if bench else result.get("split_seed")
+        inference = result.get("inference") or {}
         return cls(
             dataset=str(bench.get("dataset", result["dataset"])),
             model=str(bench.get("model", result["model"])),
@@ -96,6 +104,8 @@ class CellRecord:
             source=source,
             split_seed=None if split is None else int(split),
             at_cap=stopped_at_cap(result),
+            inference_ms=_float(inference.get("median_ms")),
+            inference_rows=int(inference["rows"]) if "rows" in inference else None,
         )
 
 
@@ -194,6 +204,9 @@ class ReportRow:
         devices: where its cells trained, each device once, e.g. ("cpu", "H200").
         split_seeds: the split seeds found (None for cells that recorded none), each once.
         at_cap: how many of its cells stopped at their epoch or step cap.
+        inference_ms: mean ± std over seeds of the median forward time on one held-out batch (its
+            `n` counts the cells that measured it).
+        inference_rows: the rows of those batches, each size once (empty: none measured).
     """
 
     dataset: str
@@ -212,6 +225,8 @@ class ReportRow:
     devices: tuple[str, ...] = ("cpu",)
     split_seeds: tuple[int | None, ...] = (None,)
     at_cap: int = 0
+    inference_ms: Stat = Stat(None, None, 0)
+    inference_rows: tuple[int, ...] = ()
 
     @property
     def group(self) -> tuple[str, str]:
@@ -249,6 +264,8 @@ def aggregate(records: Sequence[CellRecord]) -> list[ReportRow]:
                 devices=tuple(sorted({r.device for r in rs})),
                 split_seeds=tuple(sorted({r.split_seed for r in rs}, key=lambda k: -1 if k is None else k)),
                 at_cap=sum(1 for r in rs if r.at_cap),
+                inference_ms=Stat.of(r.inference_ms for r in rs),
+                inference_rows=tuple(sorted({r.inference_rows for r in rs if r.inference_rows is not None})),
             )
         )
     return sorted(rows, key=lambda r: (r.dataset, r.model, _method_rank(r.method), -r.embedding_bytes))
@@ -405,19 +422,32 @@ def _speed(stat: Stat) -> str:
     return f"{stat.mean:,.0f}" + (f" ± {stat.std:,.0f}" if stat.std is not None else "")
 
 
+def inference_cell(row: ReportRow) -> str:
+    """The row's inference time for a table: `12.34 ± 0.56`, with the batch rows when they are not
+    `INFERENCE_ROWS` and the share of cells when only some measured it; `n/a` when none did."""
+    if row.inference_ms.mean is None:
+        return "n/a"
+    notes = []
+    if row.inference_rows != (INFERENCE_ROWS,):
+        notes.append("/".join(f"{n:,}" for n in row.inference_rows) + " rows")
+    if row.inference_ms.n < len(row.seeds):
+        notes.append(f"{row.inference_ms.n}/{len(row.seeds)} cells")
+    return row.inference_ms.format(2) + (f" ({'; '.join(notes)})" if notes else "")
+
+
 def markdown_table(rows: Sequence[ReportRow]) -> str:
     """The results table (one row per dataset x model x method x budget)."""
     head = (
         "| dataset | model | method | budget | emb. params | emb. bytes | seeds | at cap | test AUC "
-        "| test logloss | train s | samples/s | peak RSS | device |\n"
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        f"| test logloss | train s | samples/s | infer ms / {INFERENCE_ROWS} rows | peak RSS | device |\n"
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     lines = [
         f"| {r.dataset} | {r.model} | {r.method} | {r.budget} | {_int(r.embedding_params)} "
         f"| {_bytes(r.embedding_bytes)} | {len(r.seeds)} | {r.at_cap or ''} | {r.test_auc.format(4)} "
         f"| {r.test_logloss.format(4)} "
-        f"| {r.train_seconds.format(1)} | {_speed(r.samples_per_second)} | {_bytes(r.peak_rss_bytes)} "
-        f"| {', '.join(r.devices)} |"
+        f"| {r.train_seconds.format(1)} | {_speed(r.samples_per_second)} | {inference_cell(r)} "
+        f"| {_bytes(r.peak_rss_bytes)} | {', '.join(r.devices)} |"
         for r in rows
     ]
     return head + "\n".join(lines) + "\n"
@@ -452,8 +482,10 @@ def markdown_report(
     notes: Sequence[str] = (),
     plots: Sequence[str] = (),
     variance: str = "± is the sample std (ddof = 1) over seeds.",
+    sections: Sequence[str] = (),
 ) -> str:
-    """The whole report as Markdown (`variance`: what the ± is, from `variance_source`)."""
+    """The whole report as Markdown (`variance`: what the ± is, from `variance_source`; `sections`:
+    further Markdown sections after the claim check, e.g. `verdicts.verdict_sections`)."""
     parts = [f"# {title}\n\n"]
     parts += [f"{n}\n\n" for n in notes]
     parts.append(
@@ -481,6 +513,7 @@ def markdown_report(
         "as the budget shrinks.\n\n"
     )
     parts.append(markdown_claims(checks))
+    parts += [f"\n{section}\n" for section in sections]
     if plots:
         parts.append("## Pareto plots\n\n")
         parts += [f"![{Path(p).stem}]({p})\n\n" for p in plots]
@@ -490,8 +523,8 @@ def markdown_report(
 CSV_COLUMNS = (
     "dataset", "model", "method", "embedding", "budget", "seeds", "embedding_params", "embedding_bytes",
     "test_auc_mean", "test_auc_std", "test_logloss_mean", "test_logloss_std", "train_seconds_mean",
-    "train_seconds_std", "samples_per_second_mean", "samples_per_second_std", "peak_rss_bytes", "devices",
-    "split_seeds", "at_cap",
+    "train_seconds_std", "samples_per_second_mean", "samples_per_second_std", "inference_ms_mean",
+    "inference_ms_std", "inference_rows", "peak_rss_bytes", "devices", "split_seeds", "at_cap",
 )  # fmt: skip
 
 
@@ -511,7 +544,9 @@ def csv_text(rows: Sequence[ReportRow]) -> str:
                 v(r.embedding_params), v(r.embedding_bytes),
                 v(r.test_auc.mean), v(r.test_auc.std), v(r.test_logloss.mean), v(r.test_logloss.std),
                 v(r.train_seconds.mean), v(r.train_seconds.std),
-                v(r.samples_per_second.mean), v(r.samples_per_second.std), v(r.peak_rss_bytes),
+                v(r.samples_per_second.mean), v(r.samples_per_second.std),
+                v(r.inference_ms.mean), v(r.inference_ms.std), " ".join(str(n) for n in r.inference_rows),
+                v(r.peak_rss_bytes),
                 " ".join(r.devices), " ".join("default" if k is None else str(k) for k in r.split_seeds),
                 r.at_cap,
             ]
@@ -547,6 +582,7 @@ def write_report(
         ValueError: no results found.
     """
     from featmux.benchmarks.plots import pareto_plots
+    from featmux.benchmarks.verdicts import verdict_sections
 
     results_dir = Path(results_dir)
     out = Path(out_dir) if out_dir is not None else results_dir / "report"
@@ -574,7 +610,9 @@ def write_report(
             )
     else:
         title = f"Benchmark report: {results_dir.name}"
-    text = markdown_report(rows, checks, title, notes, [p.name for p in pngs], variance_source(records))
+    sections = verdict_sections(rows, treatment)
+    pictures = [p.name for p in pngs]
+    text = markdown_report(rows, checks, title, notes, pictures, variance_source(records), sections)
     md, table = out / "report.md", out / "results.csv"
     md.write_text(text)
     table.write_text(csv_text(rows))

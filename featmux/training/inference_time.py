@@ -36,21 +36,19 @@ class InferenceTiming:
     Args:
         rows: rows in the timed batch (`INFERENCE_ROWS`, or the whole split when it is smaller).
         median_ms: median wall time of the timed calls, in milliseconds.
-        repeats: timed calls made (after the warm-up).
-        warmup: untimed calls made first.
+        repeats: timed calls made (after the warm-up calls).
         threads: torch's intra-op thread count during the calls.
         device: where the model ran ("cpu", "cuda:0").
         split: the split the batch came from ("test", or "valid" without a test split).
 
     Example:
-        >>> InferenceTiming(4096, 12.5, 10, 2, 1, "cpu", "test").as_dict()["median_ms"]
+        >>> InferenceTiming(4096, 12.5, 10, 1, "cpu", "test").as_dict()["median_ms"]
         12.5
     """
 
     rows: int
     median_ms: float
     repeats: int
-    warmup: int
     threads: int
     device: str
     split: str
@@ -113,7 +111,6 @@ def time_inference(
         rows=len(batch),
         median_ms=statistics.median(seconds) * 1e3,
         repeats=len(seconds),
-        warmup=warmup,
         threads=torch.get_num_threads(),
         device=str(device),
         split=split,

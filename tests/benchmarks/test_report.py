@@ -253,3 +253,43 @@ def test_a_grid_cell_without_a_split_axis_keeps_its_key():
 
     cell = {**result("unified", "1/4", 0), "split_seed": 0}
     assert record_key(CellRecord.from_result(cell)) == "d/dcnv2/unified/1/4/seed0"
+
+
+def test_inference_time_column_and_old_results_without_it(tmp_path):
+    """Mean ± std of the median forward ms over seeds; n/a for results written before it was measured."""
+    from featmux.benchmarks.report import inference_cell
+
+    def timed(method, seed, ms, rows=4096):
+        return {**result(method, "1/4", seed), "inference": {"rows": rows, "median_ms": ms, "repeats": 10}}
+
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    files = {
+        "u0": timed("unified", 0, 2.0),
+        "u1": timed("unified", 1, 3.0),
+        "u2": timed("unified", 2, 4.0),
+        "h0": timed("hashing", 0, 1.5),
+        "h1": result("hashing", "1/4", 1),  # an old cell: no inference field
+        "h2": timed("hashing", 2, 2.5),
+        "c0": result("collisionless", "1", 0),
+    }
+    for name, data in files.items():
+        (cells / f"{name}.json").write_text(json.dumps(data))
+    rows = {r.method: r for r in aggregate(load_results(tmp_path))}
+    unified, hashing, collisionless = rows["unified"], rows["hashing"], rows["collisionless"]
+    assert unified.inference_ms.mean == pytest.approx(3.0) and unified.inference_ms.std == pytest.approx(1.0)
+    assert unified.inference_rows == (4096,) and inference_cell(unified) == "3.00 ± 1.00"
+    assert inference_cell(hashing) == "2.00 ± 0.71 (2/3 cells)"
+    assert collisionless.inference_ms.n == 0 and inference_cell(collisionless) == "n/a"
+    small = aggregate([CellRecord.from_result(timed("unified", 0, 0.5, rows=2000))])[0]
+    assert inference_cell(small) == "0.50 (2,000 rows)"  # a test split smaller than one batch
+    table = markdown_table(list(rows.values()))
+    assert "| samples/s | infer ms / 4096 rows | peak RSS |" in table
+    assert "| 1,000 | n/a | 100.0 MB | cpu |" in table  # collisionless: 1 seed, not measured
+    assert "| 2,000 ± 1,000 | 3.00 ± 1.00 | 300.0 MB | cpu |" in table
+    parsed = {r["method"]: r for r in csv.DictReader(io.StringIO(csv_text(list(rows.values()))))}
+    assert float(parsed["unified"]["inference_ms_mean"]) == pytest.approx(3.0)
+    assert parsed["unified"]["inference_rows"] == "4096"
+    assert parsed["collisionless"]["inference_ms_mean"] == parsed["collisionless"]["inference_rows"] == ""
+    report = write_report(tmp_path, plots=False).markdown.read_text()
+    assert "## Verdict per budget" in report and "## Frontier check" in report

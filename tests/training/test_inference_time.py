@@ -27,10 +27,10 @@ def test_times_one_batch_of_4096_rows_in_eval_mode(planted, tmp_path):
     model.register_forward_pre_hook(lambda m, _args: modes.append(m.training))
     model.train()
     timing = time_inference(model, big, "test")
-    assert (timing.rows, timing.repeats, timing.warmup, timing.split) == (INFERENCE_ROWS, 10, 2, "test")
+    assert (timing.rows, timing.repeats, timing.split) == (INFERENCE_ROWS, 10, "test")
     assert modes == [False] * 12 and model.training  # eval mode for every call, restored after
     assert timing.median_ms > 0 and timing.threads == torch.get_num_threads() and timing.device == "cpu"
-    assert set(timing.as_dict()) == {"rows", "median_ms", "repeats", "warmup", "threads", "device", "split"}
+    assert set(timing.as_dict()) == {"rows", "median_ms", "repeats", "threads", "device", "split"}
     small = time_inference(model, train, "valid")
     assert small.rows == 4000 and small.split == "valid"  # the whole split when it is smaller
 
