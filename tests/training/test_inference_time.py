@@ -29,8 +29,9 @@ def test_times_one_batch_of_4096_rows_in_eval_mode(planted, tmp_path):
     timing = time_inference(model, big, "test")
     assert (timing.rows, timing.repeats, timing.split) == (INFERENCE_ROWS, 10, "test")
     assert modes == [False] * 12 and model.training  # eval mode for every call, restored after
-    assert timing.median_ms > 0 and timing.threads == torch.get_num_threads() and timing.device == "cpu"
-    assert set(timing.as_dict()) == {"rows", "median_ms", "repeats", "threads", "device", "split"}
+    assert timing.median_ms > 0 and timing.threads == torch.get_num_threads()
+    assert 10 * timing.median_ms / 1e3 < timing.seconds < 1.0  # warm-up and timed calls, well under 1 s
+    assert set(timing.as_dict()) == {"rows", "median_ms", "repeats", "threads", "split", "seconds"}
     small = time_inference(model, train, "valid")
     assert small.rows == 4000 and small.split == "valid"  # the whole split when it is smaller
 
