@@ -73,3 +73,10 @@ def test_experiment_times_the_served_tables(tmp_path, monkeypatch):
     inference = result["inference"]
     assert inference["rows"] == result["rows"]["test"] and inference["split"] == "test"
     assert inference["threads"] == 1 and inference["repeats"] == 10 and inference["median_ms"] > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_times_a_model_on_the_gpu(planted):
+    _, train, valid = planted
+    timing = time_inference(_model(train).cuda(), valid, "valid")
+    assert timing.rows == 2000 and timing.repeats == 10 and timing.median_ms > 0
