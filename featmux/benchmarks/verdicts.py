@@ -216,21 +216,31 @@ def markdown_verdicts(verdicts: Sequence[BudgetVerdict]) -> str:
         t = vs[0].treatment
         out.append(f"### {dataset} / {model}\n\n")
         out.append(
-            f"| budget | winner | test AUC | over runner-up | over {t} | train s vs {t} "
-            f"| inference vs {t} |\n|---|---|---:|---|---|---:|---:|\n"
-        )
-        for v in vs:
-            runner, over = v.over_runner_up, v.over_unified
-            out.append(
-                f"| {v.budget} | {v.winner.method} | {v.winner.test_auc.format(4)} "
-                f"| {_margin_cell(runner)} | {'(winner)' if v.winner is v.unified else _margin_cell(over)} "
-                f"| {format_ratio(v.train_ratio(v.winner))} | {format_ratio(v.inference_ratio(v.winner))} |\n"
-            )
+            _head("budget", "winner", "test AUC:", "over runner-up", f"over {t}", f"train s vs {t}:",
+                  f"inference vs {t}:")
+        )  # fmt: skip
+        out += [
+            _row(v.budget, v.winner.method, v.winner.test_auc.format(4), _margin_cell(v.over_runner_up),
+                 "(winner)" if v.winner is v.unified else _margin_cell(v.over_unified),
+                 format_ratio(v.train_ratio(v.winner)), format_ratio(v.inference_ratio(v.winner)))
+            for v in vs
+        ]  # fmt: skip
         for v in vs:
             out.append(f"\n#### {dataset} / {model} at {v.budget}\n\n{v.summary()}\n\n")
             out.append(_ranking_table(v))
         out.append("\n")
     return "".join(out)
+
+
+def _head(*columns: str) -> str:
+    """A Markdown table's head; a column written with a trailing ':' is right-aligned."""
+    names = " | ".join(c.removesuffix(":") for c in columns)
+    rules = "|".join("---:" if c.endswith(":") else "---" for c in columns)
+    return f"| {names} |\n|{rules}|\n"
+
+
+def _row(*cells: str) -> str:
+    return f"| {' | '.join(cells)} |\n"
 
 
 def _margin_cell(margin: Margin | None) -> str:
@@ -242,17 +252,17 @@ def _margin_cell(margin: Margin | None) -> str:
 def _ranking_table(v: BudgetVerdict) -> str:
     t = v.treatment
     lines = [
-        f"| rank | method | test AUC | vs winner | emb. bytes | train s | x {t} | infer ms | x {t} |\n"
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|\n"
-    ]
+        _head("rank:", "method", "test AUC:", "vs winner:", "emb. bytes:", "train s:", f"x {t}:", "infer ms:",
+              f"x {t}:")
+    ]  # fmt: skip
     ranked = [(str(i), r) for i, r in enumerate(v.ranking, 1)]
     for rank, r in ranked + ([("ref.", v.reference)] if v.reference is not None else []):
         gap = "—" if r.test_auc.mean is None else f"{Margin(r, v.winner).value:+.4f}"
         lines.append(
-            f"| {rank} | {r.method} | {r.test_auc.format(4)} | {gap} | {_bytes(r.embedding_bytes)} "
-            f"| {r.train_seconds.format(1)} | {format_ratio(v.train_ratio(r))} | {inference_cell(r)} "
-            f"| {format_ratio(v.inference_ratio(r))} |\n"
-        )
+            _row(rank, r.method, r.test_auc.format(4), gap, _bytes(r.embedding_bytes),
+                 r.train_seconds.format(1), format_ratio(v.train_ratio(r)), inference_cell(r),
+                 format_ratio(v.inference_ratio(r)))
+        )  # fmt: skip
     return "".join(lines)
 
 
@@ -337,17 +347,17 @@ def markdown_frontier(checks: Sequence[FrontierCheck], prefix: str = "unified") 
     if not checks:
         return f"No method named {prefix}* has a test AUC.\n"
     out = [
-        f"| dataset | model | budget | best {prefix}* | test AUC | best other | test AUC | margin "
-        "| on or above | vs collisionless | reaches it |\n|---|---|---|---|---:|---|---:|---:|---|---:|---|\n"
-    ]
+        _head("dataset", "model", "budget", f"best {prefix}*", "test AUC:", "best other", "test AUC:",
+              "margin:", "on or above", "vs collisionless:", "reaches it")
+    ]  # fmt: skip
     for c in checks:
         other, ref = c.over_other, c.over_reference
         out.append(
-            f"| {c.dataset} | {c.model} | {c.budget} | {c.unified.method} | {c.unified.test_auc.format(4)} "
-            f"| {c.other.method if c.other else '—'} | {c.other.test_auc.format(4) if c.other else '—'} "
-            f"| {f'{other.value:+.4f}' if other else '—'} | {_standing(other)} "
-            f"| {f'{ref.value:+.4f}' if ref else '—'} | {_yes_no(c.reaches_reference)} |\n"
-        )
+            _row(c.dataset, c.model, c.budget, c.unified.method, c.unified.test_auc.format(4),
+                 c.other.method if c.other else "—", c.other.test_auc.format(4) if c.other else "—",
+                 f"{other.value:+.4f}" if other else "—", _standing(other),
+                 f"{ref.value:+.4f}" if ref else "—", _yes_no(c.reaches_reference))
+        )  # fmt: skip
     groups: dict[tuple[str, str], list[FrontierCheck]] = defaultdict(list)
     for c in checks:
         groups[(c.dataset, c.model)].append(c)

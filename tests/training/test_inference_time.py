@@ -56,17 +56,9 @@ def test_experiment_times_the_served_tables(tmp_path, monkeypatch):
         return time_inference(model, dataset, split)
 
     monkeypatch.setattr(experiment, "time_inference", spy)
-    config = experiment.ExperimentConfig(
-        dataset_options={"rows": 1200, "cardinalities": [10, 100, 1000]},
-        embedding="hashing",
-        budget="1/4",
-        precision="int8",
-        embedding_dim=4,
-        epochs=1,
-        batch_size=256,
-        threads=1,
-        progress=False,
-    )
+    tiny = {"dataset_options": {"rows": 1200, "cardinalities": [10, 100, 1000]}, "embedding_dim": 4}
+    run = {"epochs": 1, "batch_size": 256, "threads": 1, "progress": False}
+    config = experiment.ExperimentConfig(**tiny, **run, embedding="hashing", budget="1/4", precision="int8")
     result = experiment.run_experiment(config)
     assert timed == [result["embedding_bytes"]]  # the int8 tables, not the fp32 ones
     assert result["embedding_bytes"] < result["fp32"]["embedding_bytes"]
