@@ -26,7 +26,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,9 @@ class CellRecord:
         source: the file it came from.
         inference_ms, inference_rows: median forward time of the served model on one held-out batch
             and that batch's rows (None in results written before it was measured).
+        fingerprint: the grid cell's settings hash (None for a plain `run_experiment` result).
+        duplicates: files of the same cell with the same fingerprint that `load_results` left out
+            for this one (another grid that shares the cell, e.g. a zoo's `unified`).
     """
 
     dataset: str
@@ -74,6 +77,8 @@ class CellRecord:
     at_cap: bool | None = None
     inference_ms: float | None = None
     inference_rows: int | None = None
+    fingerprint: str | None = None
+    duplicates: tuple[str, ...] = ()
 
     @classmethod
     def from_result(cls, result: dict[str, Any], source: str = "") -> CellRecord:
@@ -106,6 +111,7 @@ class CellRecord:
             at_cap=stopped_at_cap(result),
             inference_ms=_float(inference.get("median_ms")),
             inference_rows=int(inference["rows"]) if "rows" in inference else None,
+            fingerprint=bench.get("fingerprint"),
         )
 
 
@@ -138,30 +144,47 @@ def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def load_results(path: str | Path) -> list[CellRecord]:
+def load_results(path: str | Path | Sequence[str | Path]) -> list[CellRecord]:
     """Every result in a benchmark directory (its `cells/`), or every *.json under `path` otherwise.
 
+    Several directories (or a folder holding several grids' directories) load together. Two results
+    of one cell and seed with the same settings (grid fingerprint), as when two grids share a cell,
+    count once: the first file (in path order) is kept and names the others in its `duplicates`.
+
     Raises:
-        ValueError: a file that is not a result, or two results for the same cell and seed.
+        ValueError: a file that is not a result, or two results for the same cell and seed whose
+            settings differ (or are unknown).
     """
-    path = Path(path)
-    folder = path / CELLS if (path / CELLS).is_dir() else path
-    files = sorted(folder.glob("*.json") if folder.name == CELLS else folder.rglob("*.json"))
-    records: list[CellRecord] = []
-    seen: dict[tuple[str, str, str, str, int, int | None], str] = {}
+    files = [file for folder in _result_folders(path) for file in _result_files(folder)]
+    records: dict[tuple[str, str, str, str, int, int | None], CellRecord] = {}
     for file in files:
-        if file.name == "manifest.json" or file.parent.name in ("failed",):
-            continue
         try:
             record = CellRecord.from_result(json.loads(file.read_text()), str(file))
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{file}: not a featmux result ({type(err).__name__}: {err})") from err
         key = (record.dataset, record.model, record.method, record.budget, record.seed, record.split_seed)
-        if key in seen:
-            raise ValueError(f"{file} and {seen[key]} are both results of {record_key(record)}")
-        seen[key] = str(file)
-        records.append(record)
-    return records
+        kept = records.get(key)
+        if kept is None:
+            records[key] = record
+        elif kept.fingerprint is not None and kept.fingerprint == record.fingerprint:
+            records[key] = replace(kept, duplicates=(*kept.duplicates, str(file)))
+        else:
+            raise ValueError(
+                f"{file} and {kept.source} are both results of {record_key(record)}, with different or "
+                "unknown settings"
+            )
+    return list(records.values())
+
+
+def _result_folders(path: str | Path | Sequence[str | Path]) -> list[Path]:
+    return [Path(path)] if isinstance(path, str | Path) else [Path(p) for p in path]
+
+
+def _result_files(path: Path) -> list[Path]:
+    """The result files of one directory, in path order (manifests and failed cells left out)."""
+    folder = path / CELLS if (path / CELLS).is_dir() else path
+    files = sorted(folder.glob("*.json") if folder.name == CELLS else folder.rglob("*.json"))
+    return [f for f in files if f.name != "manifest.json" and f.parent.name != "failed"]
 
 
 @dataclass(frozen=True)
@@ -564,7 +587,7 @@ class ReportFiles:
 
 
 def write_report(
-    results_dir: str | Path,
+    results_dir: str | Path | Sequence[str | Path],
     out_dir: str | Path | None = None,
     treatment: str = "unified",
     baseline: str = "hashing",
@@ -573,43 +596,57 @@ def write_report(
     """Aggregate a results directory into report.md, results.csv and one Pareto PNG per dataset x model.
 
     Args:
-        results_dir: a `run_benchmark` output directory (or any folder of result JSON files).
-        out_dir: where to write (default `<results_dir>/report`).
+        results_dir: a `run_benchmark` output directory (or any folder of result JSON files), or
+            several, reported together (e.g. a zoo grid and the grid of unified variants).
+        out_dir: where to write (default `<results_dir>/report`; required for several directories).
         treatment, baseline: the methods the claim check compares.
         plots: draw the Pareto plots.
 
     Raises:
-        ValueError: no results found.
+        ValueError: no results found, or several directories and no `out_dir`.
     """
     from featmux.benchmarks.plots import pareto_plots
     from featmux.benchmarks.verdicts import verdict_sections
 
-    results_dir = Path(results_dir)
-    out = Path(out_dir) if out_dir is not None else results_dir / "report"
-    records = load_results(results_dir)
+    folders = _result_folders(results_dir)
+    if len(folders) != 1 and out_dir is None:
+        raise ValueError(f"a report of {len(folders)} results directories needs an output directory")
+    out = Path(out_dir) if out_dir is not None else folders[0] / "report"
+    records = load_results(folders)
+    where = ", ".join(f"`{f}`" for f in folders)
     if not records:
-        raise ValueError(f"no result files in {results_dir}")
+        raise ValueError(f"no result files in {where.replace('`', '')}")
     rows = aggregate(records)
     checks = claim_checks(rows, treatment, baseline)
     out.mkdir(parents=True, exist_ok=True)
     pngs = tuple(pareto_plots(rows, out)) if plots else ()
-    notes = [f"{len(records)} results from `{results_dir}`."]
-    manifest = results_dir / "manifest.json"
-    if manifest.is_file():
+    notes = [f"{len(records)} results from {where}."]
+    shared = sum(len(r.duplicates) for r in records)
+    if shared:
+        notes.append(
+            f"{shared} further file(s) hold a cell already counted, with the same settings (grids that "
+            "share cells): each counted once."
+        )
+    names = []
+    found = {record_key(r) for r in records}
+    for folder in folders:
+        manifest = folder / "manifest.json"
+        if not manifest.is_file():
+            names.append(folder.name)
+            continue
         info = json.loads(manifest.read_text())
+        names.append(str(info.get("name", folder.name)))
         expected = {c["key"] for c in info.get("cells", [])}
-        found = {record_key(r) for r in records}
         missing = sorted(expected - found)
-        title = f"Benchmark report: {info.get('name', results_dir.name)}"
-        notes.append(f"The grid has {len(expected)} cells; {len(missing)} have no result yet.")
+        grid = "The grid" if len(folders) == 1 else f"Grid {names[-1]}"
+        notes.append(f"{grid} has {len(expected)} cells; {len(missing)} have no result yet.")
         if missing:
             notes.append(
                 "Missing: "
                 + ", ".join(f"`{k}`" for k in missing[:20])
                 + (" ..." if len(missing) > 20 else "")
             )
-    else:
-        title = f"Benchmark report: {results_dir.name}"
+    title = "Benchmark report: " + " + ".join(names)
     sections = verdict_sections(rows, treatment)
     pictures = [p.name for p in pngs]
     text = markdown_report(rows, checks, title, notes, pictures, variance_source(records), sections)

@@ -293,3 +293,48 @@ def test_inference_time_column_and_old_results_without_it(tmp_path):
     assert parsed["collisionless"]["inference_ms_mean"] == parsed["collisionless"]["inference_rows"] == ""
     report = write_report(tmp_path, plots=False).markdown.read_text()
     assert "## Verdict per budget" in report and "## Frontier check" in report
+
+
+def test_grids_that_share_a_cell_report_together(tmp_path):
+    """A zoo grid and the beyond grid both run `unified`: a parent folder counts that cell once."""
+    for grid, methods in (("zoo", ("hashing", "unified")), ("beyond", ("unified",))):
+        cells = tmp_path / grid / "cells"
+        cells.mkdir(parents=True)
+        for method in methods:
+            cell = result(method, "1/4", 0)
+            cell["bench"]["fingerprint"] = f"settings-of-{method}"
+            (cells / f"{method}.json").write_text(json.dumps(cell))
+    records = load_results(tmp_path)
+    assert sorted(r.method for r in records) == ["hashing", "unified"]
+    (unified,) = [r for r in records if r.method == "unified"]
+    assert unified.source.endswith("beyond/cells/unified.json")  # path order: beyond/ before zoo/
+    assert unified.duplicates == (str(tmp_path / "zoo" / "cells" / "unified.json"),)
+    text = write_report(tmp_path, plots=False).markdown.read_text()
+    assert "1 further file(s) hold a cell already counted, with the same settings" in text
+    other = json.loads((tmp_path / "zoo" / "cells" / "unified.json").read_text())
+    other["bench"]["fingerprint"] = "other-settings"
+    (tmp_path / "zoo" / "cells" / "unified.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="are both results of d/dcnv2/unified/1/4/seed0, with different"):
+        load_results(tmp_path)
+
+
+def test_several_results_directories_report_together(results_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from featmux.benchmarks.cli import bench_app
+
+    extra = tmp_path / "beyond"
+    (extra / "cells").mkdir(parents=True)
+    cell = result("unified", "1/4", 0)
+    cell["bench"]["method"], cell["test_auc"] = "unified-int8", 0.79
+    (extra / "cells" / "a.json").write_text(json.dumps(cell))
+    (extra / "manifest.json").write_text(json.dumps({"name": "beyond", "cells": [{"key": "x"}]}))
+    files = write_report([results_dir, extra], tmp_path / "both", plots=False)
+    text = files.markdown.read_text()
+    assert text.startswith("# Benchmark report: run + beyond") and "Grid beyond has 1 cells; 1 have" in text
+    assert "| d | dcnv2 | 1/4 | unified-int8 |" in text  # the frontier check sees both directories
+    runner = CliRunner()
+    done = runner.invoke(bench_app, ["report", str(results_dir), str(extra)])
+    assert done.exit_code == 2 and "needs an output directory" in done.output
+    done = runner.invoke(bench_app, ["report", str(results_dir), str(extra), "--out", str(tmp_path / "o")])
+    assert done.exit_code == 0, done.output
