@@ -145,13 +145,17 @@ def report(
 ) -> None:
     """Aggregate results: table, CSV, Pareto plots, claim check, verdict per budget, frontier check."""
     from featmux.benchmarks.report import aggregate, claim_checks, load_results, write_report
+    from featmux.benchmarks.verdicts import frontier_checks, frontier_summaries
 
     try:
         files = write_report(results, out, treatment, baseline, plots)
     except (ValueError, OSError) as err:
         fail(str(err))
-    for check in claim_checks(aggregate(load_results(results)), treatment, baseline):
+    rows = aggregate(load_results(results))
+    for check in claim_checks(rows, treatment, baseline):
         console.print(f"[bold]{check.dataset} / {check.model}[/]: {check.summary()}")
+    for line in frontier_summaries(frontier_checks(rows)):
+        console.print(f"frontier: {line}")
     console.print(f"report: {files.markdown}\ntable: {files.csv}")
     for png in files.plots:
         console.print(f"plot: {png}")

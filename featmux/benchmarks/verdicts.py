@@ -358,15 +358,23 @@ def markdown_frontier(checks: Sequence[FrontierCheck], prefix: str = "unified") 
                  f"{other.value:+.4f}" if other else "—", _standing(other),
                  f"{ref.value:+.4f}" if ref else "—", _yes_no(c.reaches_reference))
         )  # fmt: skip
+    out.append("\n")
+    out += [f"- {line}\n" for line in frontier_summaries(checks, prefix)]
+    return "".join(out)
+
+
+def frontier_summaries(checks: Sequence[FrontierCheck], prefix: str = "unified") -> list[str]:
+    """One sentence per dataset x model: at how many budgets the best variant is on or above the best
+    other method (and where it falls short, by how much), and where it reaches collisionless."""
     groups: dict[tuple[str, str], list[FrontierCheck]] = defaultdict(list)
     for c in checks:
         groups[(c.dataset, c.model)].append(c)
-    out.append("\n")
+    lines = []
     for (dataset, model), cs in groups.items():
         compared = [(c.budget, m) for c in cs if (m := c.over_other) is not None]
         short = [(budget, m) for budget, m in compared if not _at_least(m)]
         line = (
-            f"- {dataset} / {model}: the best {prefix}* variant is on or above the best other method at "
+            f"{dataset} / {model}: the best {prefix}* variant is on or above the best other method at "
             f"{len(compared) - len(short)}/{len(compared)} budgets"
         )
         if short:
@@ -375,8 +383,8 @@ def markdown_frontier(checks: Sequence[FrontierCheck], prefix: str = "unified") 
         reached = [c.budget for c in cs if c.reaches_reference]
         if any(c.reaches_reference is not None for c in cs):
             line += "; reaches collisionless at " + (", ".join(reached) if reached else "no budget")
-        out.append(line + ".\n")
-    return "".join(out)
+        lines.append(line + ".")
+    return lines
 
 
 def _yes_no(value: bool | None) -> str:

@@ -54,6 +54,7 @@ def test_run_and_report_end_to_end(grid_dict, tmp_path):
     report = runner.invoke(bench_app, ["report", str(out)])
     assert report.exit_code == 0, report.output
     assert "syn / dcnv2" in report.output
+    assert "frontier: syn / dcnv2: the best unified* variant" in report.output  # hashing the other method
     assert (out / "report" / "report.md").is_file() and (out / "report" / "pareto_syn_dcnv2.png").is_file()
     text = (out / "report" / "report.md").read_text()
     assert f"| {inference['median_ms']:.2f} ({inference['rows']:,} rows) |" in text  # one seed: no std
