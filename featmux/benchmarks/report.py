@@ -613,14 +613,13 @@ def write_report(
         raise ValueError(f"a report of {len(folders)} results directories needs an output directory")
     out = Path(out_dir) if out_dir is not None else folders[0] / "report"
     records = load_results(folders)
-    where = ", ".join(f"`{f}`" for f in folders)
     if not records:
-        raise ValueError(f"no result files in {where.replace('`', '')}")
+        raise ValueError(f"no result files in {', '.join(map(str, folders))}")
     rows = aggregate(records)
     checks = claim_checks(rows, treatment, baseline)
     out.mkdir(parents=True, exist_ok=True)
     pngs = tuple(pareto_plots(rows, out)) if plots else ()
-    notes = [f"{len(records)} results from {where}."]
+    notes = [f"{len(records)} results from " + ", ".join(f"`{f}`" for f in folders) + "."]
     shared = sum(len(r.duplicates) for r in records)
     if shared:
         notes.append(
