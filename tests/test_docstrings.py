@@ -8,6 +8,7 @@ import pytest
 
 import featmux
 from featmux import models, serving
+from featmux.benchmarks import verdicts
 from featmux.embeddings import (
     adaptive,
     cce,
@@ -27,6 +28,7 @@ from featmux.embeddings import (
     unified,
     zch,
 )
+from featmux.training.inference_time import InferenceTiming
 
 PUBLIC = [
     featmux.CollisionlessEmbedding,
@@ -84,6 +86,10 @@ PUBLIC = [
     models.FinalMLP,
     models.FinalNet,
     models.DIN,
+    InferenceTiming,
+    verdicts.Margin,
+    verdicts.BudgetVerdict,
+    verdicts.FrontierCheck,
 ]
 
 

@@ -3,7 +3,8 @@ reported as tables, CSV, Pareto plots and a claim check.
 
 - `grid`: `BenchmarkGrid` (validated YAML) -> `Cell`s, each an `ExperimentConfig`.
 - `runner`: `run_benchmark` writes one JSON result per cell, atomically; reruns skip finished cells.
-- `report` / `plots`: `write_report` aggregates a results directory.
+- `report` / `plots`: `write_report` aggregates one or several results directories.
+- `verdicts`: the verdict per budget and the unified frontier check, sections of the report.
 - `cli`: the `featmux bench` commands (`bench_app`).
 """
 
@@ -16,6 +17,7 @@ from featmux.benchmarks.runner import (
     SubprocessExecutor,
     run_benchmark,
 )
+from featmux.benchmarks.verdicts import budget_verdicts, frontier_checks
 
 __all__ = [
     "BenchmarkGrid",
@@ -25,7 +27,9 @@ __all__ = [
     "StalePolicy",
     "SubprocessExecutor",
     "aggregate",
+    "budget_verdicts",
     "claim_checks",
+    "frontier_checks",
     "load_results",
     "repo_root",
     "run_benchmark",

@@ -133,21 +133,29 @@ def _print_states(cells: list, out_dir: Path, device: str | None) -> None:
 
 @bench_app.command("report")
 def report(
-    results: Annotated[Path, typer.Argument(help="Results directory of `featmux bench run`.")],
-    out: Annotated[Path | None, typer.Option(help="Report directory (default <results>/report).")] = None,
+    results: Annotated[
+        list[Path], typer.Argument(help="Results directories of `featmux bench run`, reported together.")
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="Report directory (default <results>/report; needed for several).")
+    ] = None,
     treatment: Annotated[str, typer.Option(help="Method expected to win the claim check.")] = "unified",
     baseline: Annotated[str, typer.Option(help="Method it is compared with.")] = "hashing",
     plots: Annotated[bool, typer.Option(help="Draw the Pareto plots.")] = True,
 ) -> None:
-    """Aggregate results: Markdown table, CSV, Pareto plots and the unified-vs-hashing claim check."""
+    """Aggregate results: table, CSV, Pareto plots, claim check, verdict per budget, frontier check."""
     from featmux.benchmarks.report import aggregate, claim_checks, load_results, write_report
+    from featmux.benchmarks.verdicts import frontier_checks, frontier_summaries
 
     try:
         files = write_report(results, out, treatment, baseline, plots)
     except (ValueError, OSError) as err:
         fail(str(err))
-    for check in claim_checks(aggregate(load_results(results)), treatment, baseline):
+    rows = aggregate(load_results(results))
+    for check in claim_checks(rows, treatment, baseline):
         console.print(f"[bold]{check.dataset} / {check.model}[/]: {check.summary()}")
+    for line in frontier_summaries(frontier_checks(rows)):
+        console.print(f"frontier: {line}")
     console.print(f"report: {files.markdown}\ntable: {files.csv}")
     for png in files.plots:
         console.print(f"plot: {png}")

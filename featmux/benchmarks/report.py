@@ -1,4 +1,4 @@
-"""Aggregate benchmark results: a Markdown table, a CSV, Pareto plots and a claim check.
+"""Aggregate benchmark results: a Markdown table, a CSV, Pareto plots, a claim check and verdicts.
 
 One row per dataset x model x method x budget, with mean ± std over seeds (std is the sample standard
 deviation, ddof = 1; undefined for a single seed) of test AUC and logloss, train time and samples/s,
@@ -8,7 +8,9 @@ cells that stopped at their epoch (or step) cap instead of by early stopping (co
 numbers may still have been improving. The claim check compares, per dataset and model, Unified
 Embedding with per-feature hashing at each budget: the gap in mean test AUC, whether it exceeds the
 pooled seed std sqrt((s_u^2 + s_h^2) / 2), and whether it widens as the budget shrinks (the paper's
-claim, Coleman et al. 2023, Table 1).
+claim, Coleman et al. 2023, Table 1). Each row also gives the served model's inference time on one
+held-out batch of `INFERENCE_ROWS` rows (`n/a` for results that did not measure it). The verdict per
+budget and the unified frontier check are `featmux.benchmarks.verdicts`.
 
 Example:
     >>> files = write_report("runs/frappe")            # runs/frappe/report/{report.md, results.csv, *.png}
@@ -24,11 +26,12 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from featmux.benchmarks.runner import CELLS
+from featmux.training.inference_time import INFERENCE_ROWS
 
 METHOD_ORDER = ("collisionless", "hashing", "unified")
 
@@ -48,6 +51,11 @@ class CellRecord:
         peak_rss_bytes: peak resident memory of the cell (None if not measured).
         device: where it trained: "cpu", or the GPU's name.
         source: the file it came from.
+        inference_ms, inference_rows: median forward time of the served model on one held-out batch
+            and that batch's rows (None in results written before it was measured).
+        fingerprint: the grid cell's settings hash (None for a plain `run_experiment` result).
+        duplicates: files of the same cell with the same fingerprint that `load_results` left out
+            for this one (another grid that shares the cell, e.g. a zoo's `unified`).
     """
 
     dataset: str
@@ -67,6 +75,10 @@ class CellRecord:
     source: str = ""
     split_seed: int | None = None
     at_cap: bool | None = None
+    inference_ms: float | None = None
+    inference_rows: int | None = None
+    fingerprint: str | None = None
+    duplicates: tuple[str, ...] = ()
 
     @classmethod
     def from_result(cls, result: dict[str, Any], source: str = "") -> CellRecord:
@@ -78,6 +90,7 @@ class CellRecord:
         # a grid cell names its split seed only when the grid varies it (its key says so); the run
         # itself always records the one it used (the source's default), which must not change the key
         split = bench.get("split_seed") if bench else result.get("split_seed")
+        inference = result.get("inference") or {}
         return cls(
             dataset=str(bench.get("dataset", result["dataset"])),
             model=str(bench.get("model", result["model"])),
@@ -96,6 +109,9 @@ class CellRecord:
             source=source,
             split_seed=None if split is None else int(split),
             at_cap=stopped_at_cap(result),
+            inference_ms=_float(inference.get("median_ms")),
+            inference_rows=int(inference["rows"]) if "rows" in inference else None,
+            fingerprint=bench.get("fingerprint"),
         )
 
 
@@ -128,30 +144,47 @@ def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def load_results(path: str | Path) -> list[CellRecord]:
+def load_results(path: str | Path | Sequence[str | Path]) -> list[CellRecord]:
     """Every result in a benchmark directory (its `cells/`), or every *.json under `path` otherwise.
 
+    Several directories (or a folder holding several grids' directories) load together. Two results
+    of one cell and seed with the same settings (grid fingerprint), as when two grids share a cell,
+    count once: the first file (in path order) is kept and names the others in its `duplicates`.
+
     Raises:
-        ValueError: a file that is not a result, or two results for the same cell and seed.
+        ValueError: a file that is not a result, or two results for the same cell and seed whose
+            settings differ (or are unknown).
     """
-    path = Path(path)
-    folder = path / CELLS if (path / CELLS).is_dir() else path
-    files = sorted(folder.glob("*.json") if folder.name == CELLS else folder.rglob("*.json"))
-    records: list[CellRecord] = []
-    seen: dict[tuple[str, str, str, str, int, int | None], str] = {}
+    files = [file for folder in _result_folders(path) for file in _result_files(folder)]
+    records: dict[tuple[str, str, str, str, int, int | None], CellRecord] = {}
     for file in files:
-        if file.name == "manifest.json" or file.parent.name in ("failed",):
-            continue
         try:
             record = CellRecord.from_result(json.loads(file.read_text()), str(file))
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{file}: not a featmux result ({type(err).__name__}: {err})") from err
         key = (record.dataset, record.model, record.method, record.budget, record.seed, record.split_seed)
-        if key in seen:
-            raise ValueError(f"{file} and {seen[key]} are both results of {record_key(record)}")
-        seen[key] = str(file)
-        records.append(record)
-    return records
+        kept = records.get(key)
+        if kept is None:
+            records[key] = record
+        elif kept.fingerprint is not None and kept.fingerprint == record.fingerprint:
+            records[key] = replace(kept, duplicates=(*kept.duplicates, str(file)))
+        else:
+            raise ValueError(
+                f"{file} and {kept.source} are both results of {record_key(record)}, with different or "
+                "unknown settings"
+            )
+    return list(records.values())
+
+
+def _result_folders(path: str | Path | Sequence[str | Path]) -> list[Path]:
+    return [Path(path)] if isinstance(path, str | Path) else [Path(p) for p in path]
+
+
+def _result_files(path: Path) -> list[Path]:
+    """The result files of one directory, in path order (manifests and failed cells left out)."""
+    folder = path / CELLS if (path / CELLS).is_dir() else path
+    files = sorted(folder.glob("*.json") if folder.name == CELLS else folder.rglob("*.json"))
+    return [f for f in files if f.name != "manifest.json" and f.parent.name != "failed"]
 
 
 @dataclass(frozen=True)
@@ -194,6 +227,9 @@ class ReportRow:
         devices: where its cells trained, each device once, e.g. ("cpu", "H200").
         split_seeds: the split seeds found (None for cells that recorded none), each once.
         at_cap: how many of its cells stopped at their epoch or step cap.
+        inference_ms: mean ± std over seeds of the median forward time on one held-out batch (its
+            `n` counts the cells that measured it).
+        inference_rows: the rows of those batches, each size once (empty: none measured).
     """
 
     dataset: str
@@ -212,6 +248,8 @@ class ReportRow:
     devices: tuple[str, ...] = ("cpu",)
     split_seeds: tuple[int | None, ...] = (None,)
     at_cap: int = 0
+    inference_ms: Stat = Stat(None, None, 0)
+    inference_rows: tuple[int, ...] = ()
 
     @property
     def group(self) -> tuple[str, str]:
@@ -249,6 +287,8 @@ def aggregate(records: Sequence[CellRecord]) -> list[ReportRow]:
                 devices=tuple(sorted({r.device for r in rs})),
                 split_seeds=tuple(sorted({r.split_seed for r in rs}, key=lambda k: -1 if k is None else k)),
                 at_cap=sum(1 for r in rs if r.at_cap),
+                inference_ms=Stat.of(r.inference_ms for r in rs),
+                inference_rows=tuple(sorted({r.inference_rows for r in rs if r.inference_rows is not None})),
             )
         )
     return sorted(rows, key=lambda r: (r.dataset, r.model, _method_rank(r.method), -r.embedding_bytes))
@@ -405,19 +445,32 @@ def _speed(stat: Stat) -> str:
     return f"{stat.mean:,.0f}" + (f" ± {stat.std:,.0f}" if stat.std is not None else "")
 
 
+def inference_cell(row: ReportRow) -> str:
+    """The row's inference time for a table: `12.34 ± 0.56`, with the batch rows when they are not
+    `INFERENCE_ROWS` and the share of cells when only some measured it; `n/a` when none did."""
+    if row.inference_ms.mean is None:
+        return "n/a"
+    notes = []
+    if row.inference_rows != (INFERENCE_ROWS,):
+        notes.append("/".join(f"{n:,}" for n in row.inference_rows) + " rows")
+    if row.inference_ms.n < len(row.seeds):
+        notes.append(f"{row.inference_ms.n}/{len(row.seeds)} cells")
+    return row.inference_ms.format(2) + (f" ({'; '.join(notes)})" if notes else "")
+
+
 def markdown_table(rows: Sequence[ReportRow]) -> str:
     """The results table (one row per dataset x model x method x budget)."""
     head = (
         "| dataset | model | method | budget | emb. params | emb. bytes | seeds | at cap | test AUC "
-        "| test logloss | train s | samples/s | peak RSS | device |\n"
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        f"| test logloss | train s | samples/s | infer ms / {INFERENCE_ROWS} rows | peak RSS | device |\n"
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     lines = [
         f"| {r.dataset} | {r.model} | {r.method} | {r.budget} | {_int(r.embedding_params)} "
         f"| {_bytes(r.embedding_bytes)} | {len(r.seeds)} | {r.at_cap or ''} | {r.test_auc.format(4)} "
         f"| {r.test_logloss.format(4)} "
-        f"| {r.train_seconds.format(1)} | {_speed(r.samples_per_second)} | {_bytes(r.peak_rss_bytes)} "
-        f"| {', '.join(r.devices)} |"
+        f"| {r.train_seconds.format(1)} | {_speed(r.samples_per_second)} | {inference_cell(r)} "
+        f"| {_bytes(r.peak_rss_bytes)} | {', '.join(r.devices)} |"
         for r in rows
     ]
     return head + "\n".join(lines) + "\n"
@@ -452,8 +505,10 @@ def markdown_report(
     notes: Sequence[str] = (),
     plots: Sequence[str] = (),
     variance: str = "± is the sample std (ddof = 1) over seeds.",
+    sections: Sequence[str] = (),
 ) -> str:
-    """The whole report as Markdown (`variance`: what the ± is, from `variance_source`)."""
+    """The whole report as Markdown (`variance`: what the ± is, from `variance_source`; `sections`:
+    further Markdown sections after the claim check, e.g. `verdicts.verdict_sections`)."""
     parts = [f"# {title}\n\n"]
     parts += [f"{n}\n\n" for n in notes]
     parts.append(
@@ -481,6 +536,7 @@ def markdown_report(
         "as the budget shrinks.\n\n"
     )
     parts.append(markdown_claims(checks))
+    parts += [f"\n{section}\n" for section in sections]
     if plots:
         parts.append("## Pareto plots\n\n")
         parts += [f"![{Path(p).stem}]({p})\n\n" for p in plots]
@@ -490,8 +546,8 @@ def markdown_report(
 CSV_COLUMNS = (
     "dataset", "model", "method", "embedding", "budget", "seeds", "embedding_params", "embedding_bytes",
     "test_auc_mean", "test_auc_std", "test_logloss_mean", "test_logloss_std", "train_seconds_mean",
-    "train_seconds_std", "samples_per_second_mean", "samples_per_second_std", "peak_rss_bytes", "devices",
-    "split_seeds", "at_cap",
+    "train_seconds_std", "samples_per_second_mean", "samples_per_second_std", "inference_ms_mean",
+    "inference_ms_std", "inference_rows", "peak_rss_bytes", "devices", "split_seeds", "at_cap",
 )  # fmt: skip
 
 
@@ -511,7 +567,9 @@ def csv_text(rows: Sequence[ReportRow]) -> str:
                 v(r.embedding_params), v(r.embedding_bytes),
                 v(r.test_auc.mean), v(r.test_auc.std), v(r.test_logloss.mean), v(r.test_logloss.std),
                 v(r.train_seconds.mean), v(r.train_seconds.std),
-                v(r.samples_per_second.mean), v(r.samples_per_second.std), v(r.peak_rss_bytes),
+                v(r.samples_per_second.mean), v(r.samples_per_second.std),
+                v(r.inference_ms.mean), v(r.inference_ms.std), " ".join(str(n) for n in r.inference_rows),
+                v(r.peak_rss_bytes),
                 " ".join(r.devices), " ".join("default" if k is None else str(k) for k in r.split_seeds),
                 r.at_cap,
             ]
@@ -529,7 +587,7 @@ class ReportFiles:
 
 
 def write_report(
-    results_dir: str | Path,
+    results_dir: str | Path | Sequence[str | Path],
     out_dir: str | Path | None = None,
     treatment: str = "unified",
     baseline: str = "hashing",
@@ -538,43 +596,59 @@ def write_report(
     """Aggregate a results directory into report.md, results.csv and one Pareto PNG per dataset x model.
 
     Args:
-        results_dir: a `run_benchmark` output directory (or any folder of result JSON files).
-        out_dir: where to write (default `<results_dir>/report`).
+        results_dir: a `run_benchmark` output directory (or any folder of result JSON files), or
+            several, reported together (e.g. a zoo grid and the grid of unified variants).
+        out_dir: where to write (default `<results_dir>/report`; required for several directories).
         treatment, baseline: the methods the claim check compares.
         plots: draw the Pareto plots.
 
     Raises:
-        ValueError: no results found.
+        ValueError: no results found, or several directories and no `out_dir`.
     """
     from featmux.benchmarks.plots import pareto_plots
+    from featmux.benchmarks.verdicts import verdict_sections
 
-    results_dir = Path(results_dir)
-    out = Path(out_dir) if out_dir is not None else results_dir / "report"
-    records = load_results(results_dir)
+    folders = _result_folders(results_dir)
+    if len(folders) != 1 and out_dir is None:
+        raise ValueError(f"a report of {len(folders)} results directories needs an output directory")
+    out = Path(out_dir) if out_dir is not None else folders[0] / "report"
+    records = load_results(folders)
     if not records:
-        raise ValueError(f"no result files in {results_dir}")
+        raise ValueError(f"no result files in {', '.join(map(str, folders))}")
     rows = aggregate(records)
     checks = claim_checks(rows, treatment, baseline)
     out.mkdir(parents=True, exist_ok=True)
     pngs = tuple(pareto_plots(rows, out)) if plots else ()
-    notes = [f"{len(records)} results from `{results_dir}`."]
-    manifest = results_dir / "manifest.json"
-    if manifest.is_file():
+    notes = [f"{len(records)} results from " + ", ".join(f"`{f}`" for f in folders) + "."]
+    shared = sum(len(r.duplicates) for r in records)
+    if shared:
+        notes.append(
+            f"{shared} further file(s) hold a cell already counted, with the same settings (grids that "
+            "share cells): each counted once."
+        )
+    names = []
+    found = {record_key(r) for r in records}
+    for folder in folders:
+        manifest = folder / "manifest.json"
+        if not manifest.is_file():
+            names.append(folder.name)
+            continue
         info = json.loads(manifest.read_text())
+        names.append(str(info.get("name", folder.name)))
         expected = {c["key"] for c in info.get("cells", [])}
-        found = {record_key(r) for r in records}
         missing = sorted(expected - found)
-        title = f"Benchmark report: {info.get('name', results_dir.name)}"
-        notes.append(f"The grid has {len(expected)} cells; {len(missing)} have no result yet.")
+        grid = "The grid" if len(folders) == 1 else f"Grid {names[-1]}"
+        notes.append(f"{grid} has {len(expected)} cells; {len(missing)} have no result yet.")
         if missing:
             notes.append(
                 "Missing: "
                 + ", ".join(f"`{k}`" for k in missing[:20])
                 + (" ..." if len(missing) > 20 else "")
             )
-    else:
-        title = f"Benchmark report: {results_dir.name}"
-    text = markdown_report(rows, checks, title, notes, [p.name for p in pngs], variance_source(records))
+    title = "Benchmark report: " + " + ".join(names)
+    sections = verdict_sections(rows, treatment)
+    pictures = [p.name for p in pngs]
+    text = markdown_report(rows, checks, title, notes, pictures, variance_source(records), sections)
     md, table = out / "report.md", out / "results.csv"
     md.write_text(text)
     table.write_text(csv_text(rows))

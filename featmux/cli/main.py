@@ -456,6 +456,9 @@ def _print_result(result: dict[str, Any]) -> None:
     ]
     for key in keys:
         table.add_row(key, _fmt(result.get(key)))
+    if result.get("inference"):
+        inference = result["inference"]
+        table.add_row(f"inference ms / {inference['rows']} rows", f"{inference['median_ms']:.2f}")
     if "autocast" in result:
         table.add_row("bf16 autocast", "on" if result["autocast"]["bf16"] else "off")
     Console().print(table)

@@ -34,6 +34,7 @@ from featmux.embeddings import (
 from featmux.models import CTRModel, build_model
 from featmux.training.checkpoint import save_model
 from featmux.training.config import TrainConfig
+from featmux.training.inference_time import time_inference
 from featmux.training.metrics import Metrics
 from featmux.training.precision import cpu_flags
 from featmux.training.run_config import RunConfig
@@ -180,6 +181,12 @@ def run_experiment(config: ExperimentConfig, log: Any = None) -> dict[str, Any]:
         save_model(Path(config.checkpoint_dir) / "model.pt", model, data.schema)
     dense = sum(p.numel() for p in model.dense_parameters())
     result = experiment_result(config, data, emb, dense, fit, test, prepare_seconds)
+    splits = (("test", data.test), ("valid", data.valid))
+    held_out = next(((name, rows) for name, rows in splits if rows is not None and len(rows)), None)
+    if held_out is not None:  # timed as it serves: after quantizing or pruning
+        timing = time_inference(model, held_out[1], held_out[0])
+        result["inference"] = timing.as_dict()
+        say(f"inference: {timing.median_ms:.2f} ms per {timing.rows} {timing.split} rows")
     if served:
         result["fp32"] = trained
     if stages is not None:

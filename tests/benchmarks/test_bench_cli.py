@@ -40,6 +40,9 @@ def test_run_and_report_end_to_end(grid_dict, tmp_path):
     assert 0.0 < result["test_auc"] < 1.0
     assert result["budget_fraction"] <= 0.25 and result["config"]["threads"] == 1
     assert result["peak_rss_bytes"] > 0 and result["bench"]["method"] == "unified"
+    inference = result["inference"]  # timed in the cell, at the cell's thread count
+    assert inference["threads"] == 1 and inference["rows"] == result["rows"]["test"] < 4096
+    assert inference["median_ms"] > 0 and inference["repeats"] >= 3
 
     model = out / "checkpoints" / "syn__dcnv2__unified__1-4__seed0" / "model.pt"
     assert result["bench"]["checkpoint_dir"] == str(model.parent)
@@ -51,7 +54,11 @@ def test_run_and_report_end_to_end(grid_dict, tmp_path):
     report = runner.invoke(bench_app, ["report", str(out)])
     assert report.exit_code == 0, report.output
     assert "syn / dcnv2" in report.output
+    assert "frontier: syn / dcnv2: the best unified* variant" in report.output  # hashing the other method
     assert (out / "report" / "report.md").is_file() and (out / "report" / "pareto_syn_dcnv2.png").is_file()
+    text = (out / "report" / "report.md").read_text()
+    assert f"| {inference['median_ms']:.2f} ({inference['rows']:,} rows) |" in text  # one seed: no std
+    assert "#### syn / dcnv2 at 1/4" in text and "| syn | dcnv2 | 1/4 | unified |" in text
 
 
 def test_report_of_an_empty_directory_fails(tmp_path):

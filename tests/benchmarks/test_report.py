@@ -253,3 +253,88 @@ def test_a_grid_cell_without_a_split_axis_keeps_its_key():
 
     cell = {**result("unified", "1/4", 0), "split_seed": 0}
     assert record_key(CellRecord.from_result(cell)) == "d/dcnv2/unified/1/4/seed0"
+
+
+def test_inference_time_column_and_old_results_without_it(tmp_path):
+    """Mean ± std of the median forward ms over seeds; n/a for results written before it was measured."""
+    from featmux.benchmarks.report import inference_cell
+
+    def timed(method, seed, ms, rows=4096):
+        return {**result(method, "1/4", seed), "inference": {"rows": rows, "median_ms": ms, "repeats": 10}}
+
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    files = {
+        "u0": timed("unified", 0, 2.0),
+        "u1": timed("unified", 1, 3.0),
+        "u2": timed("unified", 2, 4.0),
+        "h0": timed("hashing", 0, 1.5),
+        "h1": result("hashing", "1/4", 1),  # an old cell: no inference field
+        "h2": timed("hashing", 2, 2.5),
+        "c0": result("collisionless", "1", 0),
+    }
+    for name, data in files.items():
+        (cells / f"{name}.json").write_text(json.dumps(data))
+    rows = {r.method: r for r in aggregate(load_results(tmp_path))}
+    unified, hashing, collisionless = rows["unified"], rows["hashing"], rows["collisionless"]
+    assert unified.inference_ms.mean == pytest.approx(3.0) and unified.inference_ms.std == pytest.approx(1.0)
+    assert unified.inference_rows == (4096,) and inference_cell(unified) == "3.00 ± 1.00"
+    assert inference_cell(hashing) == "2.00 ± 0.71 (2/3 cells)"
+    assert collisionless.inference_ms.n == 0 and inference_cell(collisionless) == "n/a"
+    small = aggregate([CellRecord.from_result(timed("unified", 0, 0.5, rows=2000))])[0]
+    assert inference_cell(small) == "0.50 (2,000 rows)"  # a test split smaller than one batch
+    table = markdown_table(list(rows.values()))
+    assert "| samples/s | infer ms / 4096 rows | peak RSS |" in table
+    assert "| 1,000 | n/a | 100.0 MB | cpu |" in table  # collisionless: 1 seed, not measured
+    assert "| 2,000 ± 1,000 | 3.00 ± 1.00 | 300.0 MB | cpu |" in table
+    parsed = {r["method"]: r for r in csv.DictReader(io.StringIO(csv_text(list(rows.values()))))}
+    assert float(parsed["unified"]["inference_ms_mean"]) == pytest.approx(3.0)
+    assert parsed["unified"]["inference_rows"] == "4096"
+    assert parsed["collisionless"]["inference_ms_mean"] == parsed["collisionless"]["inference_rows"] == ""
+    report = write_report(tmp_path, plots=False).markdown.read_text()
+    assert "## Verdict per budget" in report and "## Frontier check" in report
+
+
+def test_grids_that_share_a_cell_report_together(tmp_path):
+    """A zoo grid and the beyond grid both run `unified`: a parent folder counts that cell once."""
+    for grid, methods in (("zoo", ("hashing", "unified")), ("beyond", ("unified",))):
+        cells = tmp_path / grid / "cells"
+        cells.mkdir(parents=True)
+        for method in methods:
+            cell = result(method, "1/4", 0)
+            cell["bench"]["fingerprint"] = f"settings-of-{method}"
+            (cells / f"{method}.json").write_text(json.dumps(cell))
+    records = load_results(tmp_path)
+    assert sorted(r.method for r in records) == ["hashing", "unified"]
+    (unified,) = [r for r in records if r.method == "unified"]
+    assert unified.source.endswith("beyond/cells/unified.json")  # path order: beyond/ before zoo/
+    assert unified.duplicates == (str(tmp_path / "zoo" / "cells" / "unified.json"),)
+    text = write_report(tmp_path, plots=False).markdown.read_text()
+    assert "1 further file(s) hold a cell already counted, with the same settings" in text
+    other = json.loads((tmp_path / "zoo" / "cells" / "unified.json").read_text())
+    other["bench"]["fingerprint"] = "other-settings"
+    (tmp_path / "zoo" / "cells" / "unified.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="are both results of d/dcnv2/unified/1/4/seed0, with different"):
+        load_results(tmp_path)
+
+
+def test_several_results_directories_report_together(results_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from featmux.benchmarks.cli import bench_app
+
+    extra = tmp_path / "beyond"
+    (extra / "cells").mkdir(parents=True)
+    cell = result("unified", "1/4", 0)
+    cell["bench"]["method"], cell["test_auc"] = "unified-int8", 0.79
+    (extra / "cells" / "a.json").write_text(json.dumps(cell))
+    (extra / "manifest.json").write_text(json.dumps({"name": "beyond", "cells": [{"key": "x"}]}))
+    files = write_report([results_dir, extra], tmp_path / "both", plots=False)
+    text = files.markdown.read_text()
+    assert text.startswith("# Benchmark report: run + beyond") and "Grid beyond has 1 cells; 1 have" in text
+    assert "| d | dcnv2 | 1/4 | unified-int8 |" in text  # the frontier check sees both directories
+    runner = CliRunner()
+    done = runner.invoke(bench_app, ["report", str(results_dir), str(extra)])
+    assert done.exit_code == 2 and "needs an output directory" in done.output
+    done = runner.invoke(bench_app, ["report", str(results_dir), str(extra), "--out", str(tmp_path / "o")])
+    assert done.exit_code == 0, done.output

@@ -53,6 +53,7 @@ def test_train_synthetic_writes_results(tmp_path, monkeypatch):
     # 1/4 of the collisionless count, in whole rows of width 4
     assert data["embedding_params"] == (round(data["collisionless_params"] / 4) // 4) * 4
     assert "test_auc" in text(result)
+    assert data["inference"]["rows"] == 375 and "inference ms / 375 rows" in text(result)  # train --out too
 
 
 @pytest.mark.real_data
