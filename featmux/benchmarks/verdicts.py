@@ -169,10 +169,10 @@ class BudgetVerdict:
         elif self.unified is None:
             text += f". {t} did not run at this budget: no time comparison."
         else:
-            text += (
-                f". It takes {format_ratio(self.train_ratio(w))} {t}'s train s and "
-                f"{format_ratio(self.inference_ratio(w))} {t}'s inference ms."
-            )
+            costs = [f"{format_ratio(self.train_ratio(w))} {t}'s train s"]
+            if self.inference_ratio(w) is not None:  # cells from before inference was timed have none
+                costs.append(f"{format_ratio(self.inference_ratio(w))} {t}'s inference ms")
+            text += f". It takes {' and '.join(costs)}."
         if self.reference is not None and self.reference.test_auc.mean is not None:
             text += f" Against collisionless: {Margin(w, self.reference).format()}."
         return text
