@@ -28,28 +28,32 @@ seeds=("$@")
 out=benchmarks/results/model-zoo/movielens1m
 mkdir -p "$out"
 for seed in "${seeds[@]}"; do
-  for model in din deepfm; do
-    json=$out/${model}_collisionless_s${seed}.json
+  for run in ${MODELS:-din din_liked deepfm wdl}; do
+    json=$out/${run}_collisionless_s${seed}.json
     [ -s "$json" ] && { echo "have $json"; continue; }
-    PYTHONPATH=$PWD /work/main/.venv/bin/featmux train --config configs/movielens1m_${model}.yaml \
+    case $run in
+      din_liked) preset=din extra=(--dataset-option behaviour=liked) ;;  # history of clicks (training split)
+      wdl) preset=deepfm extra=(--model wdl) ;;  # DeepFM without its FM term: the MLP base DIN adds attention to
+      *) preset=$run extra=() ;;
+    esac
+    PYTHONPATH=$PWD /work/main/.venv/bin/featmux train --config configs/movielens1m_${preset}.yaml \
       --data /work/shared/data/movielens-1m --seed "$seed" --threads "$threads" --no-bf16 --no-progress \
-      --out "$json"
+      "${extra[@]}" --out "$json"
   done
 done
 PYTHONPATH=$PWD /work/main/.venv/bin/python - "$out" <<'EOF'
 import json, statistics, sys
 from pathlib import Path
 
-runs = [json.loads(p.read_text()) for p in sorted(Path(sys.argv[1]).glob("*.json"))]
-for model in ("din", "deepfm"):
-    mine = [r for r in runs if r["model"] == model]
-    if not mine:
-        continue
+runs: dict[str, list[dict]] = {}
+for p in sorted(Path(sys.argv[1]).glob("*_collisionless_s*.json")):  # preset name: the file's prefix
+    runs.setdefault(p.name.split("_collisionless_")[0], []).append(json.loads(p.read_text()))
+for preset, mine in runs.items():
     aucs = [r["test_auc"] for r in mine]
     capped = [r["seed"] for r in mine if r["epochs"] >= r["config"]["epochs"]]
     std = statistics.stdev(aucs) if len(aucs) > 1 else float("nan")
     print(
-        f"{model}: test AUC {statistics.mean(aucs):.4f} +- {std:.4f} over seeds {[r['seed'] for r in mine]}"
+        f"{preset}: test AUC {statistics.mean(aucs):.4f} +- {std:.4f} over seeds {[r['seed'] for r in mine]}"
         + (f"; seeds {capped} stopped by the epoch cap (not converged)" if capped else "")
     )
 EOF
