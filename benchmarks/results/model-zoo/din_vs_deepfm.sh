@@ -1,26 +1,30 @@
 #!/usr/bin/env bash
 # DIN with behaviour history vs DeepFM without, on MovieLens-1M cs100_half (issue #15): 3 seeds each.
 #
-#   bash benchmarks/results/model-zoo/din_vs_deepfm.sh            # seeds 0 1 2, both models
-#   THREADS=2 bash benchmarks/results/model-zoo/din_vs_deepfm.sh 1 # one seed, 2 torch threads
+#   bash benchmarks/results/model-zoo/din_vs_deepfm.sh              # seeds 0 1 2, every run below
+#   MODELS="din_liked wdl" THREADS=2 bash benchmarks/results/model-zoo/din_vs_deepfm.sh 1   # some, seed 1
 #
-# From the repository root. Both presets read the same ratings file with the same split (the movielens
-# source's split seed, 0 by default; --seed only seeds training): configs/movielens1m_din.yaml (history
-# of 50, history movies on item_id's rows: share_embedding) and configs/movielens1m_deepfm.yaml (no
-# history), both collisionless, dim 30, batch 128, Adam 2e-4, MLP [200, 80], early stopping on
-# validation AUC (patience 2, learning rate / 10 on each plateau, at most 30 epochs). A run whose JSON
-# exists is skipped, so the script resumes; the summary at the end prints mean and std per model.
+# Runs (one JSON each under movielens1m/, named RUN_collisionless_sSEED.json):
+#   din        configs/movielens1m_din.yaml: history of the user's last 50 earlier ratings (any rating,
+#              any split: what was rated, never how), history movies on item_id's rows (share_embedding)
+#   din_liked  the same with --dataset-option behaviour=liked: the last 50 earlier ratings 4-5 of the
+#              training split (DIN's clicks; no validation or test label reaches any input)
+#   deepfm     configs/movielens1m_deepfm.yaml, no history
+#   wdl        the same preset with --model wdl: DeepFM without its FM term, the MLP base DIN adds
+#              attention to
+# From the repository root. Every preset reads the same ratings file with the same split (the movielens
+# source's split seed, 0 by default; --seed only seeds training); all collisionless, dim 30, batch 128,
+# Adam 2e-4, MLP [200, 80], early stopping on validation AUC (patience 2, learning rate / 10 on each
+# plateau, at most 30 epochs). A run whose JSON exists is skipped, so the script resumes; the summary at
+# the end prints mean and std per run.
 #
-# float32 (--no-bf16) for both models, as the zoo's run.sh: at batch 128 bf16 autocast made the DIN
-# epoch 1.9x slower here (466 s against 245 s of training).
+# float32 (--no-bf16) for every model, as the zoo's run.sh: at batch 128 bf16 autocast made the DIN
+# epoch 1.9x slower (466 s against 245 s of training, measured in an earlier session).
 #
-# Time, measured for DIN only (1 torch thread, float32, encoded data cached): one epoch (288,373
-# training rows, 2,253 steps) took 245 s of training (1,176 rows/s), 5.1 min wall with loading and the
-# validation pass; on the 2-core Xeon (avx2, avx512_bf16, amx_bf16) shared with other jobs (load
-# average 8.0 -> 8.2: a contended figure); encoding the splits once took 22 s more. A DIN run trains
-# until early stopping (at most 30 epochs): about 5 min x its epochs, so 40 min for 8 epochs and at most
-# 2.6 h a seed. DeepFM, same conditions: 34 s of training an epoch (8,415 rows/s), 1 min wall with its
-# own encoding (no history), so at most 30 min a seed. All six runs: about 2.5 h to 9 h.
+# Time, 2026-12-02, 1 torch thread, 2-core Xeon (avx2, avx512_bf16, amx_bf16) shared with one other
+# 1-thread training job: DIN 45-78 s of training an epoch (about 1 min wall with its validation pass),
+# 10-13 epochs, 10-14 min a run; DeepFM and WDL 10-18 s an epoch, 15-17 epochs, 3-5 min a run. All
+# twelve runs: about 1.7 h.
 set -euo pipefail
 threads=${THREADS:-1}
 seeds=("$@")

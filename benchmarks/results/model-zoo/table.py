@@ -54,6 +54,7 @@ for (model, embedding, budget), rs in sorted(
     ),
 ):
     mean, std = mean_std([r["test_auc"] for r in rs])
+    spread = f"± {std:.4f}" if len(rs) > 1 else "(1 seed)"
     bars = BARS.get(model)
     seeds = ",".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))
     verdict, diff, drop = "", "", ""
@@ -65,7 +66,7 @@ for (model, embedding, budget), rs in sorted(
     elif model in collisionless:
         drop = f"{mean - collisionless[model]:+.4f}"
     print(
-        f"| {model} | {embedding} | {budget} | {seeds} | {mean:.4f} ± {std:.4f} | {bars if diff else ''} "
+        f"| {model} | {embedding} | {budget} | {seeds} | {mean:.4f} {spread} | {bars if diff else ''} "
         f"| {diff} | {verdict} | {drop} |"
     )
 
