@@ -5,7 +5,8 @@ Names (`SOURCES`):
 - `movielens`: a MovieLens 100K/1M directory or ratings file (see `detect_movielens`); option `ratings`;
   `history=N` adds each rating's last N earlier ratings of its user (`featmux.data.sequences`, for DIN);
   their movies read `item_id`'s embedding rows unless `share_embedding=false`; `behaviour=liked` keeps
-  only the training split's ratings 4-5 in it (DIN's clicks; default `rated`: every rating).
+  only the training split's ratings 4-5 in it (DIN's clicks; default `rated`: every rating);
+  `split_by=user` carves valid/test by user instead of by rating (the DIN paper's protocol).
 - `criteo`, `avazu`: a directory with train/dev/test files (e.g. shared/data/*/wide_resdnn), or one file.
 - `csv`: a CSV or Parquet table (the train file); options describe the columns (`label`, `categorical`,
   `numeric`, `multivalent`, ...; `share_with`: {feature: the feature whose embedding rows it reads})
@@ -174,13 +175,36 @@ def _fractions(value: Any) -> tuple[float, float, float]:
     return fractions  # type: ignore[return-value]
 
 
-def _bucket_filter(seed: int, fractions: Sequence[float], buckets: frozenset[int]) -> LineFilter:
+# line numbers -> int8 split of each line (0 train, 1 valid, 2 test)
+Assignment = Callable[[np.ndarray], np.ndarray]
+
+
+def _bucket_filter(assign: Assignment, buckets: frozenset[int]) -> LineFilter:
     wanted = np.asarray(sorted(buckets), dtype=np.int8)
 
     def keep(lines: np.ndarray) -> np.ndarray:
-        return np.isin(split_assignment(lines, seed, fractions), wanted)
+        return np.isin(assign(lines), wanted)
 
     return keep
+
+
+def _user_assignment(events: pl.DataFrame, seed: int, fractions: Sequence[float]) -> Assignment:
+    """Each line's split from a hash of (seed, its user id): a user's ratings all go to one split.
+
+    Lines that are not parsable ratings go to train, whose reader reports them with line and field.
+    """
+    keys = events.get_column("key").to_numpy()
+    by_line = np.zeros(int(keys.max()) + 1 if keys.size else 0, dtype=np.int8)
+    by_line[keys] = split_assignment(events.get_column("user_id").to_numpy(), seed, fractions)
+
+    def assign(lines: np.ndarray) -> np.ndarray:
+        lines = np.asarray(lines, dtype=np.int64)
+        inside = lines < by_line.size
+        out = np.zeros(lines.shape, dtype=np.int8)
+        out[inside] = by_line[lines[inside]]
+        return out
+
+    return assign
 
 
 def _both(first: LineFilter | None, second: LineFilter | None) -> LineFilter | None:
@@ -202,9 +226,17 @@ def _file_readers(
     bad_rows: BadRows,
     seed: int,
     fractions: Sequence[float],
+    assign: Assignment | None = None,
+    carved_by: str = "rows",
 ) -> tuple[dict[str, SplitReader], dict[str, str]]:
     """One reader per split: its own file, or its share of the train file (see the module docstring);
-    and where each split's rows come from, in words."""
+    and where each split's rows come from, in words. `assign` replaces the per-line hash (e.g. by user),
+    `carved_by` names what it hashes."""
+    if assign is None:
+
+        def assign(lines: np.ndarray) -> np.ndarray:
+            return split_assignment(lines, seed, fractions)
+
     train = files["train"]
     assert train is not None
     plan: dict[str, tuple[Path, frozenset[int] | None]] = {}
@@ -221,7 +253,7 @@ def _file_readers(
 
     def reader(path: Path, buckets: frozenset[int] | None) -> SplitReader:
         def run(chunk_rows: int, extra: LineFilter | None) -> Iterator[TextChunk]:
-            line_filter = None if buckets is None else _bucket_filter(seed, fractions, buckets)
+            line_filter = None if buckets is None else _bucket_filter(assign, buckets)
             line_filter = _both(line_filter, extra)
             chunks = read(path, chunk_rows=chunk_rows, bad_rows=bad_rows, line_filter=line_filter)
             return rechunk(chunks, chunk_rows)
@@ -232,7 +264,8 @@ def _file_readers(
     origins = {
         name: path.name
         if buckets is None
-        else f"{sum(fractions[b] for b in buckets):.0%} of {path.name} (rows carved by split seed {seed})"
+        else f"{sum(fractions[b] for b in buckets):.0%} of {path.name} "
+        f"({carved_by} carved by split seed {seed})"
         for name, (path, buckets) in plan.items()
     }
     return readers, origins
@@ -355,6 +388,11 @@ def _open_avazu(path: Path | None, given: Mapping[str, Any], bad_rows: BadRows) 
     return _open_files("avazu", path, given, bad_rows, avazu_schema(), avazu_chunks, _KAGGLE_NAMES)
 
 
+# how the movielens source carves valid/test from the ratings: by rating (line) or by user (the DIN
+# paper's MovieLens protocol: test users never appear in training)
+_MOVIELENS_SPLIT_BY = ("rating", "user")
+
+
 def _open_movielens(path: Path | None, given: Mapping[str, Any], bad_rows: BadRows) -> _Opened:
     defaults = {
         "ratings": None,
@@ -363,8 +401,15 @@ def _open_movielens(path: Path | None, given: Mapping[str, Any], bad_rows: BadRo
         "history": 0,
         "share_embedding": True,
         "behaviour": Behaviour.RATED.value,
+        "split_by": "rating",
     }
     options = _options("movielens", given, defaults)
+    if options["split_by"] not in _MOVIELENS_SPLIT_BY:
+        raise ValueError(
+            f"movielens: option split_by must be one of {', '.join(_MOVIELENS_SPLIT_BY)}, "
+            f"got {options['split_by']!r}"
+        )
+    by_user = options["split_by"] == "user"
     options["fractions"] = _fractions(options["fractions"])
     ml = detect_movielens(_need_path("movielens", path), options["ratings"])
     # the side tables are small: load (and check) them once, not on every pass
@@ -393,24 +438,48 @@ def _open_movielens(path: Path | None, given: Mapping[str, Any], bad_rows: BadRo
                 raise ValueError(f"movielens: option {needs} needs a history (option history=N)")
     history: list[pl.DataFrame] = []  # built on the first pass over the ratings, then kept
     seed, fractions = int(options["seed"]), options["fractions"]
+    events: list[pl.DataFrame] = []  # the ratings' events, read on the first pass that needs them
+    by_user_split: list[Assignment] = []
+
+    def rating_events_once() -> pl.DataFrame:
+        if not events:
+            events.append(rating_events(ml))
+        return events[0]
+
+    def assign_by_user(lines: np.ndarray) -> np.ndarray:
+        if not by_user_split:
+            by_user_split.append(_user_assignment(rating_events_once(), seed, fractions))
+        return by_user_split[0](lines)
 
     def read(ratings: Path, **kwargs: Any) -> Iterator[TextChunk]:
         chunks = movielens_chunks(ml, users=users, items=items, **kwargs)
         if not history_length:
             return chunks
         if not history:
-            events = rating_events(ml)
-            train = split_assignment(events.get_column("key").to_numpy(), seed, fractions) == 0
-            mask = behaviour_mask(events, behaviour, train)
-            history.append(build_history(events, items, history_length, mask))
+            found = rating_events_once()
+            keys = found.get_column("key").to_numpy()
+            train = (assign_by_user(keys) if by_user else split_assignment(keys, seed, fractions)) == 0
+            mask = behaviour_mask(found, behaviour, train)
+            history.append(build_history(found, items, history_length, mask))
         return with_history(chunks, history[0], [schema.label, *schema.feature_names])
 
     split_files: dict[str, Path | None] = {"train": ml.ratings, "valid": None, "test": None}
-    readers, origins = _file_readers(read, split_files, bad_rows, seed, fractions)
+    readers, origins = _file_readers(
+        read,
+        split_files,
+        bad_rows,
+        seed,
+        fractions,
+        assign_by_user if by_user else None,
+        "users" if by_user else "rows",
+    )
     record = {**options, "ratings": ml.ratings, "variant": ml.variant.value}
-    if not history_length:  # without a history the record (and so the cache key) is what it was before
+    # options left at their defaults stay out of the record, so earlier caches keep their keys
+    if not by_user:
+        del record["split_by"]
+    if not history_length:
         record = {k: v for k, v in record.items() if k not in ("history", "share_embedding", "behaviour")}
-    elif behaviour is Behaviour.RATED:  # the caches of histories built before the option still hold
+    elif behaviour is Behaviour.RATED:
         del record["behaviour"]
     return schema, ml.files, record, readers, origins
 

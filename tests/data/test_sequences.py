@@ -216,3 +216,34 @@ def test_history_behaviour_option_is_checked(tmp_path):
         open_source("movielens", tmp_path / "ml", history=3, behaviour="clicked")
     with pytest.raises(ValueError, match="behaviour needs a history"):
         open_source("movielens", tmp_path / "ml", behaviour="liked")
+
+
+def test_user_split_puts_every_user_in_one_split_and_keeps_their_history(tmp_path):
+    """split_by=user (the DIN paper's MovieLens protocol): valid/test users never appear in training,
+    and a test user's history still holds their own earlier ratings."""
+    from featmux.data.sources import split_assignment
+
+    rng = np.random.default_rng(5)
+    users = np.arange(1, 41)
+    lines = [
+        f"{u}::{m}::{int(rng.choice([1, 2, 4, 5]))}::{t}" for u in users for t, m in enumerate((10, 20, 30))
+    ]
+    write_movielens(tmp_path / "ml", lines)
+    (tmp_path / "ml" / "users.dat").write_text("".join(f"{u}::F::1::10::48067\n" for u in users))
+    source = open_source("movielens", tmp_path / "ml", history=5, split_by="user")
+    frames = {s: pl.concat(list(source.split(s))) for s in ("train", "valid", "test")}
+    expected = split_assignment(users, 0, (0.8, 0.1, 0.1))
+    for index, name in enumerate(("train", "valid", "test")):
+        got = set(frames[name]["user_id"].to_list())
+        assert got == set(users[expected == index].tolist()) and got  # every split holds some users
+    assert sum(f.height for f in frames.values()) == len(lines)
+    test = frames["test"].sort("item_id")
+    for user, items, history in zip(
+        *(test[c].to_list() for c in ("user_id", "item_id", HISTORY_ITEMS)), strict=True
+    ):
+        assert history == [m for m in (10, 20, 30) if m < items], user  # ratings at t = 0, 1, 2 in item order
+    assert "users carved by split seed 0" in source.origins["test"]
+    assert source.options["split_by"] == "user"
+    assert "split_by" not in open_source("movielens", tmp_path / "ml").options  # old cache keys hold
+    with pytest.raises(ValueError, match="split_by must be one of rating, user"):
+        open_source("movielens", tmp_path / "ml", split_by="item")

@@ -12,6 +12,8 @@
 #   deepfm     configs/movielens1m_deepfm.yaml, no history
 #   wdl        the same preset with --model wdl: DeepFM without its FM term, the MLP base DIN adds
 #              attention to
+#   din_users, deepfm_users   din and deepfm on the DIN paper's protocol, --dataset-option
+#              split_by=user: valid and test users never appear in training (run with MODELS=...)
 # From the repository root. Every preset reads the same ratings file with the same split (the movielens
 # source's split seed, 0 by default; --seed only seeds training); all collisionless, dim 30, batch 128,
 # Adam 2e-4, MLP [200, 80], early stopping on validation AUC (patience 2, learning rate / 10 on each
@@ -38,6 +40,7 @@ for seed in "${seeds[@]}"; do
     case $run in
       din_liked) preset=din extra=(--dataset-option behaviour=liked) ;;  # history of clicks (training split)
       wdl) preset=deepfm extra=(--model wdl) ;;  # DeepFM without its FM term: the MLP base DIN adds attention to
+      din_users | deepfm_users) preset=${run%_users} extra=(--dataset-option split_by=user) ;;  # cold users
       *) preset=$run extra=() ;;
     esac
     PYTHONPATH=$PWD /work/main/.venv/bin/featmux train --config configs/movielens1m_${preset}.yaml \
