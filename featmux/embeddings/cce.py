@@ -262,11 +262,16 @@ class ClusteredEmbedding(ValueEmbedding):
             table[i, start : start + k] = fit
             residual = residual - fit[rows]
 
-    def on_train_step(self, step: int) -> None:
-        """Re-cluster after every `recluster_every`-th training step, `reclusters` times at most."""
+    def on_train_step(self, step: int) -> list[nn.Parameter] | None:
+        """Re-cluster after every `recluster_every`-th training step, `reclusters` times at most.
+
+        Returns the table when it re-clustered: its optimizer moments belong to the rows it replaced.
+        """
         every = self.options.recluster_every
         if every and step % every == 0 and step // every <= self.options.reclusters:
             self.recluster(step // every - 1)
+            return [self.weight]
+        return None
 
     def config(self) -> dict[str, Any]:
         o = self.options

@@ -376,7 +376,7 @@ class Trainer:
         loss = self._step(batch) if finite_inputs else float("nan")  # NaN inputs never reach the model
         if not math.isfinite(loss):
             self._nonfinite(batch, loss, where, rows)
-        run_step_hooks(self._hooks, self.state.step + 1)
+        run_step_hooks(self._hooks, self.state.step + 1, self.optimizers)
         return loss
 
     def _nonfinite(

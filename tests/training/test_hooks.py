@@ -80,7 +80,7 @@ def test_the_online_trainer_calls_hooks_with_global_steps(monkeypatch):
 
     def recording(self, step):
         calls.append(step)
-        hook(self, step)
+        return hook(self, step)
 
     monkeypatch.setattr(ClusteredEmbedding, "on_train_step", recording)
     config = OnlineConfig(
@@ -105,3 +105,16 @@ def test_the_online_trainer_calls_hooks_with_global_steps(monkeypatch):
     name = emb.univalent[slot].name  # the largest feature: it has known values
     assert emb.known[name] > 0
     assert emb.salts[slot].tolist() == [feature_salt(name, 4), feature_salt(name, 3)]  # rounds 0 and 1
+
+
+def test_a_recluster_drops_the_tables_optimizer_state_and_nothing_else(planted):
+    """Adam's moments of the re-clustered table were fitted to the rows it replaced: they restart."""
+    schema, train, valid = planted
+    model = _model(schema, train, "cce", CCE)
+    trainer = Trainer(model, CONFIG, schema)
+    trainer.fit(train, valid)  # 32 steps; the last re-clustering ran after step 15
+    (adam,) = trainer.optimizers
+    table = model.embedding.weight
+    others = [p for p in model.parameters() if p is not table]
+    assert int(adam.state[table]["step"]) == 32 - 15
+    assert {int(adam.state[p]["step"]) for p in others} == {32}
