@@ -14,6 +14,9 @@ Names (`SOURCES`):
 - `synthetic`: no path; options `seed`, `rows` (default 200,000; valid and test default to rows / 8),
   `valid_rows`, `test_rows` and any `SyntheticConfig` field.
 
+Every source takes `drop_features`: categorical features left out of its schema (e.g. `[user_id]`, so
+that held-out users are known by their history alone); they are not encoded and the cache key names them.
+
 A split without its own file is carved from the training file: each row goes to train/valid/test by a
 hash of (seed, line number) against `fractions` (default 8:1:1). The assignment is deterministic, needs
 no pass over the data, and does not depend on chunk sizes; the rows of the other splits are skipped
@@ -28,7 +31,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -629,7 +632,27 @@ def open_source(
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     bad_rows = bad_rows if bad_rows is not None else BadRows()
+    options = dict(options)
+    dropped = options.pop("drop_features", None)
     schema, files, record, readers, origins = opener(
         Path(path) if path is not None else None, options, bad_rows
     )
+    if dropped is not None:
+        schema = _without_features(name, schema, dropped)
+        record = {**record, "drop_features": sorted(dropped)}
     return DataSource(name, schema, files, _json(record), readers, chunk_rows, origins)
+
+
+def _without_features(source: str, schema: Schema, dropped: Any) -> Schema:
+    """The schema without the categorical features named in `dropped` (option `drop_features`)."""
+    if isinstance(dropped, str) or not all(isinstance(n, str) for n in dropped) or not dropped:
+        raise ValueError(
+            f"{source}: option drop_features must be a non-empty list of feature names, got {dropped!r}"
+        )
+    unknown = sorted(set(dropped) - set(schema.feature_names))
+    if unknown:
+        raise ValueError(
+            f"{source}: option drop_features names {unknown}, not categorical features of the source "
+            f"{list(schema.feature_names)}"
+        )
+    return replace(schema, categorical=tuple(f for f in schema.categorical if f.name not in dropped))

@@ -247,3 +247,17 @@ def test_user_split_puts_every_user_in_one_split_and_keeps_their_history(tmp_pat
     assert "split_by" not in open_source("movielens", tmp_path / "ml").options  # old cache keys hold
     with pytest.raises(ValueError, match="split_by must be one of rating, user"):
         open_source("movielens", tmp_path / "ml", split_by="item")
+
+
+def test_drop_features_leaves_a_feature_out_of_the_schema_and_the_cache_key(tmp_path):
+    write_movielens(tmp_path / "ml", ["1::10::5::10", "2::20::1::20"])
+    full = open_source("movielens", tmp_path / "ml", history=3)
+    cold = open_source("movielens", tmp_path / "ml", history=3, drop_features=["user_id"])
+    assert cold.schema.feature_names == tuple(n for n in full.schema.feature_names if n != "user_id")
+    assert cold.options["drop_features"] == ["user_id"] and "drop_features" not in full.options
+    encoded = encode_frame(pl.concat(list(cold.split("train"))), cold.schema)
+    assert encoded.ids.shape[1] == len(cold.schema.univalent)
+    with pytest.raises(ValueError, match=r"drop_features names \['user'\], not categorical features"):
+        open_source("movielens", tmp_path / "ml", drop_features=["user"])
+    with pytest.raises(ValueError, match="drop_features must be a non-empty list"):
+        open_source("movielens", tmp_path / "ml", drop_features="user_id")

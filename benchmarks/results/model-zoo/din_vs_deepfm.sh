@@ -14,6 +14,8 @@
 #              attention to
 #   din_users, deepfm_users   din and deepfm on the DIN paper's protocol, --dataset-option
 #              split_by=user: valid and test users never appear in training (run with MODELS=...)
+#   din_cold, deepfm_cold     the same without the user_id feature (drop_features=[user_id]): the
+#              model cannot lean on a per-user row that held-out users do not have
 # From the repository root. Every preset reads the same ratings file with the same split (the movielens
 # source's split seed, 0 by default; --seed only seeds training); all collisionless, dim 30, batch 128,
 # Adam 2e-4, MLP [200, 80], early stopping on validation AUC (patience 2, learning rate / 10 on each
@@ -41,6 +43,8 @@ for seed in "${seeds[@]}"; do
       din_liked) preset=din extra=(--dataset-option behaviour=liked) ;;  # history of clicks (training split)
       wdl) preset=deepfm extra=(--model wdl) ;;  # DeepFM without its FM term: the MLP base DIN adds attention to
       din_users | deepfm_users) preset=${run%_users} extra=(--dataset-option split_by=user) ;;  # cold users
+      din_cold | deepfm_cold) preset=${run%_cold}
+        extra=(--dataset-option split_by=user --dataset-option 'drop_features=["user_id"]') ;;
       *) preset=$run extra=() ;;
     esac
     PYTHONPATH=$PWD /work/main/.venv/bin/featmux train --config configs/movielens1m_${preset}.yaml \
