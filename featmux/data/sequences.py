@@ -173,17 +173,18 @@ def rating_events(files: MovieLensFiles) -> pl.DataFrame:
     return pl.concat(parts) if parts else pl.DataFrame(schema={"key": pl.Int64})
 
 
-def behaviour_mask(events: pl.DataFrame, behaviour: Behaviour, train: np.ndarray) -> np.ndarray | None:
+def behaviour_mask(events: pl.DataFrame, behaviour: Behaviour, readable: np.ndarray) -> np.ndarray | None:
     """Which events count as behaviour (None: all of them).
 
     Args:
         events: `rating_events` of the ratings file.
         behaviour: what a history is made of.
-        train: bool [events.height], the events of the training split.
+        readable: bool [events.height], the events whose labels a history may read (the training
+            split's when splits are carved by rating; all when by user).
     """
     if behaviour is Behaviour.RATED:
         return None
-    return (events.get_column("rating").to_numpy() >= LIKED_RATING) & train
+    return (events.get_column("rating").to_numpy() >= LIKED_RATING) & readable
 
 
 def with_history(

@@ -6,7 +6,8 @@ Names (`SOURCES`):
   `history=N` adds each rating's last N earlier ratings of its user (`featmux.data.sequences`, for DIN);
   their movies read `item_id`'s embedding rows unless `share_embedding=false`; `behaviour=liked` keeps
   only the training split's ratings 4-5 in it (DIN's clicks; default `rated`: every rating);
-  `split_by=user` carves valid/test by user instead of by rating (the DIN paper's protocol).
+  `split_by=user` carves valid/test by user instead of by rating (the DIN paper's protocol); then
+  `liked` holds the user's own earlier ratings 4-5, which are all in the row's split.
 - `criteo`, `avazu`: a directory with train/dev/test files (e.g. shared/data/*/wide_resdnn), or one file.
 - `csv`: a CSV or Parquet table (the train file); options describe the columns (`label`, `categorical`,
   `numeric`, `multivalent`, ...; `share_with`: {feature: the feature whose embedding rows it reads})
@@ -461,8 +462,10 @@ def _open_movielens(path: Path | None, given: Mapping[str, Any], bad_rows: BadRo
         if not history:
             found = rating_events_once()
             keys = found.get_column("key").to_numpy()
-            train = (assign_by_user(keys) if by_user else split_assignment(keys, seed, fractions)) == 0
-            mask = behaviour_mask(found, behaviour, train)
+            # which labels a history may read: by rating, the training split's only; by user, all of
+            # them (a history holds its own user's ratings, all in the row's split, strictly earlier)
+            readable = np.ones(keys.size, bool) if by_user else split_assignment(keys, seed, fractions) == 0
+            mask = behaviour_mask(found, behaviour, readable)
             history.append(build_history(found, items, history_length, mask))
         return with_history(chunks, history[0], [schema.label, *schema.feature_names])
 

@@ -261,3 +261,30 @@ def test_drop_features_leaves_a_feature_out_of_the_schema_and_the_cache_key(tmp_
         open_source("movielens", tmp_path / "ml", drop_features=["user"])
     with pytest.raises(ValueError, match="drop_features must be a non-empty list"):
         open_source("movielens", tmp_path / "ml", drop_features="user_id")
+
+
+def test_a_liked_history_under_the_user_split_reads_only_its_users_earlier_4_and_5(tmp_path):
+    """By user, a liked history holds the user's own earlier ratings 4-5: labels of the row's own
+    split only (a user's ratings are all in one split), never of another user or a later time."""
+    from featmux.data.sources import split_assignment
+
+    rng = np.random.default_rng(7)
+    users = np.arange(1, 31)
+    rows = [
+        (int(u), m, int(rng.choice([1, 2, 4, 5])), t) for u in users for t, m in enumerate((10, 20, 30, 40))
+    ]
+    write_movielens(tmp_path / "ml", [f"{u}::{m}::{r}::{t}" for u, m, r, t in rows])
+    (tmp_path / "ml" / "users.dat").write_text("".join(f"{u}::F::1::10::48067\n" for u in users))
+    source = open_source("movielens", tmp_path / "ml", history=10, split_by="user", behaviour="liked")
+    split_of = dict(zip(users.tolist(), split_assignment(users, 0, (0.8, 0.1, 0.1)).tolist(), strict=True))
+    got = {}
+    for index, name in enumerate(("train", "valid", "test")):
+        frame = pl.concat(list(source.split(name)))
+        assert {split_of[u] for u in frame["user_id"].to_list()} == {index}
+        columns = (frame[c].to_list() for c in ("user_id", "item_id", HISTORY_ITEMS))
+        got |= {(u, m): h for u, m, h in zip(*columns, strict=True)}
+    expected = {
+        (u, m): [m2 for u2, m2, r2, t2 in rows if u2 == u and t2 < t and r2 >= 4] for u, m, _, t in rows
+    }
+    assert got == expected
+    assert any(h for (u, _), h in expected.items() if split_of[u] == 2)  # test users have histories

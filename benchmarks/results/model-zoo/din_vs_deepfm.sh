@@ -14,7 +14,9 @@
 #              attention to
 #   din_users, deepfm_users   din and deepfm on the DIN paper's protocol, --dataset-option
 #              split_by=user: valid and test users never appear in training (run with MODELS=...)
-#   din_cold, deepfm_cold     the same without the user_id feature (drop_features=[user_id]): the
+#   din_liked_users           din_liked on the user split: the user's own earlier ratings 4-5 (all of
+#              them: a user's ratings are all in one split, so no label crosses splits)
+#   din_cold, deepfm_cold     din_users and deepfm_users without the user_id feature (drop_features=[user_id]): the
 #              model cannot lean on a per-user row that held-out users do not have
 # From the repository root. Every preset reads the same ratings file with the same split (the movielens
 # source's split seed, 0 by default; --seed only seeds training); all collisionless, dim 30, batch 128,
@@ -43,6 +45,7 @@ for seed in "${seeds[@]}"; do
       din_liked) preset=din extra=(--dataset-option behaviour=liked) ;;  # history of clicks (training split)
       wdl) preset=deepfm extra=(--model wdl) ;;  # DeepFM without its FM term: the MLP base DIN adds attention to
       din_users | deepfm_users) preset=${run%_users} extra=(--dataset-option split_by=user) ;;  # cold users
+      din_liked_users) preset=din extra=(--dataset-option split_by=user --dataset-option behaviour=liked) ;;
       din_cold | deepfm_cold) preset=${run%_cold}
         extra=(--dataset-option split_by=user --dataset-option 'drop_features=["user_id"]') ;;
       *) preset=$run extra=() ;;
