@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -442,18 +443,17 @@ def _open_movielens(path: Path | None, given: Mapping[str, Any], bad_rows: BadRo
                 raise ValueError(f"movielens: option {needs} needs a history (option history=N)")
     history: list[pl.DataFrame] = []  # built on the first pass over the ratings, then kept
     seed, fractions = int(options["seed"]), options["fractions"]
-    events: list[pl.DataFrame] = []  # the ratings' events, read on the first pass that needs them
-    by_user_split: list[Assignment] = []
 
+    @cache  # the ratings' events: read on the first pass that needs them, then kept
     def rating_events_once() -> pl.DataFrame:
-        if not events:
-            events.append(rating_events(ml))
-        return events[0]
+        return rating_events(ml)
+
+    @cache
+    def user_split() -> Assignment:
+        return _user_assignment(rating_events_once(), seed, fractions)
 
     def assign_by_user(lines: np.ndarray) -> np.ndarray:
-        if not by_user_split:
-            by_user_split.append(_user_assignment(rating_events_once(), seed, fractions))
-        return by_user_split[0](lines)
+        return user_split()(lines)
 
     def read(ratings: Path, **kwargs: Any) -> Iterator[TextChunk]:
         chunks = movielens_chunks(ml, users=users, items=items, **kwargs)
@@ -648,7 +648,7 @@ def open_source(
 
 def _without_features(source: str, schema: Schema, dropped: Any) -> Schema:
     """The schema without the categorical features named in `dropped` (option `drop_features`)."""
-    if isinstance(dropped, str) or not all(isinstance(n, str) for n in dropped) or not dropped:
+    if not isinstance(dropped, list | tuple) or not dropped or not all(isinstance(n, str) for n in dropped):
         raise ValueError(
             f"{source}: option drop_features must be a non-empty list of feature names, got {dropped!r}"
         )

@@ -259,8 +259,9 @@ def test_drop_features_leaves_a_feature_out_of_the_schema_and_the_cache_key(tmp_
     assert encoded.ids.shape[1] == len(cold.schema.univalent)
     with pytest.raises(ValueError, match=r"drop_features names \['user'\], not categorical features"):
         open_source("movielens", tmp_path / "ml", drop_features=["user"])
-    with pytest.raises(ValueError, match="drop_features must be a non-empty list"):
-        open_source("movielens", tmp_path / "ml", drop_features="user_id")
+    for bad in ("user_id", 5, []):
+        with pytest.raises(ValueError, match="drop_features must be a non-empty list"):
+            open_source("movielens", tmp_path / "ml", drop_features=bad)
 
 
 def test_a_liked_history_under_the_user_split_reads_only_its_users_earlier_4_and_5(tmp_path):
